@@ -1,0 +1,44 @@
+"""The public API; the CLI and users' scripts call these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .atomic import check_output
+from .catalog import all_hardware, all_workloads, builtin_names, load_hardware, load_workload
+from .engine import evaluate, evaluate_rows, to_json, totals
+from .specs import Hardware, SpecError, Workload
+
+__all__ = [
+    "check_output", "load_hardware", "load_workload", "evaluate", "evaluate_rows", "to_json",
+    "totals", "select_hardware", "select_workloads", "json_schema", "write_workbook",
+    "roofline_png", "Hardware", "Workload", "SpecError", "builtin_names",
+]
+
+
+def select_hardware(names: str | None) -> list[Hardware]:
+    if not names:
+        return [h for h in all_hardware() if h.kind != "cpu"]
+    return [load_hardware(n.strip()) for n in names.split(",") if n.strip()]
+
+
+def select_workloads(names: str | None) -> list[Workload]:
+    if not names:
+        return all_workloads()
+    return [load_workload(n.strip()) for n in names.split(",") if n.strip()]
+
+
+def json_schema(what: str) -> dict:
+    return {"hardware": Hardware, "workload": Workload}[what].model_json_schema()
+
+
+def roofline_png(hw, series, path):
+    from .report.plots import roofline_png as _png
+
+    return _png(hw, series, path)
+
+
+def write_workbook(path: Path, workloads, hardware, active: str | None = None) -> Path:
+    from .report.workbook import write_workbook as _write
+
+    return _write(Path(path), workloads, hardware, active=active)

@@ -1,0 +1,52 @@
+"""Built-in specs and name-or-path lookup (the I/O edge for hardware and workload files)."""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from pathlib import Path
+
+from .specs import Hardware, SpecError, Workload, load_model
+
+DATA = Path(__file__).parent / "data"
+_NOUN = {"hardware": "hardware", "workloads": "workload"}
+
+
+def builtin_names(what: str) -> list[str]:
+    return sorted(p.stem for p in (DATA / what).glob("*.yaml"))
+
+
+def _resolve(name_or_path: str | Path, what: str) -> Path:
+    s = str(name_or_path)
+    p = Path(s)
+    if p.suffix in (".yaml", ".yml") or "/" in s or p.exists():
+        return p
+    cand = DATA / what / f"{s}.yaml"
+    if cand.exists():
+        return cand
+    names = builtin_names(what)
+    close = difflib.get_close_matches(s, names, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise SpecError(f"unknown {_NOUN[what]} {s!r}: not a built-in name and not a file.{hint} "
+                    f"Built-in: {', '.join(names)}; or give a path to a YAML file.")
+
+
+@lru_cache(maxsize=None)
+def _load(path: Path, model):
+    return load_model(path, model)
+
+
+def load_hardware(name_or_path) -> Hardware:
+    return _load(_resolve(name_or_path, "hardware").resolve(), Hardware)
+
+
+def load_workload(name_or_path) -> Workload:
+    return _load(_resolve(name_or_path, "workloads").resolve(), Workload)
+
+
+def all_hardware() -> list[Hardware]:
+    return [load_hardware(n) for n in builtin_names("hardware")]
+
+
+def all_workloads() -> list[Workload]:
+    return [load_workload(n) for n in builtin_names("workloads")]

@@ -1,0 +1,95 @@
+"""Evaluate workloads on hardware: op inputs -> cost columns -> roofline columns.
+
+The numeric path and the workbook's formulas share one definition: ``op_columns`` with numbers
+gives values; with ``symbolic=True`` it gives expression trees whose Refs name op input cells,
+hardware parameters and earlier columns of the same row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .formula import NS, Ref, symbols
+from .ops import REGISTRY
+from .roofline import COLUMNS, derive
+from .specs import DTYPE_BYTES, Hardware, SpecError, Workload
+
+TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper"]
+
+
+def hw_env(hw: Hardware) -> dict[str, float]:
+    """The hardware's numeric parameters under the names formulas use."""
+    env = {f"peak_flops_{d}": v for d, v in hw.peak_flops.items()}
+    env.update(hbm_bandwidth=hw.hbm_bandwidth, hbm_capacity=hw.hbm_capacity,
+               onchip_memory=hw.onchip_memory, matmul_tile=float(hw.matmul_tile or 1))
+    return env
+
+
+HW_PARAMS = ["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile"] + [
+    f"peak_flops_{d}" for d in DTYPE_BYTES]
+
+
+def peak_key(hw: Hardware, dtype: str) -> str:
+    if dtype not in hw.peak_flops:
+        raise SpecError(
+            f"hardware {hw.name!r} has no peak_flops for dtype {dtype!r} (it lists "
+            f"{', '.join(hw.peak_flops)}): use one of those dtypes in the workload, or add "
+            f"peak_flops.{dtype} with a source to the hardware spec.")
+    return f"peak_flops_{dtype}"
+
+
+def op_columns(op, hw: Hardware, *, symbolic: bool = False, inputs: dict | None = None):
+    """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic."""
+    model = REGISTRY[op.kind]
+    values = inputs if inputs is not None else model.inputs(op)
+    henv = hw_env(hw)
+    key = peak_key(hw, op.dtype)
+    if symbolic:
+        p, h = symbols(values), symbols(henv)
+    else:
+        p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
+        h = NS({k: np.float64(v) for k, v in henv.items()})
+    cost = model.cost(p, h, op)
+    env = NS({**h, "peak": h[key], **(symbols(cost) if symbolic else cost)})
+    roof = derive(env, COLUMNS, Ref if symbolic else None)
+    return values, cost, roof
+
+
+def _clean(v):
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.str_):
+        return str(v)
+    return v
+
+
+def evaluate_op(op, hw: Hardware) -> dict:
+    _, cost, roof = op_columns(op, hw)
+    row = {"name": op.name, "kind": op.kind, "dtype": op.dtype}
+    row.update({k: _clean(v) for k, v in {**cost, **roof}.items()})
+    return row
+
+
+def evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
+    return [evaluate_op(op, hw) for op in wl.ops]
+
+
+def evaluate(hw: Hardware, wl: Workload) -> pd.DataFrame:
+    """One row per op with every cost and roofline column (NaN where a kind lacks one)."""
+    return pd.DataFrame(evaluate_rows(hw, wl))
+
+
+def totals(rows: list[dict]) -> dict:
+    return {k: _clean(sum(r[k] for r in rows if r.get(k) is not None)) for k in TOTAL_FIELDS}
+
+
+def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
+    rows = rows if rows is not None else evaluate_rows(hw, wl)
+    return {"schema_version": 1, "hardware": hw.name, "workload": wl.name, "ops": rows,
+            "total": totals(rows)}

@@ -1,0 +1,43 @@
+"""Op cost models: one small module per family, registered by op kind.
+
+Each model is two pure functions. ``inputs(op)`` turns a validated op spec into its numeric
+input cells (SI, dtype resolved to bytes per element). ``cost(p, hw, op)`` is arithmetic over
+those inputs and the hardware's symbols; it returns the op's cost columns (``flops``,
+``flops_exec``, ``hbm_bytes`` and any extras). Written once, it runs on numbers, numpy arrays
+(sweeps) or formula ``Ref``s (the workbook). ``op`` is passed only for structural choices
+(e.g. the attention ``impl``) that change the shape of the formula, not its inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..specs import elem_bytes
+
+
+@dataclass(frozen=True)
+class OpModel:
+    kind: str
+    inputs: Callable  # op spec -> dict[str, float]
+    cost: Callable    # (p, hw, op) -> dict[str, expr|number]
+
+
+REGISTRY: dict[str, OpModel] = {}
+
+
+def register(kind: str, inputs: Callable):
+    """Decorator for a cost function; ``inputs`` builds its numeric input cells."""
+
+    def deco(cost: Callable) -> Callable:
+        REGISTRY[kind] = OpModel(kind, inputs, cost)
+        return cost
+
+    return deco
+
+
+def common_inputs(op) -> dict[str, float]:
+    return {"elem_bytes": float(elem_bytes(op.dtype))}
+
+
+from . import attention, elementwise, matmul  # noqa: E402,F401  (register the models)

@@ -1,0 +1,25 @@
+"""Elementwise: ``inputs`` arrays in, ``outputs`` arrays out, all of one shape.
+
+An unfused chain is several ops (each a round trip through HBM); a fused chain is one op with
+all of its inputs and one output: A+B+C unfused moves 6N elements, fused 4N.
+"""
+
+import math
+
+from . import common_inputs, register
+
+
+def _inputs(op):
+    return {**common_inputs(op), "elements": float(math.prod(op.shape)),
+            "inputs": float(op.inputs), "outputs": float(op.outputs),
+            "flops_per_element": float(op.flops_per_element)}
+
+
+@register("elementwise", _inputs)
+def elementwise(p, hw, op):
+    flops = p.flops_per_element * p.elements
+    return {
+        "flops": flops,
+        "flops_exec": flops,
+        "hbm_bytes": p.elem_bytes * p.elements * (p.inputs + p.outputs),
+    }

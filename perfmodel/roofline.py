@@ -1,0 +1,55 @@
+"""Cost + hardware -> times, bound, intensity, ridge, utilisation.
+
+Defined as an ordered list of derived columns, each a formula over the op's cost columns, the
+hardware symbols and the columns before it. The workbook renders each column once per op row
+(later columns refer to earlier cells); Python evaluates the same list with numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .formula import NS, fmax, where
+
+# (column, formula over env) in dependency order. ``peak`` is the op dtype's peak FLOP/s.
+COLUMNS: list[tuple[str, Callable]] = [
+    ("intensity", lambda e: e.flops / e.hbm_bytes),
+    ("ridge", lambda e: e.peak / e.hbm_bandwidth),
+    ("t_compute", lambda e: e.flops_exec / e.peak),
+    ("t_memory", lambda e: e.hbm_bytes / e.hbm_bandwidth),
+    # lower bound: compute, memory (and comm) perfectly overlapped; upper: none overlapped
+    ("t_lower", lambda e: fmax(e.t_compute, e.t_memory, *_comm(e))),
+    ("t_upper", lambda e: _sum([e.t_compute, e.t_memory, *_comm(e)])),
+    ("bound", lambda e: _bound(e)),
+    ("mfu", lambda e: e.flops / (e.t_lower * e.peak)),
+    ("mbu", lambda e: e.hbm_bytes / (e.t_lower * e.hbm_bandwidth)),
+]
+
+
+def _comm(e) -> list:
+    return [e.t_comm] if "t_comm" in e else []
+
+
+def _sum(xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+def _bound(e):
+    cm = where(e.t_compute >= e.t_memory, "compute", "memory")
+    if "t_comm" in e:
+        return where(e.t_comm > fmax(e.t_compute, e.t_memory), "comm", cm)
+    return cm
+
+
+def derive(env: NS, columns=COLUMNS, symbolic: Callable[[str], object] | None = None) -> dict:
+    """Evaluate ``columns`` in order. With ``symbolic``, each finished column enters the env
+    as ``symbolic(name)`` (a Ref to its cell) so later formulas refer to it, not re-expand it."""
+    env = NS(env)
+    out = {}
+    for name, f in columns:
+        out[name] = f(env)
+        env[name] = symbolic(name) if symbolic else out[name]
+    return out

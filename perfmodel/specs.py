@@ -1,0 +1,334 @@
+"""Validated specs: hardware chips and workloads, loaded from YAML through pydantic v2.
+
+Every model forbids unknown keys. Quantities with units are parsed at this edge (units.py) and
+held in SI. Load errors become ``SpecError``: one paragraph naming the file, the line where YAML
+gives one, the field path, the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from . import units
+
+# ---- scalar types -------------------------------------------------------------------------
+
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1}
+DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32",
+                 "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+
+
+def _dtype(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower()
+        return DTYPE_ALIASES.get(v, v)
+    return v
+
+
+DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8"], BeforeValidator(_dtype)]
+
+
+def _unit(kind: str, bare_ok: bool = False):
+    def parse(v: Any) -> float:
+        try:
+            return units.parse(v, kind, bare_ok=bare_ok)
+        except units.UnitError as e:
+            raise ValueError(str(e)) from None
+    return BeforeValidator(parse)
+
+
+Bytes = Annotated[float, _unit("bytes", bare_ok=True)]
+Bandwidth = Annotated[float, _unit("bandwidth")]
+FlopRate = Annotated[float, _unit("flop_rate")]
+Seconds = Annotated[float, _unit("time")]
+Count = Annotated[int, Field(strict=True, gt=0)]
+NonNegCount = Annotated[int, Field(strict=True, ge=0)]
+NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- hardware -----------------------------------------------------------------------------
+
+class Alternative(Spec):
+    value: Union[str, float]
+    source: str
+    note: Optional[str] = None
+
+
+class Interconnect(Spec):
+    """Chip-to-chip links (filled in for collectives)."""
+
+    topology: Optional[Literal["torus2d", "torus3d", "switched", "none"]] = None
+    links_per_chip: Optional[Count] = None
+    link_bandwidth: Optional[Bandwidth] = Field(None, description="one-way, per link")
+    hop_latency: Optional[Seconds] = None
+    wraparound: Optional[Literal["whole_cubes_4", "full_axis_16", "none", "always"]] = None
+    domain_size: Optional[Count] = Field(None, description="GPUs per NVLink domain")
+    scale_out_bandwidth: Optional[Bandwidth] = Field(None, description="per GPU NIC, one-way")
+    dcn_bandwidth: Optional[Bandwidth] = Field(None, description="per chip, between slices")
+    host_bandwidth: Optional[Bandwidth] = None
+
+
+class KindCalibration(Spec):
+    """Fitted parameters for one kind of kernel: t = overhead + F/peak + B/bw (or max)."""
+
+    peak_flops: FlopRate
+    bandwidth: Bandwidth
+    overhead: Seconds = 0.0
+    combine: Literal["sum", "max"] = "sum"
+    cache_bytes: Optional[Bytes] = None
+    cache_bandwidth: Optional[Bandwidth] = None
+    small_dim: Optional[NonNegFloat] = Field(None, description="matmul efficiency knee, elements")
+
+
+class Calibration(Spec):
+    kinds: dict[str, KindCalibration]
+    provenance: dict[str, Any] = {}
+
+
+class Hardware(Spec):
+    name: str = Field(min_length=1)
+    kind: Literal["tpu", "gpu", "cpu"]
+    description: Optional[str] = None
+    peak_flops: dict[DType, FlopRate] = Field(min_length=1, description="dense, per dtype")
+    hbm_capacity: Bytes
+    hbm_bandwidth: Bandwidth
+    onchip_memory: Bytes = Field(description="what one kernel instance can hold (VMEM, SMEM)")
+    matmul_tile: Optional[Count] = Field(None, description="MXU/tensor tile; dims pad to it")
+    interconnect: Interconnect = Interconnect()
+    price_per_hour: Optional[NonNegFloat] = Field(None, description="USD per chip-hour")
+    sources: dict[str, Union[str, list[str]]] = Field(description="citation per field")
+    alternatives: dict[str, list[Alternative]] = {}
+    calibration: Optional[Calibration] = None
+
+    @model_validator(mode="after")
+    def _cited(self) -> "Hardware":
+        need = ["peak_flops", "hbm_capacity", "hbm_bandwidth", "onchip_memory"]
+        if self.price_per_hour is not None:
+            need.append("price_per_hour")
+        missing = [f for f in need if f not in self.sources]
+        if missing:
+            raise ValueError(f"sources must cite {', '.join(missing)} (every number needs a citation)")
+        return self
+
+
+# ---- workloads ----------------------------------------------------------------------------
+
+class OpBase(Spec):
+    name: str = Field(min_length=1)
+    dtype: DType = "bf16"
+
+
+class MatmulOp(OpBase):
+    kind: Literal["matmul"]
+    m: Count
+    k: Count
+    n: Count
+    batch: Count = 1
+
+
+class ElementwiseOp(OpBase):
+    kind: Literal["elementwise"]
+    shape: list[Count] = Field(min_length=1)
+    inputs: NonNegCount = 1
+    outputs: NonNegCount = 1
+    flops_per_element: NonNegFloat = 1.0
+
+    @model_validator(mode="after")
+    def _moves(self):
+        if self.inputs + self.outputs == 0:
+            raise ValueError("inputs + outputs is 0: an elementwise op must read or write something")
+        return self
+
+
+class AttentionOp(OpBase):
+    kind: Literal["attention"]
+    batch: Count
+    seq: Count
+    heads: Count
+    head_dim: Count
+    kv_heads: Optional[Count] = None
+    kv_seq: Optional[Count] = None
+    causal: bool = False
+    impl: Literal["naive", "fused", "flash"] = "flash"
+
+    @model_validator(mode="after")
+    def _gqa(self):
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
+        return self
+
+
+OP_SPECS: dict[str, type[OpBase]] = {
+    "matmul": MatmulOp, "elementwise": ElementwiseOp, "attention": AttentionOp,
+}
+
+Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp], Field(discriminator="kind")]
+
+
+class Workload(Spec):
+    name: str = Field(min_length=1)
+    description: Optional[str] = None
+    slice: Optional[str] = None
+    mesh: Optional[dict[str, Count]] = None
+    slices: Count = 1
+    ops: list[Op] = Field(min_length=1)
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+class SpecError(Exception):
+    """Bad input: the message is one paragraph that names the file, the field and the fix."""
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Read a YAML file safely; return (data, node tree for line numbers)."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: no such file. Check the path, or use a built-in name.")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, expected a YAML file.")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise SpecError(f"{path}: looks like a binary file, expected YAML text.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start}); expected YAML.") from None
+    if not text.strip():
+        raise SpecError(f"{path}: is empty; expected a YAML mapping with at least 'name'.")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "could not determine a constructor" in str(e):
+            problem = (f"{problem}; object-constructing YAML tags are not allowed, "
+                       "write plain values")
+        raise SpecError(f"{path}:{where}: YAML error: {problem}.") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the top level must be a mapping of keys to values "
+                        f"(name: ..., ...), got {type(data).__name__}.")
+    return data, node
+
+
+def _line(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at a pydantic error location, as deep as it goes."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    best, node = k.start_mark.line + 1, v
+                    break
+            else:
+                continue  # pydantic's tag segments (e.g. 'matmul') are not YAML keys
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            best = node.start_mark.line + 1
+        else:
+            break
+    return best
+
+
+def _unwrap(tp):
+    """Strip Annotated/Optional/containers down to the type at the next path level."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        tp = models[0] if len(models) == 1 else (args[0] if len(args) == 1 else tp)
+    return tp
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names valid at the parent of ``loc`` (for 'did you mean')."""
+    tp: Any = model
+    for key in loc[:-1]:
+        tp = _unwrap(tp)
+        if isinstance(key, str) and key in OP_SPECS:
+            tp = OP_SPECS[key]
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and key in tp.model_fields:
+            tp = tp.model_fields[key].annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for key in loc:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        elif key in OP_SPECS and out.endswith("]"):
+            continue  # discriminator tag pydantic inserts
+        else:
+            out += ("." if out else "") + str(key)
+    return out or "(top level)"
+
+
+def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> str:
+    parts = []
+    for e in err.errors()[:4]:
+        loc = e["loc"]
+        line = _line(node, loc)
+        where = f"{path}" + (f" line {line}" if line else "")
+        field = _path(loc)
+        msg = e["msg"].removeprefix("Value error, ")
+        bad = e.get("input")
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(model, loc)
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            parts.append(f"{where}: unknown key {field!r}; {hint}valid keys here: {', '.join(valid)}")
+            continue
+        if e["type"] == "missing":
+            parts.append(f"{where}: missing required field {field!r}")
+            continue
+        if e["type"] == "union_tag_invalid":
+            msg = f"unknown op kind {bad.get('kind') if isinstance(bad, dict) else bad!r}; valid kinds: {', '.join(OP_SPECS)}"
+            parts.append(f"{where}: {field}: {msg}")
+            continue
+        if e["type"] == "union_tag_not_found":
+            parts.append(f"{where}: {field}: missing 'kind'; valid kinds: {', '.join(OP_SPECS)}")
+            continue
+        if e["type"] in ("int_type", "int_from_float", "int_parsing"):
+            msg = "must be a whole number (no booleans, fractions or strings)"
+        if e["type"] == "greater_than" and e.get("ctx", {}).get("gt") == 0:
+            msg = "must be a positive whole number (zero or negative is meaningless here)"
+        shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
+        parts.append(f"{where}: {field}: {msg}{shown}")
+    more = len(err.errors()) - 4
+    tail = f" ... and {more} more problem(s)." if more > 0 else "."
+    return "; ".join(parts) + tail
+
+
+def load_model(path: Path, model: type[BaseModel], data: dict | None = None, node=None):
+    """Validate a YAML file (or already-read data) against a spec model."""
+    if data is None:
+        data, node = read_yaml(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(explain(e, Path(path), node, model)) from None
+
+
+def elem_bytes(dtype: str) -> int:
+    return DTYPE_BYTES[dtype]
+
+
