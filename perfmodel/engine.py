@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .formula import NS, Ref, symbols
-from .ops import REGISTRY
+from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, Hardware, SpecError, Workload
 
@@ -41,10 +41,11 @@ def peak_key(hw: Hardware, dtype: str) -> str:
     return f"peak_flops_{dtype}"
 
 
-def op_columns(op, hw: Hardware, *, symbolic: bool = False, inputs: dict | None = None):
+def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,
+               inputs: dict | None = None):
     """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic."""
     model = REGISTRY[op.kind]
-    values = inputs if inputs is not None else model.inputs(op)
+    values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
     henv = hw_env(hw)
     key = peak_key(hw, op.dtype)
     if symbolic:
@@ -69,15 +70,15 @@ def _clean(v):
     return v
 
 
-def evaluate_op(op, hw: Hardware) -> dict:
-    _, cost, roof = op_columns(op, hw)
+def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
+    _, cost, roof = op_columns(op, hw, wl)
     row = {"name": op.name, "kind": op.kind, "dtype": op.dtype}
     row.update({k: _clean(v) for k, v in {**cost, **roof}.items()})
     return row
 
 
 def evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
-    return [evaluate_op(op, hw) for op in wl.ops]
+    return [evaluate_op(op, hw, wl) for op in wl.ops]
 
 
 def evaluate(hw: Hardware, wl: Workload) -> pd.DataFrame:

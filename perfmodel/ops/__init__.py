@@ -1,7 +1,8 @@
 """Op cost models: one small module per family, registered by op kind.
 
-Each model is two pure functions. ``inputs(op)`` turns a validated op spec into its numeric
-input cells (SI, dtype resolved to bytes per element). ``cost(p, hw, op)`` is arithmetic over
+Each model is two pure functions. ``inputs(op, ctx)`` turns a validated op spec into its numeric
+input cells (SI, dtype resolved to bytes per element); ``ctx`` is an ``OpContext`` with the workload
+(slice, mesh) and the hardware, for ops whose inputs depend on them (collectives). ``cost(p, hw, op)`` is arithmetic over
 those inputs and the hardware's symbols; it returns the op's cost columns (``flops``,
 ``flops_exec``, ``hbm_bytes`` and any extras). Written once, it runs on numbers, numpy arrays
 (sweeps) or formula ``Ref``s (the workbook). ``op`` is passed only for structural choices
@@ -19,8 +20,14 @@ from ..specs import elem_bytes
 @dataclass(frozen=True)
 class OpModel:
     kind: str
-    inputs: Callable  # op spec -> dict[str, float]
+    inputs: Callable  # (op spec, OpContext) -> dict[str, float]
     cost: Callable    # (p, hw, op) -> dict[str, expr|number]
+
+
+@dataclass(frozen=True)
+class OpContext:
+    workload: object  # specs.Workload
+    hardware: object  # specs.Hardware
 
 
 REGISTRY: dict[str, OpModel] = {}

@@ -19,7 +19,7 @@ SOFTMAX_FLOPS_PER_SCORE = 5
 FLASH_TILES = 4  # Q, O, K and V tiles resident at once
 
 
-def _inputs(op):
+def _inputs(op, ctx):
     return {**common_inputs(op), "batch": float(op.batch), "seq": float(op.seq),
             "kv_seq": float(op.kv_seq or op.seq), "heads": float(op.heads),
             "kv_heads": float(op.kv_heads or op.heads), "head_dim": float(op.head_dim),

@@ -9,7 +9,7 @@ import math
 from . import common_inputs, register
 
 
-def _inputs(op):
+def _inputs(op, ctx):
     return {**common_inputs(op), "elements": float(math.prod(op.shape)),
             "inputs": float(op.inputs), "outputs": float(op.outputs),
             "flops_per_element": float(op.flops_per_element)}

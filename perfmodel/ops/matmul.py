@@ -6,7 +6,7 @@ from . import common_inputs, register
 FMA_FLOPS = 2  # one multiply-add = 2 FLOPs
 
 
-def _inputs(op):
+def _inputs(op, ctx):
     return {**common_inputs(op), "batch": float(op.batch), "m": float(op.m), "k": float(op.k),
             "n": float(op.n)}
 
