@@ -5,11 +5,16 @@ Light at import: the public API lives in ``perfmodel.api`` and is re-exported la
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
+    # ``from . import units`` asks the package for the submodule first; answering by importing
+    # the API would import specs again half-way through its own import (a cycle).
+    if name.startswith("__") or importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"module 'perfmodel' has no attribute {name!r}")
     api = importlib.import_module("perfmodel.api")
     if name in api.__all__:
         return getattr(api, name)

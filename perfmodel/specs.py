@@ -8,6 +8,8 @@ gives one, the field path, the bad value and what would be valid.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 
 import types
 import typing
@@ -15,7 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
+                      ValidationError, model_validator)
 
 from . import units
 
@@ -36,21 +39,37 @@ def _dtype(v: Any) -> Any:
 DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8"], BeforeValidator(_dtype)]
 
 
-def _unit(kind: str, bare_ok: bool = False):
+def _unit(kind: str, bare_ok: bool = False, positive: bool = False):
     def parse(v: Any) -> float:
         try:
-            return units.parse(v, kind, bare_ok=bare_ok)
+            x = units.parse(v, kind, bare_ok=bare_ok)
         except units.UnitError as e:
             raise ValueError(str(e)) from None
+        if positive and x == 0:
+            raise ValueError(f"{v!r} is zero, which is meaningless here (times would be "
+                             f"infinite): write {units.KINDS[kind]}")
+        return x
     return BeforeValidator(parse)
 
 
+def _unit_out(suffix: str):
+    # python-mode dumps keep the unit so model_validate(model_dump()) round-trips exactly
+    # (what-if variants are built that way, always validated); JSON dumps stay plain SI numbers.
+    def ser(v, info):
+        return v if info.mode == "json" else f"{v!r} {suffix}"
+    return PlainSerializer(ser, when_used="unless-none")
+
+
 Bytes = Annotated[float, _unit("bytes", bare_ok=True)]
-Bandwidth = Annotated[float, _unit("bandwidth")]
-FlopRate = Annotated[float, _unit("flop_rate")]
-Seconds = Annotated[float, _unit("time")]
-Count = Annotated[int, Field(strict=True, gt=0)]
-NonNegCount = Annotated[int, Field(strict=True, ge=0)]
+Bandwidth = Annotated[float, _unit("bandwidth"), _unit_out("B/s")]
+FlopRate = Annotated[float, _unit("flop_rate"), _unit_out("FLOP/s")]
+Seconds = Annotated[float, _unit("time"), _unit_out("s")]
+PosBandwidth = Annotated[float, _unit("bandwidth", positive=True), _unit_out("B/s")]
+PosFlopRate = Annotated[float, _unit("flop_rate", positive=True), _unit_out("FLOP/s")]
+# counts stop at 2**53, the largest whole number a float64 (the model's arithmetic) holds exactly
+MAX_COUNT = 2**53
+Count = Annotated[int, Field(strict=True, gt=0, le=MAX_COUNT)]
+NonNegCount = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 
 
@@ -101,9 +120,9 @@ class Hardware(Spec):
     name: str = Field(min_length=1)
     kind: Literal["tpu", "gpu", "cpu"]
     description: Optional[str] = None
-    peak_flops: dict[DType, FlopRate] = Field(min_length=1, description="dense, per dtype")
+    peak_flops: dict[DType, PosFlopRate] = Field(min_length=1, description="dense, per dtype")
     hbm_capacity: Bytes
-    hbm_bandwidth: Bandwidth
+    hbm_bandwidth: PosBandwidth
     onchip_memory: Bytes = Field(description="what one kernel instance can hold (VMEM, SMEM)")
     matmul_tile: Optional[Count] = Field(None, description="MXU/tensor tile; dims pad to it")
     interconnect: Interconnect = Interconnect()
@@ -149,6 +168,8 @@ class ElementwiseOp(OpBase):
     def _moves(self):
         if self.inputs + self.outputs == 0:
             raise ValueError("inputs + outputs is 0: an elementwise op must read or write something")
+        if math.prod(self.shape) > MAX_COUNT:
+            raise ValueError(f"shape {self.shape} has more than 2**53 elements; use a smaller shape")
         return self
 
 
@@ -199,7 +220,10 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise SpecError(f"{path}: no such file. Check the path, or use a built-in name.")
     if path.is_dir():
         raise SpecError(f"{path}: is a directory, expected a YAML file.")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot be read ({e.strerror}); check its permissions.") from None
     if b"\x00" in raw:
         raise SpecError(f"{path}: looks like a binary file, expected YAML text.")
     try:
@@ -218,6 +242,12 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         if "could not determine a constructor" in str(e):
             problem = (f"{problem}; object-constructing YAML tags are not allowed, "
                        "write plain values")
+        else:
+            context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+            if context and cmark is not None:
+                problem += f" ({context} started on line {cmark.line + 1})"
+            problem += ("; fix the YAML syntax (indentation, a missing ':' or closing bracket, "
+                        "or quote values containing ': ' or '#')")
         raise SpecError(f"{path}:{where}: YAML error: {problem}.") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping of keys to values "
@@ -255,8 +285,9 @@ def _unwrap(tp):
     return tp
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names valid at the parent of ``loc`` (for 'did you mean')."""
+def _fields_at(model: type[BaseModel], loc: tuple, required: bool = False) -> list[str]:
+    """Field names valid at the parent of ``loc`` (for 'did you mean'); only the required ones
+    with ``required``."""
     tp: Any = model
     for key in loc[:-1]:
         tp = _unwrap(tp)
@@ -267,7 +298,9 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
         elif typing.get_origin(tp) in (list, dict):
             tp = typing.get_args(tp)[-1]
     tp = _unwrap(tp)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    return [n for n, f in tp.model_fields.items() if f.is_required() or not required]
 
 
 def _path(loc: tuple) -> str:
@@ -277,20 +310,61 @@ def _path(loc: tuple) -> str:
             out += f"[{key}]"
         elif key in OP_SPECS and out.endswith("]"):
             continue  # discriminator tag pydantic inserts
+        elif key == "[key]":
+            out += " (the key)"  # a mapping key failed, e.g. an unknown dtype under peak_flops
         else:
             out += ("." if out else "") + str(key)
     return out or "(top level)"
 
 
+def _int_msg(bad) -> str:
+    """Why a value is not a whole number, in the user's terms."""
+    if isinstance(bad, bool):
+        return "must be a whole number, not a boolean"
+    if isinstance(bad, float):
+        if bad != bad or bad in (float("inf"), float("-inf")):
+            return "must be a whole number, not NaN or infinity"
+        if bad.is_integer():
+            return f"must be a whole number written without a decimal point, e.g. {int(bad)}"
+        return "must be a whole number, not a fraction"
+    if isinstance(bad, str):
+        try:
+            float(bad)
+            return "must be a number, not a quoted string (remove the quotes)"
+        except ValueError:
+            pass
+    return "must be a whole number, e.g. 1, 128 or 4096"
+
+
+def _literal_hint(e: dict) -> str:
+    """'must be one of ...' plus the closest allowed value for a Literal field."""
+    allowed = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+    close = difflib.get_close_matches(str(e.get("input")), allowed, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"must be one of {', '.join(allowed)}{hint}"
+
+
 def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> str:
+    errors = err.errors()
+    # unknown keys first; a "missing" field the unknown-key hint already names is dropped
+    # (hed_dim -> "did you mean 'head_dim'?" covers "missing head_dim")
+    suggested = set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(e["loc"][-1]), _fields_at(model, e["loc"]), n=1)
+            if close:
+                suggested.add(e["loc"][:-1] + (close[0],))
+    errors = sorted((e for e in errors if not (e["type"] == "missing" and e["loc"] in suggested)),
+                    key=lambda e: e["type"] != "extra_forbidden")
     parts = []
-    for e in err.errors()[:4]:
+    for e in errors[:4]:
         loc = e["loc"]
         line = _line(node, loc)
         where = f"{path}" + (f" line {line}" if line else "")
         field = _path(loc)
         msg = e["msg"].removeprefix("Value error, ")
         bad = e.get("input")
+        ctx = e.get("ctx", {})
         if e["type"] == "extra_forbidden":
             valid = _fields_at(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
@@ -298,7 +372,9 @@ def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> s
             parts.append(f"{where}: unknown key {field!r}; {hint}valid keys here: {', '.join(valid)}")
             continue
         if e["type"] == "missing":
-            parts.append(f"{where}: missing required field {field!r}")
+            need = _fields_at(model, loc, required=True)
+            parts.append(f"{where}: missing required field {field!r}"
+                         + (f" (required here: {', '.join(need)})" if need else ""))
             continue
         if e["type"] == "union_tag_invalid":
             msg = f"unknown op kind {bad.get('kind') if isinstance(bad, dict) else bad!r}; valid kinds: {', '.join(OP_SPECS)}"
@@ -308,12 +384,34 @@ def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> s
             parts.append(f"{where}: {field}: missing 'kind'; valid kinds: {', '.join(OP_SPECS)}")
             continue
         if e["type"] in ("int_type", "int_from_float", "int_parsing"):
-            msg = "must be a whole number (no booleans, fractions or strings)"
-        if e["type"] == "greater_than" and e.get("ctx", {}).get("gt") == 0:
+            msg = _int_msg(bad)
+        elif e["type"] in ("float_type", "float_parsing"):
+            msg = "must be a number, e.g. 0, 1 or 2.5"
+        elif e["type"] == "finite_number":
+            msg = "must be a finite number, not NaN or infinity"
+        elif e["type"] == "literal_error":
+            msg = _literal_hint(e)
+        elif e["type"] == "greater_than" and ctx.get("gt") == 0:
             msg = "must be a positive whole number (zero or negative is meaningless here)"
-        shown = "" if isinstance(bad, dict) else f" (got {bad!r})"
+        elif e["type"] == "greater_than_equal" and ctx.get("ge") == 0:
+            msg = "must be zero or positive"
+        elif e["type"] == "less_than_equal":
+            msg = f"must be at most {ctx.get('le')}"
+            if ctx.get("le") == MAX_COUNT:
+                msg += " (2**53, the largest count a float64 holds exactly)"
+        elif e["type"] == "list_type":
+            msg = "must be a list (YAML lines starting with '- ', or [a, b])"
+        elif e["type"] in ("dict_type", "model_type", "model_attributes_type"):
+            msg = "must be a mapping of keys to values (key: value, or {key: value})"
+        elif e["type"] == "string_type":
+            msg = "must be text (quote it if it looks like a number or a boolean)"
+        elif e["type"] in ("bool_type", "bool_parsing"):
+            msg = "must be true or false"
+        said = re.search(rf"(?<![\w.']){re.escape(repr(bad))}(?![\w.'])", msg)
+        got = repr(bad) if len(repr(bad)) <= 60 else repr(bad)[:40] + "..."
+        shown = "" if isinstance(bad, (dict, list)) or said else f" (got {got})"
         parts.append(f"{where}: {field}: {msg}{shown}")
-    more = len(err.errors()) - 4
+    more = len(errors) - 4
     tail = f" ... and {more} more problem(s)." if more > 0 else "."
     return "; ".join(parts) + tail
 

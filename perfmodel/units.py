@@ -71,6 +71,8 @@ def parse(value: object, kind: str, *, bare_ok: bool = False) -> float:
     if isinstance(value, bool):
         raise UnitError(f"expected {want}, got a boolean {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise UnitError(f"{value!r} (NaN or infinity) is not a quantity: write {want}")
         if not bare_ok:
             raise UnitError(f"a bare number {value!r} is ambiguous here: write {want}")
         x = float(value)
@@ -97,7 +99,9 @@ def parse(value: object, kind: str, *, bare_ok: bool = False) -> float:
                     ("bandwidth", "flop_rate"): " (that is a FLOP rate, not bytes per second)",
                     ("flop_rate", "bandwidth"): " (that is a bandwidth, not a FLOP rate)",
                 }.get((kind, got), "")
-                raise UnitError(f"{value!r} is {got.replace('_', ' ')}, expected {want}{hint}")
+                what = {"bytes": "a size in bytes", "bandwidth": "a bandwidth", "time": "a time",
+                        "flop_rate": "a FLOP rate", "flop": "a FLOP count"}.get(got, got)
+                raise UnitError(f"{value!r} is {what}, expected {want}{hint}")
             x = num * factor
     else:
         raise UnitError(f"expected {want}, got {type(value).__name__} {value!r}")

@@ -1,0 +1,211 @@
+"""The live workbook: LibreOffice recalculation parity, what-if edits, goldens, injection and
+output handling."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from perfmodel import catalog, engine
+from perfmodel.cli import main
+from perfmodel.report.workbook import write_workbook
+from perfmodel.specs import Hardware, Workload
+
+from . import lo
+from .wbdump import dump
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("PERFMODEL_UPDATE_GOLDEN") == "1"
+WORKLOADS = ["course-attention", "course-elementwise", "course-matmul-sweep"]
+CHIPS = ["tpu-v4", "h100", "tpu-v5e"]
+
+
+def _book(tmp_path, workloads=WORKLOADS, chips=CHIPS, active="tpu-v4"):
+    wls = [catalog.load_workload(w) for w in workloads]
+    hws = [catalog.load_hardware(h) for h in chips]
+    return write_workbook(tmp_path / "book.xlsx", wls, hws, active=active), wls, hws
+
+
+def _same(a, b, rel=1e-9):
+    """Recalculated vs expected: errors (#DIV/0!, #N/A) match Python's non-finite."""
+    def norm(x):
+        if isinstance(x, str) and x.startswith("#"):
+            return None
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        return x
+    a, b = norm(a), norm(b)
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return a == b
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-300)
+
+
+def _ops_expected(ws, rows):
+    """(cell, expected) for every formula cell on the Ops sheet given Python's op rows."""
+    header = [str(c.value).split("\n")[0] for c in ws[1]]
+    for i, row in enumerate(rows):
+        for j, name in enumerate(header):
+            cell = ws.cell(row=2 + i, column=1 + j)
+            if isinstance(cell.value, str) and cell.value.startswith("="):
+                yield cell.coordinate, row[name]
+
+
+@lo.needs_lo
+def test_every_formula_cell_recalculates_to_python(tmp_path):
+    path, wls, hws = _book(tmp_path)
+    recalced = lo.convert(path, tmp_path / "lo")
+    formulas = openpyxl.load_workbook(path)
+    cached = openpyxl.load_workbook(path, data_only=True)  # the values Python computed
+    fresh = openpyxl.load_workbook(recalced, data_only=True)
+    n = 0
+    bad = []
+    for ws in formulas.worksheets:
+        for row in ws.iter_rows():
+            for c in row:
+                if isinstance(c.value, str) and c.value.startswith("="):
+                    n += 1
+                    want = cached[ws.title][c.coordinate].value
+                    got = fresh[ws.title][c.coordinate].value
+                    if not _same(got, want):
+                        bad.append((ws.title, c.coordinate, c.value, want, got))
+    assert n > 500, n
+    assert not bad, bad[:10]
+    # and the cached values are Python's own numbers for the active chip
+    ops = cached["Ops"]
+    rows = [r for wl in wls for r in engine.evaluate_rows(hws[0], wl)]
+    for coord, want in _ops_expected(formulas["Ops"], rows):
+        assert _same(ops[coord].value, want), coord
+
+
+def _edit_and_recalc(tmp_path, path, edits):
+    wb = openpyxl.load_workbook(path)
+    for sheet, coord, value in edits:
+        wb[sheet][coord] = value
+    edited = tmp_path / "edited.xlsx"
+    wb.save(edited)  # openpyxl keeps formulas and drops cached values: LO must recompute
+    return openpyxl.load_workbook(lo.convert(edited, tmp_path / "lo2"), data_only=True)
+
+
+def _input_cell(path, name):
+    wb = openpyxl.load_workbook(path)
+    sheet, coord = list(wb.defined_names[name].destinations)[0]
+    return sheet, coord.replace("$", "")
+
+
+@lo.needs_lo
+def test_what_if_hbm_bandwidth_and_active_chip(tmp_path):
+    path, wls, hws = _book(tmp_path)
+    sheet, coord = _input_cell(path, "hbm_bandwidth")
+    fresh = _edit_and_recalc(tmp_path, path, [(sheet, coord, 2.5e12)])
+    v4 = hws[0]
+    faster = Hardware.model_validate({**v4.model_dump(), "hbm_bandwidth": "2.5e12 B/s"})
+    rows = [r for wl in wls for r in engine.evaluate_rows(faster, wl)]
+    formulas = openpyxl.load_workbook(path)["Ops"]
+    checked = 0
+    for c, want in _ops_expected(formulas, rows):
+        assert _same(fresh["Ops"][c].value, want), (c, fresh["Ops"][c].value, want)
+        checked += 1
+    assert checked > 100
+    # the edit really changed something: a memory-bound op's t_memory moved
+    assert rows[0]["t_memory"] != engine.evaluate_rows(v4, wls[0])[0]["t_memory"]
+
+    # switch the drop-down to h100: every Ops cell follows
+    fresh = _edit_and_recalc(tmp_path, path, [("Inputs", "B2", "h100")])
+    rows = [r for wl in wls for r in engine.evaluate_rows(hws[1], wl)]
+    for c, want in _ops_expected(formulas, rows):
+        assert _same(fresh["Ops"][c].value, want), (c, fresh["Ops"][c].value, want)
+
+
+@lo.needs_lo
+def test_editing_sequence_length_recomputes_attention(tmp_path):
+    path, wls, hws = _book(tmp_path, workloads=["course-attention"], chips=["tpu-v4"])
+    ws = openpyxl.load_workbook(path)["Workload"]
+    header = [str(c.value).split("\n")[0] for c in ws[1]]
+    seq_col = header.index("seq") + 1
+    kv_col = header.index("kv_seq") + 1
+    cell = ws.cell(row=2, column=seq_col).coordinate
+    kv = ws.cell(row=2, column=kv_col).coordinate
+    fresh = _edit_and_recalc(tmp_path, path, [("Workload", cell, 4096), ("Workload", kv, 4096)])
+    op = wls[0].ops[0].model_copy(update={"seq": 4096})  # copy is fine: fields already valid
+    want = engine.evaluate_op(op, hws[0])
+    formulas = openpyxl.load_workbook(path)["Ops"]
+    for c, w in _ops_expected(formulas, [want]):
+        assert _same(fresh["Ops"][c].value, w), c
+
+
+def test_cached_values_visible_without_recalculation(tmp_path):
+    path, wls, hws = _book(tmp_path, workloads=["course-big-matmul"], chips=["tpu-v4"])
+    df = pd.read_excel(path, sheet_name="Ops")
+    t = df[[c for c in df.columns if c.startswith("t_lower")][0]]
+    assert t.iloc[0] == pytest.approx(2 * 16384**3 / 2.75e14)
+
+
+@pytest.mark.parametrize("case", [("course-attention", "tpu-v4"), ("course-elementwise", "h100")])
+def test_golden_dump(tmp_path, case):
+    wl, chip = case
+    path, _, _ = _book(tmp_path, workloads=[wl], chips=[chip], active=chip)
+    text = dump(path)
+    gold = GOLDEN / f"{wl}--{chip}.txt"
+    if UPDATE or not gold.exists():
+        gold.write_text(text)
+        if not UPDATE:
+            pytest.fail(f"golden {gold.name} was missing and has been written; rerun")
+    assert text == gold.read_text(), (
+        f"workbook differs from {gold}; if intended, rerun with PERFMODEL_UPDATE_GOLDEN=1 "
+        "and review the diff")
+
+
+def test_formula_injection_is_written_as_text(tmp_path):
+    wl = Workload.model_validate({"name": "evil", "ops": [
+        {"name": n, "kind": "matmul", "m": 8, "k": 8, "n": 8}
+        for n in ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2", "@SUM(A1)"]]})
+    path = write_workbook(tmp_path / "evil.xlsx", [wl], [catalog.load_hardware("tpu-v4")])
+    wb = openpyxl.load_workbook(path)
+    for sheet in ("Ops", "Workload"):
+        names = [wb[sheet].cell(row=r, column=2) for r in range(2, 6)]
+        for c, want in zip(names, [o.name for o in wl.ops]):
+            assert c.data_type == "s" and c.value == want
+
+
+def _run(args):
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize("kind", ["missing_dir", "is_dir", "parent_is_file"])
+def test_bad_output_paths_exit_2_and_leave_nothing(tmp_path, kind):
+    (tmp_path / "afile").write_text("x")
+    target = {"missing_dir": tmp_path / "nope" / "o.xlsx", "is_dir": tmp_path,
+              "parent_is_file": tmp_path / "afile" / "o.xlsx"}[kind]
+    before = sorted(tmp_path.rglob("*"))
+    r = _run(["roofline", "-H", "tpu-v4", "-w", "course-attention", "-o", str(target)])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_bad_workload_leaves_no_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nops:\n  - {name: a, kind: matmul, m: 0, k: 1, n: 1}\n")
+    out = tmp_path / "o.xlsx"
+    r = _run(["roofline", "-H", "tpu-v4", "-w", str(bad), "-o", str(out)])
+    assert r.exit_code == 2 and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_failure_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from perfmodel.report import workbook as wbmod
+
+    def boom(self):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(wbmod._Writer, "roofline_sheet", boom)
+    with pytest.raises(RuntimeError):
+        _book(tmp_path)
+    assert list(tmp_path.iterdir()) == []
