@@ -6,7 +6,7 @@ import difflib
 from functools import lru_cache
 from pathlib import Path
 
-from .specs import Hardware, SpecError, Workload, load_model
+from .specs import Hardware, SpecError, Workload, load_model, read_yaml
 
 DATA = Path(__file__).parent / "data"
 _NOUN = {"hardware": "hardware", "workloads": "workload"}
@@ -33,6 +33,16 @@ def _resolve(name_or_path: str | Path, what: str) -> Path:
 
 @lru_cache(maxsize=None)
 def _load(path: Path, model):
+    if model is Hardware:
+        data, node = read_yaml(path)
+        if "base" in data:  # a what-if spec: the base chip's fields, overridden by this file's
+            from .whatif import merge_base
+
+            if not isinstance(data["base"], str):
+                raise SpecError(f"{path}: base: must be the name or path of a hardware spec.")
+            base = load_hardware(data["base"] if "/" in data["base"] else data["base"])
+            data = merge_base(data, base)
+        return load_model(path, model, data, node)
     return load_model(path, model)
 
 

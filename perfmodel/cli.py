@@ -47,13 +47,20 @@ def _json_out(obj) -> None:
 @click.option("--workload", "-w", required=True, help="Built-in workload name or path to a YAML file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (SI units).")
 @click.option("--output", "-o", type=click.Path(dir_okay=True), help="Write a live Excel workbook.")
-def roofline(hardware, workload, as_json, output):
+@click.option("--slice", "slice_", default=None,
+              help="Override the workload's slice shape (e.g. 8x16, 4x4x8; GPU 8 or 2x8); "
+                   "the workload's mesh must still fit it.")
+def roofline(hardware, workload, as_json, output, slice_):
     """Roofline of one workload on one chip: a table, --json, or a workbook (--output)."""
     from . import api
 
     if output:
         api.check_output(Path(output))
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
+    if slice_ is not None:
+        from .specs import with_slice
+
+        wl = with_slice(wl, slice_)
     rows = api.evaluate_rows(hw, wl)
     if as_json:
         _json_out(api.to_json(hw, wl, rows))
@@ -83,7 +90,11 @@ def report(output_dir, hardware, workload):
     for hw in hws:
         series = {}
         for wl in wls:
-            rows = api.evaluate_rows(hw, wl)
+            try:
+                rows = api.evaluate_rows(hw, wl)
+            except api.SpecError as e:  # e.g. a TPU slice shape on a GPU: skip this pair
+                click.echo(f"skipped {wl.name} on {hw.name}: {e}\n")
+                continue
             series[wl.name] = rows
             click.echo(roofline_table_for(wl, hw, rows) + "\n")
         png = api.roofline_png(hw, series, out / f"roofline-{hw.name}.png")
@@ -140,5 +151,129 @@ def schema(what):
     _json_out(api.json_schema(what))
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="A subset of the suite: under 2 minutes on a 2-core CPU.")
+@click.option("--output", "-o", default="reports/measurements.csv", show_default=True,
+              type=click.Path(dir_okay=False), help="CSV to append to (resumed if it exists).")
+@click.option("--passes", type=click.IntRange(min=1), default=None,
+              help="Interleaved passes over the suite [default: 3, or 2 with --quick].")
+@click.option("--kernels", default=None,
+              help="Only these kernel kinds: comma-separated glob patterns, e.g. 'matmul*,softmax'.")
+@click.option("--tiny", is_flag=True, hidden=True, help="Every kernel kind once, tiny shapes (tests).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def bench(quick, output, passes, kernels, tiny, no_progress):
+    """Time the calibration kernels on the current JAX backend and append one row per
+    (kernel, shape, dtype, pass) to a CSV: kernel, params, dtype, median_s, min_s, p20_s, cv,
+    reps, pass, backend, device_kind, n_devices, jax_version, host.
+
+    Ctrl-C keeps the rows measured so far; rerunning the same command resumes. Exit status 130
+    when interrupted, 1 if a kernel failed to run.
+    """
+    from .calibrate import bench as _bench
+
+    mode = "tiny" if tiny else "quick" if quick else "full"
+    try:
+        res = _bench.run_bench(Path(output), mode=mode, passes=passes, kernels=kernels,
+                               progress=not no_progress)
+    except _bench.BenchInterrupted as e:
+        again = " ".join(a for a in ["perfmodel bench", "--quick" if quick else "",
+                                     f"--output {output}",
+                                     f"--passes {passes}" if passes else "",
+                                     f"--kernels '{kernels}'" if kernels else ""] if a)
+        click.echo(f"\nperfmodel: interrupted: kept {e.rows_kept} row(s) in {e.path} "
+                   f"({e.rows_new} measured this run, {e.rows_todo} still to do). "
+                   f"To resume, run the same command again: {again}", err=True)
+        click.get_current_context().exit(130)
+    click.echo(_bench.summary_text(res))
+    if res.failed:
+        click.get_current_context().exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _chips(hardware: str, sets: tuple[str, ...]):
+    from . import api
+    from .whatif import with_overrides
+
+    return with_overrides(api.select_hardware(hardware), list(sets))
+
+
+@main.command()
+@click.option("--hardware", "-H", required=True, help="Comma-separated chips (names or paths).")
+@click.option("--workload", "-w", required=True, help="Built-in workload name or YAML path.")
+@click.option("--set", "sets", multiple=True, metavar="CHIP.FIELD=VALUE",
+              help="What-if variant beside CHIP, e.g. tpu-v6e.hbm_bandwidth=2x or h100.onchip_memory=64MiB. Repeatable.")
+@click.option("--output", "-o", type=click.Path(), help="Write a workbook (Compare sheet with live ratios).")
+@click.option("--json", "as_json", is_flag=True, help="Print per-chip JSON objects.")
+def compare(hardware, workload, sets, output, as_json):
+    """The same workload on several chips (and what-if variants), side by side."""
+    from . import api
+    from .report.tables import compare_table
+
+    if output:
+        api.check_output(Path(output))
+    hws = _chips(hardware, sets)
+    wl = api.load_workload(workload)
+    results = {hw.name: api.evaluate_rows(hw, wl) for hw in hws}
+    if as_json:
+        _json_out([api.to_json(hw, wl, results[hw.name]) for hw in hws])
+    else:
+        click.echo(compare_table(wl.name, hws, results))
+    if output:
+        path = api.write_workbook(Path(output), [wl], hws, active=hws[0].name)
+        if not as_json:
+            click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--workload", "-w", required=True, help="Built-in workload name or YAML path.")
+@click.option("--hardware", "-H", required=True, help="Comma-separated chips.")
+@click.option("--vary", "varies", multiple=True, required=True, metavar="FIELD=SPEC",
+              help="FIELD=LO..HI:STEP, FIELD=LO..HI:log2 or FIELD=a,b,c; applies to every op with FIELD. Repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="CHIP.FIELD=VALUE", help="What-if variant (as in compare).")
+@click.option("--csv", "csv_path", type=click.Path(), help="Write the per-op table as CSV.")
+@click.option("--output", "-o", type=click.Path(), help="Write a Sweep workbook and PNG plots beside it.")
+@click.option("--totals", is_flag=True, help="CSV/terminal: one row per (configuration, chip) instead of per op.")
+def sweep(workload, hardware, varies, sets, csv_path, output, totals):
+    """Evaluate every combination of the varied fields, vectorised; print the crossovers."""
+    from . import api
+    from .sweep import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
+
+    for p in (csv_path, output):
+        if p:
+            api.check_output(Path(p))
+    hws = _chips(hardware, sets)
+    wl = api.load_workload(workload)
+    df = run(wl, hws, list(varies), progress=True)
+    tot = sweep_totals(df)
+    table = tot if totals else df
+    fields = [c for c in df.columns if c not in ("op", "hardware") and c in
+              [v.split("=")[0].strip() for v in varies]]
+    click.echo(f"{len(df):,} rows ({len(tot):,} configuration x chip totals)")
+    with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
+        click.echo(tot.head(20).to_string(index=False))
+    numeric = [f for f in fields if __import__("pandas").api.types.is_numeric_dtype(df[f])]
+    for f in numeric[:1]:
+        lines = crossovers(df, f)
+        click.echo("\ncrossovers:" if lines else "\nno crossovers in this range")
+        for line in lines:
+            click.echo("  " + line)
+    if csv_path:
+        if len(table) > 10 * EXCEL_ROWS:
+            raise api.SpecError(f"{csv_path}: {len(table):,} rows is more than the CSV limit "
+                                f"{10 * EXCEL_ROWS:,}; use --totals or vary fewer values.")
+        from .atomic import atomic_path
+
+        with atomic_path(Path(csv_path)) as tmp:
+            table.to_csv(tmp, index=False)
+        click.echo(f"wrote {csv_path}")
+    if output:
+        if len(table) + 1 > EXCEL_ROWS:
+            raise api.SpecError(f"{output}: {len(table):,} rows do not fit an Excel sheet "
+                                f"({EXCEL_ROWS:,} rows); use --totals, vary fewer values, or --csv.")
+        from .report.sweep_report import write_sweep
+
+        for p in write_sweep(Path(output), table, tot, fields, hws):
+            click.echo(f"wrote {p}")

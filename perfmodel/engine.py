@@ -25,11 +25,19 @@ def hw_env(hw: Hardware) -> dict[str, float]:
     env = {f"peak_flops_{d}": v for d, v in hw.peak_flops.items()}
     env.update(hbm_bandwidth=hw.hbm_bandwidth, hbm_capacity=hw.hbm_capacity,
                onchip_memory=hw.onchip_memory, matmul_tile=float(hw.matmul_tile or 1))
+    # interconnect (collectives): the same keys on every chip, 0 where a chip has none (a
+    # collective that would need a missing one is refused by topology.py, never divided by 0)
+    ic = hw.interconnect
+    env.update({k: float(getattr(ic, k) or 0.0) for k in INTERCONNECT_PARAMS})
     return env
 
 
+# link_bandwidth: one-way per link; hop_latency: per hop / ring step; scale_out_bandwidth: per
+# GPU NIC; dcn_bandwidth: per chip between slices
+INTERCONNECT_PARAMS = ["link_bandwidth", "hop_latency", "scale_out_bandwidth", "dcn_bandwidth"]
+
 HW_PARAMS = ["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile"] + [
-    f"peak_flops_{d}" for d in DTYPE_BYTES]
+    f"peak_flops_{d}" for d in DTYPE_BYTES] + INTERCONNECT_PARAMS
 
 
 def peak_key(hw: Hardware, dtype: str) -> str:
@@ -73,6 +81,9 @@ def _clean(v):
 def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
     _, cost, roof = op_columns(op, hw, wl)
     row = {"name": op.name, "kind": op.kind, "dtype": op.dtype}
+    info = REGISTRY[op.kind].info
+    if info is not None:  # descriptive fields (a collective's wraparound flags per axis)
+        row.update(info(op, OpContext(wl, hw)))
     row.update({k: _clean(v) for k, v in {**cost, **roof}.items()})
     return row
 
@@ -87,7 +98,9 @@ def evaluate(hw: Hardware, wl: Workload) -> pd.DataFrame:
 
 
 def totals(rows: list[dict]) -> dict:
-    return {k: _clean(sum(r[k] for r in rows if r.get(k) is not None)) for k in TOTAL_FIELDS}
+    # a column an op lacks is skipped; a non-finite value (None in a row) makes the total null
+    return {k: _clean(sum(math.nan if r[k] is None else r[k] for r in rows if k in r))
+            for k in TOTAL_FIELDS}
 
 
 def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
-                      ValidationError, model_validator)
+                      ValidationError, WithJsonSchema, field_validator, model_validator)
 
 from . import units
 
@@ -60,12 +60,25 @@ def _unit_out(suffix: str):
     return PlainSerializer(ser, when_used="unless-none")
 
 
-Bytes = Annotated[float, _unit("bytes", bare_ok=True)]
-Bandwidth = Annotated[float, _unit("bandwidth"), _unit_out("B/s")]
-FlopRate = Annotated[float, _unit("flop_rate"), _unit_out("FLOP/s")]
-Seconds = Annotated[float, _unit("time"), _unit_out("s")]
-PosBandwidth = Annotated[float, _unit("bandwidth", positive=True), _unit_out("B/s")]
-PosFlopRate = Annotated[float, _unit("flop_rate", positive=True), _unit_out("FLOP/s")]
+def _unit_schema(kind: str, bare_ok: bool = False):
+    # what an editor should accept: the quantity as written in YAML ("1.23 TB/s"), not the SI
+    # float it becomes (validation rejects a bare number for a bandwidth, rate or time)
+    text = {"type": "string", "description": units.KINDS[kind],
+            "pattern": r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*\S.*$"}
+    if bare_ok:
+        return WithJsonSchema({"anyOf": [text, {"type": "number", "minimum": 0}],
+                               "description": units.KINDS[kind]})
+    return WithJsonSchema(text)
+
+
+Bytes = Annotated[float, _unit("bytes", bare_ok=True), _unit_schema("bytes", bare_ok=True)]
+Bandwidth = Annotated[float, _unit("bandwidth"), _unit_out("B/s"), _unit_schema("bandwidth")]
+FlopRate = Annotated[float, _unit("flop_rate"), _unit_out("FLOP/s"), _unit_schema("flop_rate")]
+Seconds = Annotated[float, _unit("time"), _unit_out("s"), _unit_schema("time")]
+PosBandwidth = Annotated[float, _unit("bandwidth", positive=True), _unit_out("B/s"),
+                         _unit_schema("bandwidth")]
+PosFlopRate = Annotated[float, _unit("flop_rate", positive=True), _unit_out("FLOP/s"),
+                        _unit_schema("flop_rate")]
 # counts stop at 2**53, the largest whole number a float64 (the model's arithmetic) holds exactly
 MAX_COUNT = 2**53
 Count = Annotated[int, Field(strict=True, gt=0, le=MAX_COUNT)]
@@ -188,23 +201,157 @@ class AttentionOp(OpBase):
     def _gqa(self):
         if self.kv_heads is not None and self.heads % self.kv_heads:
             raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads}")
+        # causal queries are the last seq of kv_seq positions: more queries than keys is not
+        # a causal attention (and would give a negative kept fraction)
+        if self.causal and self.kv_seq is not None and self.kv_seq < self.seq:
+            raise ValueError(f"causal attention needs kv_seq ({self.kv_seq}) >= seq ({self.seq})")
         return self
+
+
+COLLECTIVES = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "ppermute",
+               "broadcast")
+COLLECTIVE_ALIASES = {"psum": "all_reduce", "psum_scatter": "reduce_scatter",
+                      "allgather": "all_gather", "allreduce": "all_reduce",
+                      "reducescatter": "reduce_scatter", "alltoall": "all_to_all",
+                      "collective_permute": "ppermute", "sendrecv": "ppermute"}
+
+
+def _collective(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower().replace("-", "_").replace(" ", "_")
+        return COLLECTIVE_ALIASES.get(v, v)
+    return v
+
+
+def _axes(v: Any) -> Any:
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, (list, tuple)) and len(v) == 0:
+        raise ValueError("is empty: a collective runs over one or more mesh axes; name them, "
+                         "e.g. axes: [model] (the axes of the workload's top-level mesh)")
+    return v
+
+
+PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
+                     _unit_schema("bytes", bare_ok=True)]
+
+
+class CollectiveOp(OpBase):
+    """A collective over mesh axes. V (``bytes``, or ``shape`` x dtype) is the full array:
+    all_gather the gathered result; reduce_scatter and all_reduce the unreduced input on each
+    device; all_to_all the whole array across the devices of the axes; ppermute what each
+    device sends; broadcast the message."""
+
+    kind: Literal["collective"]
+    collective: Annotated[Literal[COLLECTIVES], BeforeValidator(_collective)]
+    axes: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_axes)]
+    bytes: Optional[PosBytes] = None
+    shape: Optional[list[Count]] = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _size(self):
+        if (self.bytes is None) == (self.shape is None):
+            raise ValueError("give exactly one of 'bytes' (e.g. bytes: 64 MiB) or 'shape' "
+                             "(with dtype) for the collective's array size V"
+                             + (", not both" if self.bytes is not None else ""))
+        if len(set(self.axes)) != len(self.axes):
+            raise ValueError(f"axes {self.axes} repeats an axis; name each mesh axis once")
+        if self.shape is not None and math.prod(self.shape) > MAX_COUNT:
+            raise ValueError(f"shape {self.shape} has more than 2**53 elements; use a smaller shape")
+        return self
+
+    @property
+    def v_bytes(self) -> float:
+        if self.bytes is not None:
+            return float(self.bytes)
+        return float(math.prod(self.shape)) * DTYPE_BYTES[self.dtype]
 
 
 OP_SPECS: dict[str, type[OpBase]] = {
     "matmul": MatmulOp, "elementwise": ElementwiseOp, "attention": AttentionOp,
+    "collective": CollectiveOp,
 }
 
-Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp], Field(discriminator="kind")]
+Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp],
+               Field(discriminator="kind")]
+
+
+def _slice_text(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # a GPU node written as a bare number: slice: 8
+    return v
 
 
 class Workload(Spec):
     name: str = Field(min_length=1)
     description: Optional[str] = None
-    slice: Optional[str] = None
-    mesh: Optional[dict[str, Count]] = None
-    slices: Count = 1
+    slice: Annotated[Optional[str], BeforeValidator(_slice_text)] = Field(
+        None, description="chips as a shape: TPU '4x4', '8x16', '4x4x8'; GPU 'N' or 'MxN' nodes")
+    slices: Count = Field(1, description="slices joined by DCN; the outermost mesh axis spans them")
+    mesh: Optional[dict[str, Count]] = Field(
+        None, description="mesh axis -> size, outermost first; axes take the slice's axes in order")
     ops: list[Op] = Field(min_length=1)
+
+    @field_validator("slice")
+    @classmethod
+    def _slice_parses(cls, v):
+        if v is not None:
+            from .topology import parse_shape
+            try:
+                parse_shape(v)
+            except SpecError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("mesh")
+    @classmethod
+    def _mesh_fits(cls, v, info):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("is empty: name the mesh axes and their sizes, e.g. "
+                             "mesh: {data: 16, model: 16}")
+        if info.data.get("slice"):
+            from .topology import job_lengths, map_mesh
+            try:
+                map_mesh(v, job_lengths(info.data["slice"], info.data.get("slices", 1)))
+            except SpecError as e:
+                raise ValueError(f"{e} (slice {info.data['slice']!r})") from None
+        return v
+
+    @field_validator("ops")
+    @classmethod
+    def _collective_axes(cls, ops, info):
+        mesh = info.data.get("mesh")
+        for i, op in enumerate(ops):
+            if not isinstance(op, CollectiveOp):
+                continue
+            if not mesh:
+                if "mesh" not in info.data:
+                    continue  # the mesh itself failed; that error is reported
+                raise ValueError(f"ops[{i}] ({op.name!r}) is a collective but the workload has "
+                                 f"no top-level 'mesh': add one, e.g. mesh: {{data: 8}}, and a "
+                                 f"slice")
+            unknown = [a for a in op.axes if a not in mesh]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], list(mesh), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"ops[{i}] ({op.name!r}).axes: unknown mesh axis "
+                                 f"{', '.join(map(repr, unknown))}; {hint}the mesh has "
+                                 f"{', '.join(mesh)}")
+        return ops
+
+
+def with_slice(wl: "Workload", slice_shape: str) -> "Workload":
+    """The workload with its slice replaced (the CLI's --slice), validated again."""
+    try:
+        return Workload.model_validate({**wl.model_dump(), "slice": slice_shape})
+    except ValidationError as e:
+        msgs = "; ".join(f"{_path(x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
+                         for x in e.errors()[:3])
+        raise SpecError(f"--slice {slice_shape!r} does not fit workload {wl.name!r}: {msgs}. "
+                        f"The mesh stays the workload's: choose a slice with the same number "
+                        f"of chips whose axes line up with it.") from None
 
 
 # ---- loading ------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from ..specs import elem_bytes
 
 
@@ -22,6 +24,9 @@ class OpModel:
     kind: str
     inputs: Callable  # (op spec, OpContext) -> dict[str, float]
     cost: Callable    # (p, hw, op) -> dict[str, expr|number]
+    # (op spec, OpContext) -> descriptive, non-formula fields for JSON rows (e.g. a collective's
+    # per-axis wraparound flags); None for most kinds
+    info: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -33,18 +38,23 @@ class OpContext:
 REGISTRY: dict[str, OpModel] = {}
 
 
-def register(kind: str, inputs: Callable):
+def register(kind: str, inputs: Callable, info: Callable | None = None):
     """Decorator for a cost function; ``inputs`` builds its numeric input cells."""
 
     def deco(cost: Callable) -> Callable:
-        REGISTRY[kind] = OpModel(kind, inputs, cost)
+        REGISTRY[kind] = OpModel(kind, inputs, cost, info)
         return cost
 
     return deco
+
+
+def num(x):
+    """A field as float, or as a float array when a sweep passes an array of values."""
+    return np.asarray(x, dtype=float) if isinstance(x, np.ndarray) else float(x)
 
 
 def common_inputs(op) -> dict[str, float]:
     return {"elem_bytes": float(elem_bytes(op.dtype))}
 
 
-from . import attention, elementwise, matmul  # noqa: E402,F401  (register the models)
+from . import attention, collectives, elementwise, matmul  # noqa: E402,F401  (register the models)

@@ -11,7 +11,7 @@ B batch, H query heads, K kv heads, S query length, T kv length, D head dim, e b
 """
 
 from ..formula import ceil, fmax, fmin, floor, where
-from . import common_inputs, register
+from . import common_inputs, num, register
 from .matmul import FMA_FLOPS
 
 # softmax per score: max, subtract, exp, sum, divide (XLA counts about 5 and 1 transcendental)
@@ -20,10 +20,10 @@ FLASH_TILES = 4  # Q, O, K and V tiles resident at once
 
 
 def _inputs(op, ctx):
-    return {**common_inputs(op), "batch": float(op.batch), "seq": float(op.seq),
-            "kv_seq": float(op.kv_seq or op.seq), "heads": float(op.heads),
-            "kv_heads": float(op.kv_heads or op.heads), "head_dim": float(op.head_dim),
-            "causal": 1.0 if op.causal else 0.0}
+    return {**common_inputs(op), "batch": num(op.batch), "seq": num(op.seq),
+            "kv_seq": num(op.seq if op.kv_seq is None else op.kv_seq), "heads": num(op.heads),
+            "kv_heads": num(op.heads if op.kv_heads is None else op.kv_heads),
+            "head_dim": num(op.head_dim), "causal": num(op.causal)}
 
 
 @register("attention", _inputs)

@@ -6,13 +6,13 @@ all of its inputs and one output: A+B+C unfused moves 6N elements, fused 4N.
 
 import math
 
-from . import common_inputs, register
+from . import common_inputs, num, register
 
 
 def _inputs(op, ctx):
     return {**common_inputs(op), "elements": float(math.prod(op.shape)),
-            "inputs": float(op.inputs), "outputs": float(op.outputs),
-            "flops_per_element": float(op.flops_per_element)}
+            "inputs": num(op.inputs), "outputs": num(op.outputs),
+            "flops_per_element": num(op.flops_per_element)}
 
 
 @register("elementwise", _inputs)

@@ -1,14 +1,14 @@
 """Matmul: ``batch`` independent [m,k] @ [k,n] products, each with its own operands."""
 
 from ..formula import ceil
-from . import common_inputs, register
+from . import common_inputs, num, register
 
 FMA_FLOPS = 2  # one multiply-add = 2 FLOPs
 
 
 def _inputs(op, ctx):
-    return {**common_inputs(op), "batch": float(op.batch), "m": float(op.m), "k": float(op.k),
-            "n": float(op.n)}
+    return {**common_inputs(op), "batch": num(op.batch), "m": num(op.m), "k": num(op.k),
+            "n": num(op.n)}
 
 
 def padded(x, tile):

@@ -33,6 +33,9 @@ def _cell(v, unit, pct):
 
 def roofline_table(title: str, rows: list[dict], total: dict) -> str:
     cols = list(COLUMNS)
+    if any(r.get("t_comm") is not None for r in rows):  # collectives: the interconnect term
+        i = [c[0] for c in cols].index("t_memory") + 1
+        cols.insert(i, ("t_comm", "t_comm", "s", False))
     if any("fits_onchip" in r for r in rows):
         cols.append(("fits_onchip", "fits on chip", None, False))
     head = ["op"] + [c[1] for c in cols]
@@ -46,4 +49,36 @@ def roofline_table(title: str, rows: list[dict], total: dict) -> str:
 
     out = [title, line(head), line(["-" * w for w in widths])]
     out += [line(b) for b in body[:-1]] + [line(["-" * w for w in widths]), line(body[-1])]
+    return "\n".join(out)
+
+
+def compare_table(workload: str, hardware: list, results: dict[str, list[dict]]) -> str:
+    """t_lower and bound per chip per op, speed-up vs the first chip, totals and cost."""
+    names = [h.name for h in hardware]
+    base = names[0]
+    head = ["op"] + [f"{n}" for n in names]
+    ops = [r["name"] for r in results[base]]
+    body = []
+    for i, op in enumerate(ops):
+        cells = [op]
+        for n in names:
+            r = results[n][i]
+            sp = results[base][i]["t_lower"] / r["t_lower"] if r["t_lower"] else None
+            cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound'][:3]}" +
+                         (f" x{sp:.2f}" if n != base and sp else ""))
+        body.append(cells)
+    tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
+    flops = sum(r["flops"] for r in results[base])
+    body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{tot[base] / tot[n]:.2f}" if n != base else "")
+                                     for n in names])
+    prices = {h.name: h.price_per_hour for h in hardware}
+    if any(p is not None for p in prices.values()):
+        body.append(["$ per run (1 chip)"] + [f"${prices[n] * tot[n] / 3600:.3g}" if prices[n] else "-" for n in names])
+        body.append(["FLOP per $"] + [f"{flops / (prices[n] * tot[n] / 3600):.3g}" if prices[n] else "-" for n in names])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
+                                  for j, (c, w) in enumerate(zip(cells, widths)))
+    out = [f"{workload}: t_lower per chip (bound; speed-up vs {base})", fmt(head),
+           fmt(["-" * w for w in widths])]
+    out += [fmt(b) for b in body]
     return "\n".join(out)

@@ -1,0 +1,90 @@
+"""Sweep outputs: a Sweep workbook (values) and PNG plots of time and achieved FLOP/s vs the
+swept field, and the roofline with the swept points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
+
+
+def write_sweep(path: Path, table, totals, fields: list[str], hardware) -> list[Path]:
+    import xlsxwriter  # the Excel library stays in report/
+
+    out = [Path(path)]
+    with atomic_path(Path(path)) as tmp:
+        wb = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "nan_inf_to_errors": True})
+        eng = wb.add_format({"num_format": "##0.000E+0"})
+        head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+        for name, df in (("Sweep", table), ("Totals", totals)):
+            ws = wb.add_worksheet(name)
+            for j, c in enumerate(df.columns):
+                ws.write_string(0, j, str(c), head)
+                col = df[c].to_numpy()
+                for i, v in enumerate(col):
+                    if isinstance(v, str):
+                        ws.write_string(1 + i, j, v)
+                    else:
+                        ws.write_number(1 + i, j, float(v), eng if c not in fields else None)
+            ws.set_column(0, len(df.columns), 13)
+            ws.freeze_panes(1, 0)
+        wb.close()
+    if fields:
+        f = fields[0]
+        png = Path(path).with_suffix("").as_posix() + f"-vs-{f}.png"
+        out.append(_plot_vs(totals, f, Path(png)))
+        png2 = Path(path).with_suffix("").as_posix() + "-roofline.png"
+        out.append(_plot_roofline(table, hardware, Path(png2)))
+    return out
+
+
+def _plot_vs(tot, field: str, path: Path) -> Path:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
+    for hw, g in tot.groupby("hardware", sort=False):
+        g = g.sort_values(field)
+        a.plot(g[field], g["t_lower"], marker=".", label=f"{hw} t_lower")
+        a.plot(g[field], g["t_upper"], ls="--", alpha=0.5, label=f"{hw} t_upper")
+        b.plot(g[field], g["flops"] / g["t_lower"], marker=".", label=hw)
+    for ax, yl in ((a, "time per configuration [s]"), (b, "achieved FLOP/s at t_lower")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(field)
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def _plot_roofline(table, hardware, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    x = table["intensity"].to_numpy(dtype=float)
+    ok = np.isfinite(x) & (x > 0)
+    lo, hi = (x[ok].min() / 2, x[ok].max() * 2) if ok.any() else (0.1, 1e4)
+    xs = np.logspace(np.log10(lo), np.log10(hi), 200)
+    for hw in hardware:
+        peak = max(hw.peak_flops.values())
+        ax.plot(xs, np.minimum(peak, xs * hw.hbm_bandwidth), lw=2, label=f"{hw.name} roof")
+        g = table[(table.hardware == hw.name)]
+        gi = g["intensity"].to_numpy(dtype=float)
+        ax.scatter(gi, g["flops"] / g["t_lower"], s=8, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity [FLOP/byte]")
+    ax.set_ylabel("achieved FLOP/s at t_lower")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,210 @@
+"""Sweeps: every combination of varied op fields, evaluated vectorised with numpy.
+
+``--vary FIELD=LO..HI:STEP`` (numeric step), ``FIELD=LO..HI:log2`` (LO, 2 LO, 4 LO, ... <= HI)
+or ``FIELD=a,b,c``. A field applies to every op that has it. Numeric fields become numpy arrays
+fed through the same op formulas as single evaluations; non-numeric ones (impl, dtype, causal)
+are looped over. Each distinct value is validated as the op spec would validate it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .engine import op_columns
+from .specs import SpecError, Workload
+
+OUT_COLUMNS = ["flops", "hbm_bytes", "intensity", "t_compute", "t_memory", "t_lower", "t_upper",
+               "bound"]
+MAX_VALUES = 10_000_000
+EXCEL_ROWS = 1_048_576
+_RANGE = re.compile(r"^\s*([-+0-9.eE]+)\s*\.\.\s*([-+0-9.eE]+)\s*(?::\s*(\S+))?\s*$")
+
+
+@dataclass(frozen=True)
+class Vary:
+    field: str
+    values: tuple  # numbers or strings/bools
+
+    @property
+    def numeric(self) -> bool:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+
+
+def _number(s: str, arg: str):
+    try:
+        x = float(s)
+    except ValueError:
+        raise SpecError(f"--vary {arg!r}: {s!r} is not a number.") from None
+    if not math.isfinite(x):
+        raise SpecError(f"--vary {arg!r}: {s!r} must be finite.")
+    return int(x) if x.is_integer() else x
+
+
+def parse_vary(arg: str) -> Vary:
+    field, eq, spec = arg.partition("=")
+    field = field.strip()
+    if not eq or not field or not spec.strip():
+        raise SpecError(f"--vary {arg!r}: expected FIELD=LO..HI:STEP, FIELD=LO..HI:log2 or "
+                        f"FIELD=a,b,c (e.g. m=128..4096:log2).")
+    m = _RANGE.match(spec)
+    if m:
+        lo, hi = _number(m[1], arg), _number(m[2], arg)
+        step = m[3] or "1"
+        if hi < lo:
+            raise SpecError(f"--vary {arg!r}: LO {lo} is above HI {hi}.")
+        if step == "log2":
+            if lo <= 0:
+                raise SpecError(f"--vary {arg!r}: a log2 range needs LO > 0.")
+            n = int(math.floor(math.log2(hi / lo) + 1e-9)) + 1
+            vals = [lo * 2**i for i in range(n)]
+        else:
+            st = _number(step, arg)
+            if st <= 0:
+                raise SpecError(f"--vary {arg!r}: STEP must be positive (or 'log2'), got {step}.")
+            n = int(math.floor((hi - lo) / st + 1e-9)) + 1
+            if n > MAX_VALUES:
+                raise SpecError(f"--vary {arg!r}: {n:,} values is more than {MAX_VALUES:,}; "
+                                f"use a larger STEP or log2.")
+            vals = (lo + st * np.arange(n)).tolist()
+        vals = [int(v) if float(v).is_integer() else v for v in vals]
+    else:
+        import yaml
+
+        vals = []
+        for s in spec.split(","):
+            s = s.strip()
+            if not s:
+                raise SpecError(f"--vary {arg!r}: empty value in the list.")
+            vals.append(yaml.safe_load(s))
+    return Vary(field, tuple(vals))
+
+
+def _validate(wl: Workload, varies: list[Vary]) -> None:
+    fields_any = {f for op in wl.ops for f in type(op).model_fields}
+    for v in varies:
+        if v.field not in fields_any:
+            import difflib
+
+            close = difflib.get_close_matches(v.field, sorted(fields_any), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise SpecError(f"--vary {v.field}: no op in workload {wl.name!r} has a field "
+                            f"{v.field!r}.{hint} Fields: {', '.join(sorted(fields_any))}.")
+        for op in wl.ops:
+            if v.field not in type(op).model_fields:
+                continue
+            # every distinct value when few; the extremes otherwise (integrality checked below)
+            check = v.values if len(v.values) <= 2000 else (min(v.values), max(v.values))
+            for x in check:
+                try:
+                    type(op).model_validate({**op.model_dump(), v.field: x})
+                except Exception as e:  # pydantic ValidationError
+                    msg = str(e).splitlines()[2].strip() if len(str(e).splitlines()) > 2 else str(e)
+                    raise SpecError(f"--vary {v.field}: value {x!r} is invalid for op "
+                                    f"{op.name!r}: {msg}.") from None
+
+
+def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = False,
+          max_rows: int | None = 20_000_000) -> pd.DataFrame:
+    """One row per (configuration, hardware, op): the varied fields, op, hardware and the
+    roofline columns. ``vary`` holds Vary objects or '--vary' strings."""
+    varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
+    _validate(workload, varies)
+    cat = [v for v in varies if not v.numeric]
+    num = [v for v in varies if v.numeric]
+    grids = np.meshgrid(*[np.asarray(v.values, dtype=float) for v in num], indexing="ij") if num else []
+    flat = {v.field: g.ravel() for v, g in zip(num, grids)}
+    n_num = int(np.prod([len(v.values) for v in num])) if num else 1
+    n_cat = int(np.prod([len(v.values) for v in cat])) if cat else 1
+    rows = n_num * n_cat * len(hardware) * len(workload.ops)
+    if max_rows is not None and rows > max_rows:
+        raise SpecError(f"sweep of {rows:,} rows is larger than {max_rows:,}: vary fewer values, "
+                        f"or aggregate (sweep_totals) instead of listing every op.")
+    frames = []
+    combos = list(itertools.product(*[v.values for v in cat])) if cat else [()]
+    it = [(hw, combo) for hw in hardware for combo in combos]
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="sweep", unit="chip-config", leave=False, delay=1.0)  # only if slow
+    for hw, combo in it:
+        upd = dict(zip([v.field for v in cat], combo))
+        for op in workload.ops:
+            frames.append(_eval_op(op, hw, workload, upd, flat, n_num))
+    df = pd.concat(frames, ignore_index=True)
+    for v in num:  # whole-number fields (m, seq, ...) read back as integers
+        if all(float(x).is_integer() for x in (min(v.values), max(v.values))) and \
+                all(isinstance(x, int) for x in v.values):
+            df[v.field] = df[v.field].astype(np.int64)
+    return df
+
+
+def _eval_op(op, hw, wl, cat_update: dict, flat: dict, n: int) -> pd.DataFrame:
+    fields = type(op).model_fields
+    upd = {k: v for k, v in cat_update.items() if k in fields}
+    base = type(op).model_validate({**op.model_dump(), **upd}) if upd else op
+    arr = {k: v for k, v in flat.items() if k in fields}
+    vec = base.model_copy(update=arr) if arr else base  # values validated in _validate
+    from .ops import REGISTRY, OpContext
+
+    inputs = REGISTRY[op.kind].inputs(vec, OpContext(wl, hw))
+    _, cost, roof = op_columns(base, hw, wl, inputs=inputs)
+    out = {k: np.broadcast_to(v, n) for k, v in flat.items()}
+    for k, v in cat_update.items():
+        out[k] = np.full(n, str(v) if not isinstance(v, bool) else v, dtype=object)
+    out["op"] = np.full(n, op.name, dtype=object)
+    out["hardware"] = np.full(n, hw.name, dtype=object)
+    vals = {**cost, **roof}
+    for c in OUT_COLUMNS:
+        out[c] = np.broadcast_to(np.asarray(vals[c]), n)
+    return pd.DataFrame(out)
+
+
+def sweep_totals(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (configuration, hardware): sums over ops; bound = the bound of the largest
+    share of t_lower."""
+    keys = [c for c in df.columns if c not in OUT_COLUMNS and c != "op"]
+    g = df.groupby(keys, sort=False, dropna=False)
+    tot = g[["flops", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper"]].sum()
+    tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+    share = df.groupby(keys + ["bound"], sort=False, dropna=False)["t_lower"].sum().reset_index()
+    top = share.loc[share.groupby(keys, sort=False, dropna=False)["t_lower"].idxmax()]
+    tot = tot.reset_index().merge(top[keys + ["bound"]], on=keys, how="left")
+    return tot[keys + OUT_COLUMNS]
+
+
+def crossovers(df: pd.DataFrame, field: str) -> list[str]:
+    """Where an op's bound changes along ``field``, and where one chip overtakes another
+    (total t_lower), with the other varied fields at each of their values."""
+    lines = []
+    others = [c for c in df.columns if c not in OUT_COLUMNS + ["op", "hardware", field]]
+    for key, g in df.groupby(["hardware", "op"] + others, sort=False):
+        g = g.sort_values(field)
+        b = g["bound"].to_numpy()
+        x = g[field].to_numpy()
+        for i in np.flatnonzero(b[1:] != b[:-1]):
+            ctx = ", ".join(f"{o}={k}" for o, k in zip(others, key[2:]))
+            lines.append(f"{key[1]} on {key[0]}{' (' + ctx + ')' if ctx else ''}: {b[i]} -> "
+                         f"{b[i + 1]} between {field}={_fmt(x[i])} and {field}={_fmt(x[i + 1])}")
+    tot = sweep_totals(df)
+    chips = list(dict.fromkeys(tot["hardware"]))
+    for a, c in itertools.combinations(chips, 2):
+        ta = tot[tot.hardware == a].sort_values(field)
+        tc = tot[tot.hardware == c].sort_values(field)
+        if len(others) or len(ta) != len(tc):
+            continue
+        faster = np.where(ta["t_lower"].to_numpy() <= tc["t_lower"].to_numpy(), a, c)
+        x = ta[field].to_numpy()
+        for i in np.flatnonzero(faster[1:] != faster[:-1]):
+            lines.append(f"{faster[i + 1]} overtakes {faster[i]} (total t_lower) between "
+                         f"{field}={_fmt(x[i])} and {field}={_fmt(x[i + 1])}")
+    return lines
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.6g}"

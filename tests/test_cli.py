@@ -1,0 +1,139 @@
+"""The command line: `roofline --json` (one strict JSON object), `hardware`, `schema`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from perfmodel import api, catalog
+from perfmodel.cli import main
+from perfmodel.specs import Hardware
+
+OP_FIELDS = {"name", "kind", "flops", "hbm_bytes", "intensity", "t_compute", "t_memory",
+             "t_lower", "t_upper", "bound"}
+TOTAL_SUMS = ("flops", "hbm_bytes", "t_lower", "t_upper")
+COURSE = ["course-attention", "course-matmul-sweep", "course-elementwise", "course-big-matmul"]
+
+
+def _no_constants(name):
+    raise AssertionError(f"non-standard JSON constant {name} in the output")
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN/Infinity (which Python's json would accept by default)."""
+    return json.loads(text, parse_constant=_no_constants)
+
+
+def cli(*args: str):
+    res = CliRunner().invoke(main, list(args))
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res
+
+
+@pytest.mark.parametrize("chip", ["tpu-v4", "h100"])
+@pytest.mark.parametrize("workload", COURSE)
+def test_roofline_json_is_one_object_with_sums(chip, workload):
+    res = cli("roofline", "--hardware", chip, "--workload", workload, "--json")
+    js = strict_json(res.stdout)  # the whole stdout is exactly one JSON value
+    assert isinstance(js, dict)
+    assert {"schema_version", "hardware", "workload", "ops", "total"} <= set(js)
+    assert js["schema_version"] == 1
+    assert js["hardware"] == chip and js["workload"] == workload
+    ops = js["ops"]
+    assert len(ops) == len(catalog.load_workload(workload).ops) > 0
+    for op in ops:
+        assert OP_FIELDS <= set(op), OP_FIELDS - set(op)
+        assert op["bound"] in ("compute", "memory")
+        assert op["t_lower"] == max(op["t_compute"], op["t_memory"])
+        if op["kind"] == "attention":
+            assert {"onchip_bytes", "fits_onchip"} <= set(op)
+            assert isinstance(op["fits_onchip"], bool)
+    for k in TOTAL_SUMS:
+        assert js["total"][k] == pytest.approx(sum(op[k] for op in ops), rel=1e-12), k
+
+
+def test_roofline_json_numbers_course_attention_v4():
+    # spot values through the CLI (derivations in test_core): fused S=2048 bf16 moves
+    # 8*S*D = 8*2048*128 = 2097152 bytes and needs 2*S^2 = 8388608 bytes on chip (fits 160 MB);
+    # fused S=16384 needs 2*16384^2 = 536870912 bytes and does not fit
+    js = strict_json(cli("roofline", "-H", "tpu-v4", "-w", "course-attention", "--json").stdout)
+    ops = {o["name"]: o for o in js["ops"]}
+    assert ops["fused-2048"]["hbm_bytes"] == 2097152
+    assert ops["fused-2048"]["onchip_bytes"] == 8388608 and ops["fused-2048"]["fits_onchip"]
+    assert ops["fused-16384"]["onchip_bytes"] == 536870912
+    assert ops["fused-16384"]["fits_onchip"] is False
+
+
+def test_non_finite_values_are_null(monkeypatch):
+    # A chip with zero bandwidth cannot be loaded from YAML (bad input); build one around the
+    # validator so t_memory = bytes/0 = inf and mbu = bytes/(inf*0) = nan reach the JSON writer.
+    v4 = catalog.load_hardware("tpu-v4")
+    broken = Hardware.model_construct(**{**dict(v4), "hbm_bandwidth": 0.0})
+    monkeypatch.setattr(api, "load_hardware", lambda name: broken)
+    with pytest.warns(RuntimeWarning):  # numpy: divide by zero
+        res = cli("roofline", "-H", "tpu-v4", "-w", "course-matmul-sweep", "--json")
+    js = strict_json(res.stdout)
+    op = js["ops"][0]
+    assert op["t_memory"] is None and op["t_lower"] is None and op["mbu"] is None
+    assert op["flops"] > 0 and math.isfinite(op["t_compute"])  # finite values stay numbers
+    # a total over an infinite term is not finite either (not the sum of the finite ones)
+    assert js["total"]["t_memory"] is None and js["total"]["t_lower"] is None
+    assert js["total"]["flops"] == pytest.approx(sum(o["flops"] for o in js["ops"]), rel=1e-12)
+
+
+def test_roofline_table():
+    res = cli("roofline", "-H", "tpu-v4", "-w", "course-attention")
+    for op in catalog.load_workload("course-attention").ops:
+        assert op.name in res.stdout
+    assert res.stderr == ""
+
+
+def test_hardware_list_names_every_chip():
+    res = cli("hardware")
+    listed = [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+    assert set(listed) == set(catalog.builtin_names("hardware")) - {"cpu-local"}
+    v4 = next(line for line in res.stdout.splitlines() if line.startswith("tpu-v4"))
+    assert "1.23 TB/s" in v4 and "275 TFLOP/s" in v4
+
+
+def test_hardware_show():
+    res = cli("hardware", "show", "tpu-v5e")
+    assert res.stdout.startswith("name: tpu-v5e")
+    assert "810000000000.0" in res.stdout  # "810 GB/s" in SI: 810e9 B/s
+    assert "sources:" in res.stdout and "alternatives:" in res.stdout
+
+
+def test_hardware_show_json():
+    js = strict_json(cli("hardware", "show", "tpu-v5e", "--json").stdout)
+    assert js["hbm_bandwidth"] == 810e9  # 810 GB/s
+    assert js["hbm_capacity"] == 16 * 2**30  # 16 GiB = 17179869184 bytes
+    assert js["peak_flops"] == {"bf16": 1.97e14, "int8": 3.94e14}
+
+
+def test_hardware_show_by_path():
+    path = catalog.DATA / "hardware" / "h100.yaml"
+    assert cli("hardware", "show", str(path)).stdout.startswith("name: h100")
+
+
+@pytest.mark.parametrize("what", ["hardware", "workload"])
+def test_schema(what):
+    js = strict_json(cli("schema", what).stdout)
+    assert js["type"] == "object" and "properties" in js
+    assert {"hardware": "hbm_bandwidth", "workload": "ops"}[what] in js["properties"]
+
+
+def test_schema_rejects_unknown_kind():
+    res = CliRunner().invoke(main, ["schema", "chip"])
+    assert res.exit_code == 2  # click's usage error, also status 2
+    assert "hardware" in res.stderr and "workload" in res.stderr
+
+
+def test_help_documents_exit_status():
+    res = cli("--help")
+    text = " ".join(res.stdout.split())
+    assert "Exit status: 0 success, 2 bad input" in text
+    for command in ("roofline", "hardware", "schema", "report"):
+        assert command in res.stdout
