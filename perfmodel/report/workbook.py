@@ -37,11 +37,18 @@ FORMATS = {
     "t_compute": ("s", "eng"), "t_memory": ("s", "eng"), "t_comm": ("s", "eng"),
     "t_latency": ("s", "eng"), "t_bandwidth": ("s", "eng"), "t_lower": ("s", "eng"),
     "t_upper": ("s", "eng"), "t_calibrated": ("s", "eng"), "algbw": ("B/s", "eng"),
-    "busbw": ("B/s", "eng"), "mfu": ("", "pct"), "mbu": ("", "pct"), "hops": ("", "int"),
+    "busbw": ("B/s", "eng"), "mfu": ("%", "pct"), "mbu": ("%", "pct"), "hops": ("", "int"),
+    "fits_onchip": ("", "bool"),
 }
 HW_UNITS = {"hbm_bandwidth": "B/s", "hbm_capacity": "B", "onchip_memory": "B",
-            "matmul_tile": "elements", "link_bandwidth": "B/s", "hop_latency": "s",
-            "scale_out_bandwidth": "B/s", "dcn_bandwidth": "B/s"}
+            "matmul_tile": "elements", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
+            "scale_out_bandwidth": "B/s per NIC", "dcn_bandwidth": "B/s per chip"}
+HW_SOURCE_KEY = {"link_bandwidth": "interconnect", "hop_latency": "interconnect",
+                 "scale_out_bandwidth": "interconnect", "dcn_bandwidth": "interconnect"}
+COLORS = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2",
+          "#17BECF", "#BCBD22", "#000000"]
+MARKERS = ["circle", "diamond", "triangle", "square", "x", "star", "plus"]
+MAX_NAMED_OPS = 1000  # per-op defined names beyond this slow Excel down more than they help
 TEXT_START = ("=", "+", "-", "@")
 
 
@@ -77,12 +84,14 @@ class _Writer:
         self.fmt = {
             "eng": f({"num_format": "##0.000E+0"}), "num": f({"num_format": "0.00"}),
             "pct": f({"num_format": "0.0%"}), "int": f({"num_format": "0"}),
+            "bool": f({"num_format": '"yes";"yes";"no"', "align": "center"}),
+            "center": f({"align": "center"}), "input_int": f({"bg_color": "#FFF2CC", "border": 1, "num_format": "0"}),
             "text": f({}), "head": f({"bold": True, "bg_color": "#DDEBF7", "border": 1,
                                       "text_wrap": True, "valign": "top"}),
             "input": f({"bg_color": "#FFF2CC", "border": 1}),
             "input_eng": f({"bg_color": "#FFF2CC", "border": 1, "num_format": "##0.000E+0"}),
             "title": f({"bold": True, "font_size": 14}), "wrap": f({"text_wrap": True, "valign": "top"}),
-            "bold": f({"bold": True}),
+            "bold": f({"bold": True}), "bad": f({"bg_color": "#F8CBAD", "font_color": "#9C0006"}),
         }
         self.hw_params = [p for p in HW_PARAMS if any(p in hw_env(h) for h in hardware)]
         self.rows = self._evaluate()
@@ -112,10 +121,17 @@ class _Writer:
 
     def formula(self, ws, r, c, expr, resolve, value, fmt_key=None):
         fmt = self.fmt[fmt_key] if fmt_key else None
-        if isinstance(value, (str, np.str_, bool, np.bool_)):
-            fmt = None
+        if isinstance(value, (str, np.str_)):
+            fmt = self.fmt["center"]
         ws.write_formula(r, c, to_excel(expr, resolve), fmt, _num(value))
         self.formula_cells += 1
+
+    def para(self, ws, r, c, s, width_chars, fmt=None):
+        """Wrapped text with a row height LibreOffice will honour (it does not autofit)."""
+        self.text(ws, r, c, s, fmt or self.fmt["wrap"])
+        lines = max(1, math.ceil(len(str(s)) / max(1, width_chars * 1.1)))
+        if lines > 1:
+            ws.set_row(r, 15 * lines)
 
     def header(self, ws, r, cols: list[str], widths=None):
         for c, name in enumerate(cols):
@@ -148,33 +164,44 @@ class _Writer:
 
     def readme(self):
         ws = self.ws["README"]
-        ws.set_column(0, 0, 110)
+        ws.set_column(0, 0, 120)
+        coll = " Collectives (per collective op: hops, bytes, latency and bandwidth terms)," if self.coll_rows else ""
         lines = [
             ("perfmodel roofline workbook", "title"),
             (f"perfmodel {__version__}; written {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-             f"workloads: {', '.join(w.name for w in self.workloads)}; active chip: {self.active.name}", None),
+             f"workloads: {', '.join(w.name for w in self.workloads)}; chips: {', '.join(h.name for h in self.hardware)}; "
+             f"active chip when written: {self.active.name}.", None),
             ("", None),
-            ("What to edit (yellow cells are inputs; everything else is a live formula):", "bold"),
-            ("- Inputs!B2: the active chip (drop-down). Every cell on Ops, Collectives and the Roofline chart follows it.", None),
-            ("- Inputs!B4 and below: the active chip's parameters, looked up from the Hardware sheet. Type a number over one "
-             "(e.g. a new hbm_bandwidth in B/s) for a what-if; Ops recomputes.", None),
-            ("- Hardware: one column per chip. Edit a chip's number there and Compare/ByChip (and Inputs, if active) follow.", None),
-            ("- Workload: one row per op; its shape fields (m, k, n, seq, heads, ...) are inputs. Change seq and the op recomputes.", None),
+            ("What to edit (yellow cells are inputs; every other number is a live formula):", "bold"),
+            ("- Inputs!B2: the active chip (drop-down). Ops, Collectives and the op points on the Roofline chart follow it.", None),
+            ("- Inputs column C ('override'): type a number there (e.g. 2.5E+12 next to hbm_bandwidth) for a what-if on the "
+             "active chip; column B then uses it instead of the Hardware value. Clear it to go back.", None),
+            ("- Hardware: one column per chip (hover a value for its citation). Edit a number there and Compare, ByChip and "
+             "the roofs follow (and Ops, when that chip is active).", None),
+            ("- Workload: one row per op; its fields (m, k, n, seq, kv_seq, heads, ...) are inputs. Change seq and the op "
+             "recomputes. Structural choices (impl, dtype) are fixed per row: rerun perfmodel to change them.", None),
             ("", None),
             ("How bounds are defined:", "bold"),
             ("- t_compute = flops_exec / peak FLOP/s of the op's dtype (flops_exec pads matmul dims up to the chip's matmul_tile).", None),
-            ("- t_memory = hbm_bytes / hbm_bandwidth.  t_comm = collective time (Collectives).", None),
+            ("- t_memory = hbm_bytes / hbm_bandwidth.  t_comm = collective time (links, hops x hop_latency).", None),
             ("- t_lower = MAX of the terms (perfect overlap); t_upper = SUM of the terms (no overlap).", None),
             ("- bound = the largest term. intensity = flops / hbm_bytes; ridge = peak / hbm_bandwidth (compute-bound iff intensity > ridge).", None),
-            ("- MFU = flops / (t_lower x peak); MBU = hbm_bytes / (t_lower x hbm_bandwidth).", None),
+            ("- MFU = flops / (t_lower x peak); MBU = hbm_bytes / (t_lower x hbm_bandwidth); both at the lower bound.", None),
+            ("- fits_onchip (attention): whether the kernel's on-chip working set fits onchip_memory; a 'no' row (red) is "
+             "an infeasible schedule whose times are shown only for comparison.", None),
             ("- Units: SI throughout (bytes, seconds, FLOP/s, B/s). Numbers show in engineering notation (1.230E+12 = 1.23 T).", None),
             ("", None),
-            ("Sheets: Inputs, Hardware, Workload, Ops, Compare (t_lower per chip, ratios to the first chip), ByChip (every op on "
-             "every chip, the cells Compare reads), Collectives (if any), Sources (citations and disagreements), Roofline (chart).", None),
-            ("Sources: every hardware number is cited on the Sources sheet; other published values are listed there as alternatives.", None),
+            ("Sheets: Inputs, Hardware, Workload, Ops (one row per op on the active chip), Compare (t_lower per chip and speed-ups), "
+             f"ByChip (every op on every chip: the cells Compare reads),{coll} Sources (citations and disagreements), "
+             "Roofline (log-log chart).", None),
+            ("Sources: every hardware number is cited on the Sources sheet (and in a comment on its Hardware cell); other "
+             "published values are listed there as alternatives, beside the value used.", None),
         ]
         for i, (s, f) in enumerate(lines):
-            self.text(ws, i, 0, s, self.fmt[f] if f else self.fmt["wrap"])
+            if f:
+                self.text(ws, i, 0, s, self.fmt[f])
+            else:
+                self.para(ws, i, 0, s, 120)
 
     def hardware_sheet(self):
         ws = self.ws["Hardware"]
@@ -184,36 +211,43 @@ class _Writer:
         for j, hw in enumerate(self.hardware):
             self.text(ws, 0, 2 + j, hw.name, self.fmt["head"])
             self.hw_col[hw.name] = 2 + j
+        self.text(ws, 1, 0, "kind")
+        for hw in self.hardware:
+            self.text(ws, 1, self.hw_col[hw.name], hw.kind, self.fmt["center"])
         self.hw_row = {}
         for i, p in enumerate(self.hw_params):
-            r = 1 + i
+            r = 2 + i
             self.hw_row[p] = r
             self.text(ws, r, 0, p)
-            self.text(ws, r, 1, HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else ""))
+            self.text(ws, r, 1, _hw_unit(p))
+            key = "peak_flops" if p.startswith("peak_flops") else HW_SOURCE_KEY.get(p, p)
             for hw in self.hardware:
                 v = hw_env(hw).get(p)
-                if v is not None:
-                    ws.write_number(r, self.hw_col[hw.name], v, self.fmt["input_eng"])
-        r = 2 + len(self.hw_params)
-        self.text(ws, r, 0, "kind")
-        for hw in self.hardware:
-            self.text(ws, r, self.hw_col[hw.name], hw.kind)
+                if v is None:
+                    continue
+                c = self.hw_col[hw.name]
+                ws.write_number(r, c, v, self.fmt["input_int" if p == "matmul_tile" else "input_eng"])
+                src = hw.sources.get(key)
+                if src:
+                    ws.write_comment(r, c, f"{hw.name} {p}: " + ("; ".join(src) if isinstance(src, list) else src),
+                                     {"x_scale": 3, "y_scale": 2})
         ws.set_column(0, 0, 22)
-        ws.set_column(1, 1, 9)
-        ws.set_column(2, 1 + len(self.hardware), 13)
+        ws.set_column(1, 1, 16)
+        ws.set_column(2, 1 + len(self.hardware), 14)
         ws.freeze_panes(1, 2)
         last = xl_col_to_name(1 + len(self.hardware))
         self.chip_range = f"Hardware!$C$1:${last}$1"
 
     def inputs_sheet(self):
         ws = self.ws["Inputs"]
-        self.text(ws, 0, 0, "Active chip and its parameters (defined names used by every formula)", self.fmt["title"])
+        self.text(ws, 0, 0, "Active chip and its parameters (defined names used by every formula on Ops)", self.fmt["title"])
         self.text(ws, 1, 0, "active_chip", self.fmt["bold"])
         ws.write_string(1, 1, self.active.name, self.fmt["input"])
-        ws.data_validation(1, 1, 1, 1, {"validate": "list", "source": "=" + self.chip_range})
+        ws.data_validation(1, 1, 1, 1, {"validate": "list", "source": "=" + self.chip_range,
+                                        "ignore_blank": False})
         self.wb.define_name("active_chip", "=Inputs!$B$2")
         self.text(ws, 1, 2, "<- pick a chip from the drop-down")
-        for c, h in enumerate(["parameter", "value", "unit"]):
+        for c, h in enumerate(["parameter", "value used", "override", "unit"]):
             self.text(ws, 2, c, h, self.fmt["head"])
         env = hw_env(self.active)
         last = xl_col_to_name(1 + len(self.hardware))
@@ -222,14 +256,17 @@ class _Writer:
             hr = self.hw_row[p] + 1
             self.text(ws, r, 0, p)
             row_rng = f"Hardware!$C${hr}:${last}${hr}"
-            f = f'=IF(INDEX({row_rng},MATCH(active_chip,{self.chip_range},0))="",NA(),INDEX({row_rng},MATCH(active_chip,{self.chip_range},0)))'
-            ws.write_formula(r, 1, f, self.fmt["input_eng"], _num(env[p]) if p in env else "#N/A")
+            look = f"INDEX({row_rng},MATCH(active_chip,{self.chip_range},0))"
+            ov = xl_rowcol_to_cell(r, 2)
+            f = f'=IF({ov}<>"",{ov},IF({look}="",NA(),{look}))'
+            ws.write_formula(r, 1, f, self.fmt["eng"], _num(env[p]) if p in env else "#N/A")
             self.formula_cells += 1
-            self.text(ws, r, 2, HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else ""))
+            ws.write_blank(r, 2, None, self.fmt["input_eng"])
+            self.text(ws, r, 3, _hw_unit(p))
             self.wb.define_name(p, f"=Inputs!$B${r + 1}")
         ws.set_column(0, 0, 24)
-        ws.set_column(1, 1, 16)
-        ws.set_column(2, 2, 34)
+        ws.set_column(1, 2, 16)
+        ws.set_column(3, 3, 20)
 
     def workload_sheet(self):
         ws = self.ws["Workload"]
@@ -242,15 +279,25 @@ class _Writer:
         cols = fixed + self.in_fields
         self.header(ws, 0, cols)
         self.in_col = {k: len(fixed) + i for i, k in enumerate(self.in_fields)}
+        self.in_name = {}  # (row index, field) -> defined name
+        named = len(self.rows) <= MAX_NAMED_OPS
+        used = set()
         for i, row in enumerate(self.rows):
             r = 1 + i
             for c, v in enumerate([row.workload, row.op.name, row.op.kind, row.op.dtype,
                                    getattr(row.op, "impl", "") or getattr(row.op, "collective", "")]):
                 self.text(ws, r, c, v)
+            stem = _name_stem(row.op.name, i, used) if named else None
             for k, v in row.inputs.items():
                 ws.write_number(r, self.in_col[k], float(v), self.fmt["input"])
+                if stem:
+                    name = f"{stem}.{k}"
+                    self.wb.define_name(name, "=Workload!" + xl_rowcol_to_cell(r, self.in_col[k], True, True))
+                    self.in_name[(i, k)] = name
         ws.set_column(0, 1, 20)
         ws.set_column(2, len(cols), 11)
+        for k, c in self.in_col.items():
+            ws.set_column(c, c, max(11, len(k) + 2))
         ws.freeze_panes(1, 2)
 
     def _columns(self, rows, part):
@@ -262,31 +309,46 @@ class _Writer:
                     cols.append(k)
         return cols
 
+    def _input_ref(self, i, name):
+        return self.in_name.get((i, name)) or "Workload!" + xl_rowcol_to_cell(1 + i, self.in_col[name])
+
+    def _derived_row(self, ws, r, col, exprs, values, resolve):
+        for k, e in exprs.items():
+            self.formula(ws, r, col[k], e, resolve, values[k], FORMATS.get(k, ("", None))[1] or None)
+
+    def _flag_infeasible(self, ws, col, nrows):
+        if "fits_onchip" in col and nrows:
+            c = col["fits_onchip"]
+            ws.conditional_format(1, c, nrows, c, {"type": "cell", "criteria": "==", "value": "FALSE",
+                                                   "format": self.fmt["bad"]})
+
     def ops_sheet(self):
         ws = self.ws["Ops"]
         self.cost_cols = self._columns(self.rows, "cost")
         self.roof_cols = self._columns(self.rows, "roof")
-        fixed = ["workload", "op", "kind", "dtype"]
+        fixed = ["chip", "workload", "op", "kind", "dtype"]
         cols = fixed + self.cost_cols + self.roof_cols
         self.ops_col = {k: i for i, k in enumerate(cols)}
         self.header(ws, 0, cols)
         for i, row in enumerate(self.rows):
             r = 1 + i
-            for c, v in enumerate([row.workload, row.op.name, row.op.kind, row.op.dtype]):
+            ws.write_formula(r, 0, "=active_chip", self.fmt["center"], self.active.name)
+            for c, v in enumerate([row.workload, row.op.name, row.op.kind, row.op.dtype], start=1):
                 self.text(ws, r, c, v)
 
-            def resolve(name, r=r):
-                if name in self.ops_col and name not in self.in_col:
-                    return xl_rowcol_to_cell(r, self.ops_col[name])
+            def resolve(name, i=i, r=r):
                 if name in self.in_col:
-                    return "Workload!" + xl_rowcol_to_cell(r, self.in_col[name], row_abs=False)
+                    return self._input_ref(i, name)
+                if name in self.ops_col:
+                    return xl_rowcol_to_cell(r, self.ops_col[name])
                 return name  # a defined name on Inputs
-            for k, e in {**row.cost_sym, **row.roof_sym}.items():
-                self.formula(ws, r, self.ops_col[k], e, resolve, row.values[k], FORMATS.get(k, ("", None))[1] or None)
-        ws.set_column(0, 1, 18)
-        ws.set_column(2, 3, 10)
-        ws.set_column(4, len(cols), 12)
-        ws.freeze_panes(1, 2)
+            self._derived_row(ws, r, self.ops_col, {**row.cost_sym, **row.roof_sym}, row.values, resolve)
+        self._flag_infeasible(ws, self.ops_col, len(self.rows))
+        ws.set_column(0, 0, 10)
+        ws.set_column(1, 2, 20)
+        ws.set_column(3, 4, 11)
+        ws.set_column(5, len(cols), 12)
+        ws.freeze_panes(1, 3)
         ws.autofilter(0, 0, len(self.rows), len(cols) - 1)
 
     def bychip_sheet(self):
@@ -308,33 +370,46 @@ class _Writer:
                     self.text(ws, r, c, v)
 
                 def resolve(name, r=r, i=i, inp=inp, hc=hc):
-                    if name in col and name not in self.in_col:
-                        return xl_rowcol_to_cell(r, col[name])
                     if name in self.in_col:
                         if inp[name] == self.rows[i].inputs.get(name):
-                            return "Workload!" + xl_rowcol_to_cell(1 + i, self.in_col[name])
+                            return self._input_ref(i, name)
                         return repr(float(inp[name]))  # chip-specific structure (topology)
+                    if name in col:
+                        return xl_rowcol_to_cell(r, col[name])
                     return "Hardware!" + xl_rowcol_to_cell(self.hw_row[name], hc, True, True)
-                for k, e in {**cost, **roof}.items():
-                    self.formula(ws, r, col[k], e, resolve, values[k], FORMATS.get(k, ("", None))[1] or None)
+                self._derived_row(ws, r, col, {**cost, **roof}, values, resolve)
                 r += 1
         self.bychip_col = col
-        ws.set_column(0, 2, 16)
+        self._flag_infeasible(ws, col, r - 1)
+        ws.set_column(0, 0, 12)
+        ws.set_column(1, 2, 21)
         ws.set_column(3, len(cols), 12)
         ws.freeze_panes(1, 3)
+        ws.autofilter(0, 0, max(1, r - 1), len(cols) - 1)
 
     def compare_sheet(self):
         ws = self.ws["Compare"]
         chips = [h.name for h in self.hardware]
         base = chips[0]
-        self.text(ws, 0, 0, f"t_lower per chip [s] (live from ByChip) and speed-up relative to {base}", self.fmt["title"])
+        n = len(chips)
+        title = "t_lower per chip [s] (live from ByChip)"
+        if n > 1:
+            title += f"; speed-up = t_lower({base}) / t_lower(chip)"
+        self.text(ws, 0, 0, title, self.fmt["title"])
         cols = ["workload", "op"] + [f"{c}\nt_lower [s]" for c in chips] + [f"{c}\nbound" for c in chips] + \
-               [f"{c}\nspeed-up vs {base}" for c in chips[1:]]
+               [f"speed-up\n{c} / {base}" for c in chips[1:]]
         for c, h in enumerate(cols):
             self.text(ws, 1, c, h, self.fmt["head"])
-        ws.set_row(1, 30)
-        n = len(chips)
+        ws.set_row(1, 45)
         tl, bd = self.bychip_col["t_lower"], self.bychip_col["bound"]
+
+        def ratio(r, j, a, b):
+            if a is None or b is None:
+                return
+            ws.write_formula(r, 2 + 2 * n + j - 1, f"={xl_rowcol_to_cell(r, 2)}/{xl_rowcol_to_cell(r, 2 + j)}",
+                             self.fmt["num"], _num(a / b) if b else "#DIV/0!")
+            self.formula_cells += 1
+
         for i, row in enumerate(self.rows):
             r = 2 + i
             self.text(ws, r, 0, row.workload)
@@ -342,41 +417,39 @@ class _Writer:
             for j, chip in enumerate(chips):
                 br = self.bychip_row.get((chip, i))
                 if br is None:
-                    self.text(ws, r, 2 + j, "n/a")
-                    self.text(ws, r, 2 + n + j, "n/a")
+                    self.text(ws, r, 2 + j, "n/a", self.fmt["center"])
+                    self.text(ws, r, 2 + n + j, "n/a", self.fmt["center"])
                     continue
                 v = row.by_chip[chip][3]
                 ws.write_formula(r, 2 + j, "=ByChip!" + xl_rowcol_to_cell(br, tl), self.fmt["eng"], _num(v["t_lower"]))
-                ws.write_formula(r, 2 + n + j, "=ByChip!" + xl_rowcol_to_cell(br, bd), None, _num(v["bound"]))
+                ws.write_formula(r, 2 + n + j, "=ByChip!" + xl_rowcol_to_cell(br, bd), self.fmt["center"], _num(v["bound"]))
                 self.formula_cells += 2
             for j, chip in enumerate(chips[1:], start=1):
                 if (chip, i) in self.bychip_row and (base, i) in self.bychip_row:
-                    a = row.by_chip[base][3]["t_lower"]
-                    b = row.by_chip[chip][3]["t_lower"]
-                    ws.write_formula(r, 2 + 2 * n + j - 1,
-                                     f"={xl_rowcol_to_cell(r, 2)}/{xl_rowcol_to_cell(r, 2 + j)}",
-                                     self.fmt["num"], _num(a / b))
-                    self.formula_cells += 1
-        # totals per workload
+                    ratio(r, j, row.by_chip[base][3]["t_lower"], row.by_chip[chip][3]["t_lower"])
         r = 3 + len(self.rows)
-        self.text(ws, r, 0, "total (sum of t_lower)", self.fmt["bold"])
+        self.text(ws, r - 1, 0, "totals: sum of t_lower per workload", self.fmt["bold"])
         for wl in self.workloads:
             idx = [i for i, row in enumerate(self.rows) if row.workload == wl.name]
+            self.text(ws, r, 0, "total", self.fmt["bold"])
             self.text(ws, r, 1, wl.name, self.fmt["bold"])
+            totals = {}
             for j, chip in enumerate(chips):
                 if all((chip, i) in self.bychip_row for i in idx):
                     cells = ",".join(xl_rowcol_to_cell(2 + i, 2 + j) for i in idx)
-                    total = sum(self.rows[i].by_chip[chip][3]["t_lower"] for i in idx)
-                    ws.write_formula(r, 2 + j, f"=SUM({cells})", self.fmt["eng"], _num(total))
+                    totals[chip] = sum(self.rows[i].by_chip[chip][3]["t_lower"] for i in idx)
+                    ws.write_formula(r, 2 + j, f"=SUM({cells})", self.fmt["eng"], _num(totals[chip]))
                     self.formula_cells += 1
+            for j, chip in enumerate(chips[1:], start=1):
+                ratio(r, j, totals.get(base), totals.get(chip))
             r += 1
-        ws.set_column(0, 1, 18)
-        ws.set_column(2, len(cols), 12)
+        ws.set_column(0, 1, 22)
+        ws.set_column(2, len(cols), 13)
         ws.freeze_panes(2, 2)
 
     def collectives_sheet(self):
         ws = self.ws["Collectives"]
-        self.text(ws, 0, 0, "Collectives on the active chip's topology (live from Ops; edit link_bandwidth or hop_latency on Inputs)", self.fmt["title"])
+        self.text(ws, 0, 0, "Collectives on the active chip's topology (live from Ops; override link_bandwidth or hop_latency on Inputs)", self.fmt["title"])
         in_cols = [k for k in self.in_fields if any(k in r.inputs for r in self.coll_rows)]
         keys = ["comm_bytes", "hops", "t_latency", "t_bandwidth", "t_comm", "algbw", "busbw"]
         keys = [k for k in keys if k in self.ops_col]
@@ -390,15 +463,15 @@ class _Writer:
             self.text(ws, r, 2, getattr(row.op, "collective", ""))
             for c, k in enumerate(in_cols):
                 if k in row.inputs:
-                    ws.write_formula(r, 3 + c, "=Workload!" + xl_rowcol_to_cell(1 + i, self.in_col[k]), None, _num(row.inputs[k]))
+                    ws.write_formula(r, 3 + c, "=" + self._input_ref(i, k), None, _num(row.inputs[k]))
                     self.formula_cells += 1
             for c, k in enumerate(keys):
                 if k in row.values:
                     ws.write_formula(r, 3 + len(in_cols) + c, "=Ops!" + xl_rowcol_to_cell(1 + i, self.ops_col[k]),
                                      self.fmt[FORMATS.get(k, ("", "eng"))[1]], _num(row.values[k]))
                     self.formula_cells += 1
-        ws.set_column(0, 2, 16)
-        ws.set_column(3, len(cols), 12)
+        ws.set_column(0, 2, 18)
+        ws.set_column(3, len(cols), 13)
 
     def sources_sheet(self):
         ws = self.ws["Sources"]
@@ -410,16 +483,16 @@ class _Writer:
             for f, s in hw.sources.items():
                 self.text(ws, r, 0, hw.name)
                 self.text(ws, r, 1, f)
-                self.text(ws, r, 2, "; ".join(s) if isinstance(s, list) else s, self.fmt["wrap"])
+                self.para(ws, r, 2, "; ".join(s) if isinstance(s, list) else s, 70)
                 r += 1
         r += 1
-        self.text(ws, r, 0, "Disagreements: other published values (the engine uses the value on Hardware)", self.fmt["title"])
+        self.text(ws, r, 0, "Disagreements: other published values (the engine uses 'value used', which is also on Hardware)", self.fmt["title"])
         r += 1
         for c, h in enumerate(["chip", "field", "value used", "alternative", "source", "note"]):
             self.text(ws, r, c, h, self.fmt["head"])
         r += 1
         for hw in self.hardware:
-            dump = hw.model_dump(mode="json")
+            dump = hw.model_dump()  # python mode: quantities keep their units
             for f, alts in hw.alternatives.items():
                 used = dump
                 for part in f.split("."):
@@ -429,100 +502,136 @@ class _Writer:
                     self.text(ws, r, 1, f)
                     self.text(ws, r, 2, _show(used))
                     self.text(ws, r, 3, str(a.value))
-                    self.text(ws, r, 4, a.source, self.fmt["wrap"])
-                    self.text(ws, r, 5, a.note or "", self.fmt["wrap"])
+                    self.para(ws, r, 4, a.source + (f" ({a.note})" if a.note else ""), 60)
                     r += 1
-        ws.set_column(0, 1, 18)
-        ws.set_column(2, 2, 60)
+        ws.set_column(0, 0, 12)
+        ws.set_column(1, 1, 28)
+        ws.set_column(2, 2, 70)
         ws.set_column(3, 3, 16)
         ws.set_column(4, 4, 60)
-        ws.set_column(5, 5, 30)
 
     def roofline_sheet(self):
         """Roof lines per chip (live over Hardware) and the ops on the active chip (live over Ops)."""
         ws = self.ws["Roofline"]
-        colors = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2",
-                  "#7F7F7F", "#BCBD22", "#17BECF"]
         pts = [r.values.get("intensity") for r in self.rows]
         pts = [float(p) for p in pts if p is not None and np.isfinite(p) and p > 0]
         xmin = 10 ** math.floor(math.log10(min(pts + [1.0]) / 2))
         xmax = 10 ** math.ceil(math.log10(max(pts + [1e4]) * 2))
-        self.text(ws, 0, 0, "Roof data (live): x = intensity [FLOP/B], y = attainable FLOP/s", self.fmt["bold"])
-        self.text(ws, 1, 0, "x_min")
-        ws.write_number(1, 1, xmin, self.fmt["input_eng"])
-        self.text(ws, 2, 0, "x_max")
-        ws.write_number(2, 1, xmax, self.fmt["input_eng"])
-        chart = self.wb.add_chart({"type": "scatter", "subtype": "straight"})
-        # roofs: 3 points per chip (x_min, ridge, x_max) at the chip's peak of the first op dtype
         dtype = self.rows[0].op.dtype if self.rows else "bf16"
-        r0 = 4
-        self.text(ws, r0, 0, f"chip ({dtype} roof)", self.fmt["head"])
-        for c, h in enumerate(["x1", "y1", "x2 (ridge)", "y2", "x3", "y3"]):
-            self.text(ws, r0, 1 + c, h, self.fmt["head"])
         key = f"peak_flops_{dtype}"
+        self.text(ws, 0, 0, f"Roofline: one {dtype} roof per chip (live from Hardware); points = ops on the active chip "
+                            "(live from Ops) at achieved FLOP/s = flops / t_lower", self.fmt["bold"])
+        # roof table, chart below it, point data to the right of the chart (column M on)
+        r0 = 2
+        for c, h in enumerate(["chip", "x_min", "y at x_min", "ridge x", "peak y", "x_max", "peak y"]):
+            self.text(ws, r0, c, h, self.fmt["head"])
+        chart = self.wb.add_chart({"type": "scatter", "subtype": "straight"})
+        peaks = []
         for j, hw in enumerate(self.hardware):
             env = hw_env(hw)
             if key not in env:
                 continue
             r = r0 + 1 + j
             P, W = env[key], env["hbm_bandwidth"]
+            peaks.append(P)
             pk = "Hardware!" + xl_rowcol_to_cell(self.hw_row[key], self.hw_col[hw.name], True, True)
             bw = "Hardware!" + xl_rowcol_to_cell(self.hw_row["hbm_bandwidth"], self.hw_col[hw.name], True, True)
             self.text(ws, r, 0, hw.name)
-            cells = [("=$B$2", xmin), (f"=$B$2*{bw}", xmin * W), (f"={pk}/{bw}", P / W),
-                     (f"={pk}", P), ("=$B$3", xmax), (f"={pk}", P)]
-            for c, (f, v) in enumerate(cells):
-                ws.write_formula(r, 1 + c, f, self.fmt["eng"], v)
+            cells = [(f"={xmin!r}", xmin, "eng"), (f"={xmin!r}*{bw}", xmin * W, "eng"), (f"={pk}/{bw}", P / W, "num"),
+                     (f"={pk}", P, "eng"), (f"={xmax!r}", xmax, "eng"), (f"={pk}", P, "eng")]
+            for c, (f, v, fk) in enumerate(cells):
+                ws.write_formula(r, 1 + c, f, self.fmt[fk], v)
                 self.formula_cells += 1
-            # a chart series needs x and y in columns: lay the 3 points out vertically too
-            base = 30 + 4 * j
-            self.text(ws, base, 8, f"{hw.name} (chart series)")
+            # a chart series wants x and y as columns: the 3 points laid out vertically
+            base = r0 + 4 * j
+            self.text(ws, base, 13, hw.name)
             for k in range(3):
-                ws.write_formula(base + k, 9, "=" + xl_rowcol_to_cell(r, 1 + 2 * k), self.fmt["eng"], cells[2 * k][1])
-                ws.write_formula(base + k, 10, "=" + xl_rowcol_to_cell(r, 2 + 2 * k), self.fmt["eng"], cells[2 * k + 1][1])
+                ws.write_formula(base + k, 14, "=" + xl_rowcol_to_cell(r, 1 + 2 * k), self.fmt["eng"], cells[2 * k][1])
+                ws.write_formula(base + k, 15, "=" + xl_rowcol_to_cell(r, 2 + 2 * k), self.fmt["eng"], cells[2 * k + 1][1])
                 self.formula_cells += 2
-            color = colors[j % len(colors)]
             chart.add_series({
-                "name": f"{hw.name} roof", "categories": ["Roofline", base, 9, base + 2, 9],
-                "values": ["Roofline", base, 10, base + 2, 10],
-                "line": {"color": color, "width": 1.75}, "marker": {"type": "none"}})
-        # ops on the active chip: x = intensity, y = flops / t_lower
-        pr = 30 + 4 * len(self.hardware) + 1
-        self.text(ws, pr - 1, 8, f"ops on {self.active.name}", self.fmt["bold"])
-        self.text(ws, pr - 1, 9, "intensity", self.fmt["head"])
-        self.text(ws, pr - 1, 10, "achieved FLOP/s", self.fmt["head"])
+                "name": f"{hw.name} roof", "categories": ["Roofline", base, 14, base + 2, 14],
+                "values": ["Roofline", base, 15, base + 2, 15],
+                "line": {"color": COLORS[j % len(COLORS)], "width": 2.0,
+                         "dash_type": "solid" if j < 5 else "dash"},
+                "marker": {"type": "none"}})
+        self.text(ws, r0 - 1, 13, "chart series data (live)", self.fmt["bold"])
+        # op points: one series per workload, rows of the Ops sheet
+        pr = r0 + 4 * len(self.hardware) + 1
+        for c, h in enumerate(["workload", "op", "intensity", "achieved FLOP/s"]):
+            self.text(ws, pr, 12 + c, h, self.fmt["head"])
         ic, fc, tc = self.ops_col["intensity"], self.ops_col["flops"], self.ops_col["t_lower"]
-        for i, row in enumerate(self.rows):
-            v = row.values
-            self.text(ws, pr + i, 8, row.op.name)
-            ws.write_formula(pr + i, 9, "=Ops!" + xl_rowcol_to_cell(1 + i, ic), self.fmt["eng"], _num(v["intensity"]))
-            ws.write_formula(pr + i, 10, f"=Ops!{xl_rowcol_to_cell(1 + i, fc)}/Ops!{xl_rowcol_to_cell(1 + i, tc)}",
-                             self.fmt["eng"], _num(v["flops"] / v["t_lower"]) if v["t_lower"] else "#DIV/0!")
-            self.formula_cells += 2
-        if self.rows:
+        ys = []
+        for w, wl in enumerate(self.workloads):
+            idx = [i for i, row in enumerate(self.rows) if row.workload == wl.name]
+            if not idx:
+                continue
+            first = pr + 1 + idx[0]
+            for i in idx:
+                v = self.rows[i].values
+                rr = pr + 1 + i
+                self.text(ws, rr, 12, wl.name)
+                self.text(ws, rr, 13, self.rows[i].op.name)
+                xi, fi, ti = (f"Ops!{xl_rowcol_to_cell(1 + i, c)}" for c in (ic, fc, tc))
+                ok = v["intensity"] is not None and np.isfinite(v["intensity"]) and v["intensity"] > 0 and v["t_lower"]
+                y = v["flops"] / v["t_lower"] if ok else None
+                # log axes cannot show 0 (a pure copy has no FLOPs): NA() leaves the point out
+                ws.write_formula(rr, 14, f"=IF({xi}>0,{xi},NA())", self.fmt["num"], _num(v["intensity"]) if ok else "#N/A")
+                ws.write_formula(rr, 15, f"=IF({fi}>0,{fi}/{ti},NA())", self.fmt["eng"], _num(y) if ok else "#N/A")
+                self.formula_cells += 2
+                if ok:
+                    ys.append(y)
+            last = pr + 1 + idx[-1]
+            color = COLORS[(w + 3) % len(COLORS)]
             chart.add_series({
-                "name": f"ops on {self.active.name}",
-                "categories": ["Roofline", pr, 9, pr + len(self.rows) - 1, 9],
-                "values": ["Roofline", pr, 10, pr + len(self.rows) - 1, 10],
+                "name": f"{wl.name} (ops)",
+                "categories": ["Roofline", first, 14, last, 14], "values": ["Roofline", first, 15, last, 15],
                 "line": {"none": True},
-                "marker": {"type": "circle", "size": 7, "fill": {"color": "#000000"},
+                "marker": {"type": MARKERS[w % len(MARKERS)], "size": 8, "fill": {"color": color},
                            "border": {"color": "#000000"}}})
-        chart.set_title({"name": f"Roofline ({dtype}); points: ops on the active chip"})
-        chart.set_x_axis({"name": "arithmetic intensity [FLOP/byte]", "log_base": 10,
-                          "min": xmin, "max": xmax, "major_gridlines": {"visible": True},
-                          "num_format": "0.E+0", "crossing": xmin})
-        chart.set_y_axis({"name": "attainable FLOP/s", "log_base": 10,
-                          "major_gridlines": {"visible": True}, "num_format": "0.E+0"})
+        ymin = 10 ** math.floor(math.log10(min(ys + [xmin * min(h.hbm_bandwidth for h in self.hardware)])))
+        ymax = 10 ** math.ceil(math.log10(max(peaks + ys + [1.0]) * 1.5))
+        chart.set_title({"name": f"Roofline ({dtype}); points: ops on {self.active.name} when written"})
+        chart.set_x_axis({"name": "arithmetic intensity [FLOP/byte]", "log_base": 10, "min": xmin, "max": xmax,
+                          "major_gridlines": {"visible": True}, "num_format": "0.E+0", "crossing": xmin})
+        chart.set_y_axis({"name": "attainable FLOP/s", "log_base": 10, "min": ymin, "max": ymax,
+                          "major_unit": 10, "major_gridlines": {"visible": True}, "num_format": "0.E+0",
+                          "crossing": ymin})
         chart.set_legend({"position": "right"})
-        chart.set_size({"width": 900, "height": 520})
+        chart.set_size({"width": 860, "height": 540})
         ws.insert_chart(r0 + len(self.hardware) + 2, 0, chart)
-        ws.set_column(0, 0, 16)
-        ws.set_column(1, 12, 12)
+        ws.set_column(0, 0, 14)
+        ws.set_column(1, 6, 12)
+        ws.set_column(12, 13, 20)
+        ws.set_column(14, 15, 14)
+
+
+def _hw_unit(p: str) -> str:
+    return HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else "")
+
+
+def _name_stem(op_name: str, i: int, used: set) -> str:
+    """An Excel-safe defined-name stem for an op (letters, digits, _), unique in the book."""
+    stem = "".join(ch if ch.isalnum() else "_" for ch in op_name).strip("_").lower() or "op"
+    stem = f"op_{stem}"[:60]
+    while stem in used:
+        stem = f"{stem}_{i}"
+    used.add(stem)
+    return stem
 
 
 def _show(v):
+    """A python-mode spec value ("1.23e12 B/s", a dtype mapping, ...) for people."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_show(x)}" for k, x in v.items())
+    if isinstance(v, str) and " " in v:
+        num, _, unit = v.partition(" ")
+        try:
+            return fmt_si(float(num), unit)
+        except ValueError:
+            return v
     if isinstance(v, float):
-        return fmt_si(v)
+        return fmt_si(v, "B")
     return "" if v is None else str(v)
 
 
