@@ -133,13 +133,13 @@ def hardware_show(name, as_json):
     from . import api
 
     hw = api.load_hardware(name)
-    data = hw.model_dump(mode="json", exclude_none=True)
     if as_json:
-        _json_out(data)
+        _json_out(hw.model_dump(mode="json", exclude_none=True))  # SI numbers
     else:
         import yaml
 
-        click.echo(yaml.safe_dump(data, sort_keys=False, width=100))
+        # quantities keep their units, so the output is itself a loadable hardware spec
+        click.echo(yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
 
 
 @main.command()
