@@ -12,12 +12,14 @@ import math
 import numpy as np
 import pandas as pd
 
+from . import calibrated
 from .formula import NS, Ref, symbols
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, Hardware, SpecError, Workload
 
-TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper"]
+TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
+                "t_calibrated"]
 
 
 def hw_env(hw: Hardware) -> dict[str, float]:
@@ -29,6 +31,7 @@ def hw_env(hw: Hardware) -> dict[str, float]:
     # collective that would need a missing one is refused by topology.py, never divided by 0)
     ic = hw.interconnect
     env.update({k: float(getattr(ic, k) or 0.0) for k in INTERCONNECT_PARAMS})
+    env.update(calibrated.env(hw))
     return env
 
 
@@ -62,8 +65,13 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
         p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
         h = NS({k: np.float64(v) for k, v in henv.items()})
     cost = model.cost(p, h, op)
-    env = NS({**h, "peak": h[key], **(symbols(cost) if symbolic else cost)})
-    roof = derive(env, COLUMNS, Ref if symbolic else None)
+    env = NS({**h, **p, "peak": h[key], **(symbols(cost) if symbolic else cost)})
+    columns = COLUMNS
+    cal = calibrated.lookup(hw, op)
+    if cal is not None:  # the fitted model of this kind of kernel, beside the roofline bounds
+        combine = hw.calibration.kinds[cal].combine
+        columns = COLUMNS + [("t_calibrated", lambda e: calibrated.t_calibrated(e, cal, combine, op.kind))]
+    roof = derive(env, columns, Ref if symbolic else None)
     return values, cost, roof
 
 
@@ -99,8 +107,9 @@ def evaluate(hw: Hardware, wl: Workload) -> pd.DataFrame:
 
 def totals(rows: list[dict]) -> dict:
     # a column an op lacks is skipped; a non-finite value (None in a row) makes the total null
+    # t_calibrated only when every op is calibrated: a partial sum would mislead
     return {k: _clean(sum(math.nan if r[k] is None else r[k] for r in rows if k in r))
-            for k in TOTAL_FIELDS}
+            for k in TOTAL_FIELDS if k != "t_calibrated" or all(k in r for r in rows)}
 
 
 def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:

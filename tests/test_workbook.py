@@ -58,9 +58,54 @@ def _ops_expected(ws, rows):
                 yield cell.coordinate, row[name]
 
 
+def _assert_parity(path, tmp_path, min_cells):
+    """Every formula cell, recalculated by LibreOffice, equals the value Python cached."""
+    recalced = lo.convert(path, tmp_path / "lo")
+    formulas = openpyxl.load_workbook(path)
+    cached = openpyxl.load_workbook(path, data_only=True)
+    fresh = openpyxl.load_workbook(recalced, data_only=True)
+    n, bad = 0, []
+    for ws in formulas.worksheets:
+        for row in ws.iter_rows():
+            for c in row:
+                if isinstance(c.value, str) and c.value.startswith("="):
+                    n += 1
+                    want = cached[ws.title][c.coordinate].value
+                    got = fresh[ws.title][c.coordinate].value
+                    if not _same(got, want):
+                        bad.append((ws.title, c.coordinate, c.value, want, got))
+    assert n > min_cells, n
+    assert not bad, bad[:10]
+
+
+@lo.needs_lo
+def test_calibrated_prediction_is_a_live_formula(tmp_path):
+    spec = tmp_path / "cal.yaml"
+    spec.write_text("""base: cpu-local
+name: cpu-local-calibrated
+calibration:
+  kinds:
+    matmul: {peak_flops: 120 GFLOP/s, bandwidth: 20 GB/s, overhead: 20 us, small_dim: 24}
+    elementwise: {peak_flops: 30 GFLOP/s, bandwidth: 22 GB/s, overhead: 18 us,
+                  cache_bytes: 32 MiB, cache_bandwidth: 60 GB/s, combine: max}
+sources:
+  calibration: synthetic parameters for this test
+""")
+    hw = catalog.load_hardware(spec)
+    wls = [catalog.load_workload(w) for w in ("course-matmul-sweep", "course-elementwise")]
+    path = write_workbook(tmp_path / "cal.xlsx", wls, [hw])
+    _assert_parity(path, tmp_path, 100)
+    ws = openpyxl.load_workbook(path)["Ops"]
+    header = [str(c.value).split("\n")[0] for c in ws[1]]
+    col = header.index("t_calibrated") + 1
+    f = ws.cell(row=2, column=col).value
+    assert "cal_matmul_peak_flops" in f and "cal_matmul_small_dim" in f, f
+
+
 @lo.needs_lo
 def test_every_formula_cell_recalculates_to_python(tmp_path):
     path, wls, hws = _book(tmp_path)
+    _assert_parity(path, tmp_path / "p", 500)
     recalced = lo.convert(path, tmp_path / "lo")
     formulas = openpyxl.load_workbook(path)
     cached = openpyxl.load_workbook(path, data_only=True)  # the values Python computed

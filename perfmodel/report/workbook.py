@@ -93,7 +93,9 @@ class _Writer:
             "title": f({"bold": True, "font_size": 14}), "wrap": f({"text_wrap": True, "valign": "top"}),
             "bold": f({"bold": True}), "bad": f({"bg_color": "#F8CBAD", "font_color": "#9C0006"}),
         }
-        self.hw_params = [p for p in HW_PARAMS if any(p in hw_env(h) for h in hardware)]
+        envs = [hw_env(h) for h in hardware]
+        extra = [k for e in envs for k in e if k not in HW_PARAMS]  # e.g. calibration params
+        self.hw_params = [p for p in HW_PARAMS + list(dict.fromkeys(extra)) if any(p in e for e in envs)]
         self.rows = self._evaluate()
 
     # ---- data -----------------------------------------------------------------------------
