@@ -38,7 +38,18 @@ def roofline_png(hw, series, path):
     return _png(hw, series, path)
 
 
-def write_workbook(path: Path, workloads, hardware, active: str | None = None) -> Path:
+def write_workbook(path: Path, workloads, hardware, active: str | None = None,
+                   measured_collectives=None) -> Path:
     from .report.workbook import write_workbook as _write
 
-    return _write(Path(path), workloads, hardware, active=active)
+    return _write(Path(path), workloads, hardware, active=active,
+                  measured_collectives=measured_collectives)
+
+
+def measure_collectives(quick: bool = True) -> list[dict]:
+    """Time the collectives on 8 JAX host devices (in a subprocess: the device count must be
+    set before jax starts). Rows: collective, bytes, measured_s, predicted_s, ..."""
+    from .calibrate.xla_collectives import in_subprocess
+
+    sizes = [1 << 16, 1 << 20] if quick else [1 << 16, 1 << 20, 1 << 23]
+    return in_subprocess("time_collectives", sizes=sizes, budget="quick" if quick else "full")

@@ -78,7 +78,9 @@ def roofline(hardware, workload, as_json, output, slice_):
 @click.option("--output-dir", "-o", default="reports", show_default=True, type=click.Path(file_okay=False))
 @click.option("--hardware", "-H", default=None, help="Comma-separated chips (default: all built-in).")
 @click.option("--workload", "-w", default=None, help="Comma-separated workloads (default: all built-in).")
-def report(output_dir, hardware, workload):
+@click.option("--measure-collectives", is_flag=True,
+              help="Also run the collectives on 8 JAX host devices (~1 min) and show measured vs predicted.")
+def report(output_dir, hardware, workload, measure_collectives):
     """Every built-in workload on every built-in chip: tables, a roofline PNG per chip and
     reports/perfmodel.xlsx."""
     from . import api
@@ -100,7 +102,9 @@ def report(output_dir, hardware, workload):
         png = api.roofline_png(hw, series, out / f"roofline-{hw.name}.png")
         click.echo(f"wrote {png}\n")
     active = "tpu-v4" if any(h.name == "tpu-v4" for h in hws) else hws[0].name  # the course's chip
-    path = api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active)
+    measured = api.measure_collectives() if measure_collectives else None
+    path = api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
+                              measured_collectives=measured)
     click.echo(f"wrote {path}")
 
 
@@ -156,7 +160,7 @@ def schema(what):
 @click.option("--output", "-o", default="reports/measurements.csv", show_default=True,
               type=click.Path(dir_okay=False), help="CSV to append to (resumed if it exists).")
 @click.option("--passes", type=click.IntRange(min=1), default=None,
-              help="Interleaved passes over the suite [default: 3, or 2 with --quick].")
+              help="Interleaved passes over the suite [default: 3].")
 @click.option("--kernels", default=None,
               help="Only these kernel kinds: comma-separated glob patterns, e.g. 'matmul*,softmax'.")
 @click.option("--tiny", is_flag=True, hidden=True, help="Every kernel kind once, tiny shapes (tests).")

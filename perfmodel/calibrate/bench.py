@@ -46,7 +46,9 @@ COLUMNS = ["kernel", "params", "dtype", "median_s", "min_s", "p20_s", "cv", "rep
 TIME_COLUMNS = ("median_s", "min_s", "p20_s")
 INT_COLUMNS = ("reps", "pass", "n_devices")
 DEFAULT_OUTPUT = Path("reports/measurements.csv")
-DEFAULT_PASSES = {"full": 3, "quick": 2, "tiny": 1}
+# Passes dominate the noise (a pass's median moves more between passes than within one), so
+# quick keeps 3 passes and trims shapes and per-kernel budget instead.
+DEFAULT_PASSES = {"full": 3, "quick": 3, "tiny": 1}
 
 
 class BenchInterrupted(KeyboardInterrupt):

@@ -39,7 +39,7 @@ class Budget:
 
 BUDGETS = {
     "full": Budget(seconds=1.0, min_reps=5, max_reps=2000, target_rse=0.01, warmup=2),
-    "quick": Budget(seconds=0.4, min_reps=3, max_reps=1000, target_rse=0.01, warmup=2),
+    "quick": Budget(seconds=0.5, min_reps=3, max_reps=1000, target_rse=0.01, warmup=2),
     "tiny": Budget(seconds=0.02, min_reps=3, max_reps=50, target_rse=0.05, warmup=1),
 }
 

@@ -74,7 +74,8 @@ def _num(v):
 
 
 class _Writer:
-    def __init__(self, path: Path, workloads, hardware, active: str | None):
+    def __init__(self, path: Path, workloads, hardware, active: str | None, measured_collectives=None):
+        self.measured = list(measured_collectives or [])
         self.workloads, self.hardware = workloads, hardware
         self.active = next((h for h in hardware if h.name == active), hardware[0])
         self.wb = xlsxwriter.Workbook(str(path), {"strings_to_formulas": False,
@@ -146,7 +147,7 @@ class _Writer:
         wb = self.wb
         sheets = ["README", "Inputs", "Hardware", "Workload", "Ops", "Compare", "ByChip"]
         self.coll_rows = [r for r in self.rows if r.op.kind == "collective"]
-        if self.coll_rows:
+        if self.coll_rows or self.measured:
             sheets.append("Collectives")
         sheets += ["Sources", "Roofline"]
         self.ws = {name: wb.add_worksheet(name) for name in sheets}
@@ -157,7 +158,7 @@ class _Writer:
         self.ops_sheet()
         self.bychip_sheet()
         self.compare_sheet()
-        if self.coll_rows:
+        if self.coll_rows or self.measured:
             self.collectives_sheet()
         self.sources_sheet()
         self.roofline_sheet()
@@ -451,29 +452,60 @@ class _Writer:
 
     def collectives_sheet(self):
         ws = self.ws["Collectives"]
-        self.text(ws, 0, 0, "Collectives on the active chip's topology (live from Ops; override link_bandwidth or hop_latency on Inputs)", self.fmt["title"])
+        self.text(ws, 0, 0, "Collectives on the active chip's topology (live from Ops and Workload; override "
+                            "link_bandwidth or hop_latency on Inputs and they recompute)", self.fmt["title"])
         in_cols = [k for k in self.in_fields if any(k in r.inputs for r in self.coll_rows)]
         keys = ["comm_bytes", "hops", "t_latency", "t_bandwidth", "t_comm", "algbw", "busbw"]
         keys = [k for k in keys if k in self.ops_col]
-        cols = ["workload", "op", "collective"] + in_cols + keys
+        cols = ["workload", "op", "collective", "axes", "axis lengths", "wraparound"] + in_cols + keys
         self.header(ws, 1, cols)
+        from ..ops import REGISTRY, OpContext
+
+        wl_by_name = {w.name: w for w in self.workloads}
         for n, row in enumerate(self.coll_rows):
             r = 2 + n
             i = self.rows.index(row)
-            self.text(ws, r, 0, row.workload)
-            self.text(ws, r, 1, row.op.name)
-            self.text(ws, r, 2, getattr(row.op, "collective", ""))
+            info = REGISTRY["collective"].info(row.op, OpContext(wl_by_name[row.workload], self.active))
+            wrap = info.get("wraparound") or []
+            flags = " ".join("-" if w is None else ("wrap" if w else "no-wrap") for w in wrap)
+            for c, v in enumerate([row.workload, row.op.name, row.op.collective, ",".join(row.op.axes),
+                                   "x".join(str(x) for x in info.get("axis_lengths") or []), flags]):
+                self.text(ws, r, c, v)
             for c, k in enumerate(in_cols):
                 if k in row.inputs:
-                    ws.write_formula(r, 3 + c, "=" + self._input_ref(i, k), None, _num(row.inputs[k]))
+                    ws.write_formula(r, 6 + c, "=" + self._input_ref(i, k), None, _num(row.inputs[k]))
                     self.formula_cells += 1
             for c, k in enumerate(keys):
                 if k in row.values:
-                    ws.write_formula(r, 3 + len(in_cols) + c, "=Ops!" + xl_rowcol_to_cell(1 + i, self.ops_col[k]),
+                    ws.write_formula(r, 6 + len(in_cols) + c, "=Ops!" + xl_rowcol_to_cell(1 + i, self.ops_col[k]),
                                      self.fmt[FORMATS.get(k, ("", "eng"))[1]], _num(row.values[k]))
                     self.formula_cells += 1
-        ws.set_column(0, 2, 18)
-        ws.set_column(3, len(cols), 13)
+        ws.set_column(0, 1, 18)
+        ws.set_column(2, 5, 14)
+        ws.set_column(6, len(cols), 13)
+        if self.measured:
+            self._measured_block(ws, 4 + len(self.coll_rows))
+
+    def _measured_block(self, ws, r):
+        self.text(ws, r, 0, "Measured on this host: the same collectives on 8 JAX host devices (2 shared CPU cores)",
+                  self.fmt["title"])
+        self.para(ws, r + 1, 0, "Host-device collectives are memory copies on 2 shared cores and far from linear in "
+                  "bytes: this block checks that the programs run and the bytes agree, it is NOT an accuracy claim "
+                  "for TPU/GPU links. predicted_s uses cpu-local with a nominal switched link (see perfmodel/"
+                  "calibrate/xla_collectives.py).", 110)
+        ws.merge_range(r + 1, 0, r + 1, 9, None)
+        cols = ["collective", "ours", "bytes", "comm_bytes", "measured_s", "cv", "predicted_s", "measured / predicted"]
+        for c, h in enumerate(cols):
+            self.text(ws, r + 2, c, h, self.fmt["head"])
+        for j, m in enumerate(self.measured):
+            rr = r + 3 + j
+            self.text(ws, rr, 0, m["collective"])
+            self.text(ws, rr, 1, m["ours"])
+            for c, k in enumerate(["bytes", "comm_bytes", "measured_s", "cv", "predicted_s"], start=2):
+                ws.write_number(rr, c, float(m[k]), self.fmt["num" if k == "cv" else "eng"])
+            ws.write_formula(rr, 7, f"={xl_rowcol_to_cell(rr, 4)}/{xl_rowcol_to_cell(rr, 6)}", self.fmt["num"],
+                             _num(m["measured_s"] / m["predicted_s"]) if m["predicted_s"] else "#DIV/0!")
+            self.formula_cells += 1
 
     def sources_sheet(self):
         ws = self.ws["Sources"]
@@ -637,11 +669,12 @@ def _show(v):
     return "" if v is None else str(v)
 
 
-def write_workbook(path: Path, workloads, hardware, active: str | None = None) -> Path:
+def write_workbook(path: Path, workloads, hardware, active: str | None = None,
+                   measured_collectives=None) -> Path:
     """Write the workbook atomically; return its path. Raises SpecError on bad input/paths."""
     path = check_output(Path(path))
     with atomic_path(path) as tmp:
-        w = _Writer(tmp, list(workloads), list(hardware), active)
+        w = _Writer(tmp, list(workloads), list(hardware), active, measured_collectives)
         w.write()
     return path
 
