@@ -12,8 +12,28 @@ from .specs import Hardware, SpecError, Workload
 __all__ = [
     "check_output", "load_hardware", "load_workload", "evaluate", "evaluate_rows", "to_json",
     "totals", "select_hardware", "select_workloads", "json_schema", "write_workbook",
-    "roofline_png", "Hardware", "Workload", "SpecError", "builtin_names",
+    "roofline_png", "Hardware", "Workload", "SpecError", "builtin_names", "sweep", "sweep_totals",
+    "measure_collectives",
 ]
+
+
+def sweep(workload, hardware, vary, **kw):
+    """Every combination of the varied op fields (``"m=1..1024:1"``, ``"seq=1024..32768:log2"``,
+    ``"impl=naive,flash"``) on each chip: a DataFrame, one row per (configuration, chip, op).
+    ``workload``/``hardware`` may be names, paths or loaded specs."""
+    from .sweeps import sweep as _sweep
+
+    wl = workload if isinstance(workload, Workload) else load_workload(workload)
+    hws = [h if isinstance(h, Hardware) else load_hardware(h)
+           for h in ([hardware] if isinstance(hardware, (str, Hardware)) else hardware)]
+    return _sweep(wl, hws, [vary] if isinstance(vary, str) else list(vary), **kw)
+
+
+def sweep_totals(df):
+    """One row per (configuration, chip): sums over the ops of a ``sweep`` table."""
+    from .sweeps import sweep_totals as _totals
+
+    return _totals(df)
 
 
 def select_hardware(names: str | None) -> list[Hardware]:

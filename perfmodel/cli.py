@@ -243,7 +243,7 @@ def compare(hardware, workload, sets, output, as_json):
 def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     """Evaluate every combination of the varied fields, vectorised; print the crossovers."""
     from . import api
-    from .sweep import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
+    from .sweeps import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
 
     for p in (csv_path, output):
         if p:

@@ -23,7 +23,7 @@ OUT_COLUMNS = ["flops", "hbm_bytes", "intensity", "t_compute", "t_memory", "t_lo
                "bound"]
 MAX_VALUES = 10_000_000
 EXCEL_ROWS = 1_048_576
-_RANGE = re.compile(r"^\s*([-+0-9.eE]+)\s*\.\.\s*([-+0-9.eE]+)\s*(?::\s*(\S+))?\s*$")
+_RANGE = re.compile(r"^\s*(.*?)\s*\.\.\s*([^:]*?)\s*(?::\s*(\S*))?\s*$")
 
 
 @dataclass(frozen=True)

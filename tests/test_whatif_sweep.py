@@ -1,0 +1,196 @@
+"""What-if variants, compare and sweeps (issue: hardware A vs B vs a hypothetical C)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from perfmodel import catalog, engine, whatif
+from perfmodel.cli import main
+from perfmodel.specs import MatmulOp, SpecError, Workload
+from perfmodel.sweeps import crossovers, parse_vary, sweep, sweep_totals
+
+from . import lo
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.parametrize("setting,field", [
+    ("hbm_bandwidth=2x", "hbm_bandwidth"),
+    ("onchip_memory=64MiB", "onchip_memory"),
+    ("peak_flops.bf16=1.5x", "peak_flops.bf16"),
+    ("interconnect.hop_latency=0.5 us", "interconnect.hop_latency"),
+])
+def test_set_changes_exactly_the_named_field(setting, field):
+    base = catalog.load_hardware("tpu-v6e")
+    path, value = setting.split("=")
+    var = whatif.apply_override(base, path, value)
+    a, b = _flat(base.model_dump(mode="json")), _flat(var.model_dump(mode="json"))
+    changed = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+    # the name and the citation of the overridden field record the what-if; nothing else moves
+    assert changed - {"name"} - {k for k in changed if k.startswith("sources.")} == {field}
+    assert var.name == f"tpu-v6e[{setting}]"
+
+
+def test_set_values():
+    v6e = catalog.load_hardware("tpu-v6e")
+    assert whatif.apply_override(v6e, "hbm_bandwidth", "2x").hbm_bandwidth == 2 * 1.6e12
+    assert whatif.apply_override(v6e, "onchip_memory", "64MiB").onchip_memory == 64 * 2**20
+    # a dtype the chip lacks can be added
+    assert whatif.apply_override(v6e, "peak_flops.fp8", "1.8 PFLOP/s").peak_flops["fp8"] == 1.8e15
+
+
+@pytest.mark.parametrize("arg,needle", [
+    ("tpu-v6e.hbm_bandwith=2x", "did you mean hbm_bandwidth"),
+    ("tpu-v6e.hbm_bandwidth=3 TFLOP/s", "FLOP rate"),
+    ("tpu-v6e.hbm_bandwidth=-2x", "hbm_bandwidth"),
+    ("tpu-v6e.hbm_bandwidth", "CHIP.FIELD=VALUE"),
+    ("h100.hbm_bandwidth=2x", "not among --hardware"),
+    ("tpu-v6e.matmul_tile=2.5", "matmul_tile"),
+])
+def test_bad_set_is_a_clear_error(arg, needle):
+    r = CliRunner().invoke(main, ["compare", "-H", "tpu-v6e", "-w", "course-big-matmul", "--set", arg])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and "Traceback" not in r.output
+
+
+def test_base_yaml_overrides_fields(tmp_path):
+    p = tmp_path / "hyp.yaml"
+    p.write_text("base: tpu-v6e\nname: v6e-hbm4\nhbm_bandwidth: 3.2 TB/s\n"
+                 "sources: {hbm_bandwidth: hypothetical}\n")
+    hw = catalog.load_hardware(p)
+    assert hw.hbm_bandwidth == 3.2e12 and hw.peak_flops == catalog.load_hardware("tpu-v6e").peak_flops
+    p.write_text("base: tpu-v6e\nname: bad\nhbm_bandwidth: 3.2 TB\n")
+    with pytest.raises(SpecError, match="hbm_bandwidth"):
+        catalog._load.cache_clear() or catalog.load_hardware(p)
+
+
+@pytest.mark.parametrize("arg,needle", [
+    ("m", "FIELD=LO..HI"), ("m=10..1", "above HI"), ("m=1..10:0", "positive"),
+    ("m=1..x", "not a number"), ("m=0..8:log2", "LO > 0"), ("m=1..1e9:1", "more than"),
+    ("q=1,2", "no op"), ("m=0,1", "invalid"), ("m=1.5,2", "invalid"),
+])
+def test_bad_vary_is_a_clear_error(arg, needle):
+    wl = Workload.model_validate({"name": "x", "ops": [{"name": "a", "kind": "matmul", "m": 1, "k": 8, "n": 8}]})
+    with pytest.raises(SpecError, match=needle):
+        sweep(wl, [catalog.load_hardware("tpu-v5e")], [arg])
+
+
+def test_parse_vary_forms():
+    assert parse_vary("m=128..1024:log2").values == (128, 256, 512, 1024)
+    assert parse_vary("m=1..10:3").values == (1, 4, 7, 10)
+    assert parse_vary("impl=naive,flash").values == ("naive", "flash")
+
+
+def test_sweep_agrees_with_single_evaluations_point_by_point():
+    wl = catalog.load_workload("course-attention")
+    hws = [catalog.load_hardware("tpu-v5e"), catalog.load_hardware("h100")]
+    df = sweep(wl, hws, ["seq=512..8192:log2", "heads=1,4", "impl=naive,flash"])
+    assert len(df) == 5 * 2 * 2 * len(hws) * len(wl.ops)
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(df), 40, replace=False):
+        row = df.iloc[i]
+        hw = next(h for h in hws if h.name == row.hardware)
+        base = next(o for o in wl.ops if o.name == row.op)
+        kv = None if base.kv_seq is None else base.kv_seq
+        op = type(base).model_validate({**base.model_dump(), "seq": int(row.seq), "heads": int(row.heads),
+                                        "impl": row.impl, "kv_seq": kv})
+        want = engine.evaluate_op(op, hw)
+        for c in ("flops", "hbm_bytes", "t_lower", "t_upper", "intensity"):
+            assert row[c] == pytest.approx(want[c], rel=1e-12), (c, row.to_dict())
+        assert row.bound == want["bound"]
+
+
+def test_totals_are_sums_over_ops():
+    wl = catalog.load_workload("course-matmul-sweep")
+    df = sweep(wl, [catalog.load_hardware("tpu-v4")], ["batch=1..8:log2"])
+    tot = sweep_totals(df)
+    assert len(tot) == 4
+    for _, t in tot.iterrows():
+        part = df[df.batch == t.batch]
+        assert t.t_lower == pytest.approx(part.t_lower.sum())
+
+
+def test_crossover_matches_hand_derivation():
+    # bf16 [m,4096] x [4096,16384] on v5e (HBM 8.1e11 B/s, the spec's primary figure; peak
+    # 1.97e14): ridge R = 1.97e14/8.1e11 = 243.2. Unpadded, AI = mkn/(mk+kn+mn) > R when
+    # m > R k n / (k n - R (k + n)) = 243.2*67108864/(67108864 - 243.2*20480) = 262.7 -> m = 263.
+    # The bound uses time with m padded to the 128 MXU tile: at m = 256, t_compute =
+    # 2*256*4096*16384/1.97e14 = 174.4 us < t_memory = 2*(256*4096+4096*16384+256*16384)/8.1e11
+    # = 178.6 us (memory); at m = 257 (padded to 384) t_compute = 261.6 us > t_memory 178.7 us.
+    wl = Workload.model_validate({"name": "x", "ops": [{"name": "proj", "kind": "matmul", "m": 1,
+                                                         "k": 4096, "n": 16384}]})
+    v5e = catalog.load_hardware("tpu-v5e")
+    df = sweep(wl, [v5e], ["m=1..1024:1"])
+    lines = crossovers(df, "m")
+    assert "proj on tpu-v5e: memory -> compute between m=256 and m=257" in lines
+    # after 257 it stays compute-bound
+    assert (df[df.m >= 257].bound == "compute").all()
+    # the unpadded intensity crosses the ridge at 263, as derived
+    ridge = 1.97e14 / 8.1e11
+    first = int(df[df.intensity > ridge].m.min())
+    assert first == 263
+    assert math.isclose(df[df.m == 263].intensity.iloc[0], 263 * 4096 * 16384 /
+                        (263 * 4096 + 4096 * 16384 + 263 * 16384), rel_tol=1e-12)
+
+
+def test_chip_overtake_crossover():
+    # small matmuls: padding to v6e's 256 tile wastes compute, so a chip ordering can flip
+    wl = Workload.model_validate({"name": "x", "ops": [{"name": "p", "kind": "matmul", "m": 1,
+                                                         "k": 8192, "n": 8192}]})
+    hws = [catalog.load_hardware("tpu-v5e"), whatif.apply_override(catalog.load_hardware("tpu-v5e"),
+                                                                   "hbm_bandwidth", "0.5x")]
+    df = sweep(wl, hws, ["m=1..2048:log2"])
+    lines = crossovers(df, "m")
+    # half the bandwidth is slower while memory-bound, equal once compute-bound: no overtaking
+    assert not any("overtakes" in x for x in lines)
+    assert any("memory -> compute" in x for x in lines)
+
+
+def test_sweep_cli_refuses_oversized_excel(tmp_path):
+    wl = tmp_path / "w.yaml"
+    wl.write_text("name: x\nops:\n  - {name: a, kind: matmul, m: 1, k: 8, n: 8}\n")
+    r = CliRunner().invoke(main, ["sweep", "-w", str(wl), "-H", "tpu-v5e", "--vary", "m=1..1100000:1",
+                                  "--output", str(tmp_path / "s.xlsx")])
+    assert r.exit_code == 2 and "Excel" in r.output
+    assert not (tmp_path / "s.xlsx").exists()
+
+
+def test_sweep_cli_writes_csv_and_plots(tmp_path):
+    r = CliRunner().invoke(main, ["sweep", "-w", "course-matmul-sweep", "-H", "tpu-v5e,tpu-v6e",
+                                  "--vary", "batch=1..16:log2", "--csv", str(tmp_path / "s.csv"),
+                                  "--output", str(tmp_path / "s.xlsx")])
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "s.csv")
+    assert list(df.columns) == ["batch", "op", "hardware", "flops", "hbm_bytes", "intensity",
+                                "t_compute", "t_memory", "t_lower", "t_upper", "bound"]
+    assert (tmp_path / "s-vs-batch.png").exists() and (tmp_path / "s-roofline.png").exists()
+
+
+@lo.needs_lo
+def test_compare_workbook_ratios_recalculate(tmp_path):
+    from .test_workbook import _assert_parity
+
+    out = tmp_path / "cmp.xlsx"
+    r = CliRunner().invoke(main, ["compare", "-H", "tpu-v5e,tpu-v6e", "-w", "course-attention",
+                                  "--set", "tpu-v6e.hbm_bandwidth=2x", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    _assert_parity(out, tmp_path, 100)
+    import openpyxl
+
+    ws = openpyxl.load_workbook(out)["Compare"]
+    assert any(isinstance(c.value, str) and c.value.startswith("=") and "/" in c.value
+               for row in ws.iter_rows() for c in row)
