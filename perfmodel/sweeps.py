@@ -144,6 +144,45 @@ def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = Fa
     return df
 
 
+def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chunk: int = 100_000,
+                         progress: bool = False) -> pd.DataFrame:
+    """Totals per (configuration, chip) without listing every op: numeric configurations are
+    evaluated in chunks, so millions of configurations of a many-op workload fit in memory."""
+    varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
+    _validate(workload, varies)
+    if any(not v.numeric for v in varies):
+        raise SpecError("sweep_totals_chunked takes numeric --vary fields only; loop over the "
+                        "others or use sweep().")
+    grids = np.meshgrid(*[np.asarray(v.values, dtype=float) for v in varies], indexing="ij")
+    flat = {v.field: g.ravel() for v, g in zip(varies, grids)}
+    n = next(iter(flat.values())).size
+    starts = range(0, n, chunk)
+    frames = []
+    from .ops import REGISTRY, OpContext
+
+    for hw in hardware:
+        it = starts
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(starts, desc=f"sweep {hw.name}", unit="chunk", leave=False, delay=1.0)
+        for a in it:
+            part = {k: v[a:a + chunk] for k, v in flat.items()}
+            m = next(iter(part.values())).size
+            acc = {c: np.zeros(m) for c in ("flops", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper")}
+            for op in workload.ops:
+                arr = {k: v for k, v in part.items() if k in type(op).model_fields}
+                vec = op.model_copy(update=arr) if arr else op
+                _, cost, roof = op_columns(op, hw, workload, inputs=REGISTRY[op.kind].inputs(vec, OpContext(workload, hw)))
+                vals = {**cost, **roof}
+                for c in acc:
+                    acc[c] += vals[c]
+            out = {**part, "hardware": np.full(m, hw.name, dtype=object), **acc}
+            out["intensity"] = acc["flops"] / acc["hbm_bytes"]
+            frames.append(pd.DataFrame(out))
+    return pd.concat(frames, ignore_index=True)
+
+
 def _eval_op(op, hw, wl, cat_update: dict, flat: dict, n: int) -> pd.DataFrame:
     fields = type(op).model_fields
     upd = {k: v for k, v in cat_update.items() if k in fields}

@@ -194,3 +194,16 @@ def test_compare_workbook_ratios_recalculate(tmp_path):
     ws = openpyxl.load_workbook(out)["Compare"]
     assert any(isinstance(c.value, str) and c.value.startswith("=") and "/" in c.value
                for row in ws.iter_rows() for c in row)
+
+
+def test_chunked_totals_equal_full_sweep_totals():
+    from perfmodel.sweeps import sweep_totals_chunked
+
+    wl = catalog.load_workload("course-attention")
+    hw = [catalog.load_hardware("tpu-v5e"), catalog.load_hardware("h100")]
+    vary = ["seq=256..4096:256", "batch=1..3:1"]
+    full = sweep_totals(sweep(wl, hw, vary))
+    fast = sweep_totals_chunked(wl, hw, vary, chunk=7)  # a chunk size that splits configs
+    assert len(fast) == len(full)
+    for c in ("flops", "hbm_bytes", "t_lower", "t_upper"):
+        np.testing.assert_allclose(fast[c].to_numpy(), full[c].to_numpy(), rtol=1e-12)
