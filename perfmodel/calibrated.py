@@ -25,7 +25,10 @@ def lookup(hw, op) -> str | None:
     if hw.calibration is None:
         return None
     kinds = hw.calibration.kinds
-    for key in (kind_key(op), op.kind):
+    base = kind_key(op)
+    # fitted groups are per dtype (fp32 unsuffixed): bf16 is a different kernel on a CPU
+    keys = (base, op.kind) if op.dtype == "fp32" else (f"{base}_{op.dtype}", f"{op.kind}_{op.dtype}")
+    for key in keys:
         if key in kinds:
             return key
     return None

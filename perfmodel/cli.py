@@ -160,7 +160,7 @@ def schema(what):
 @click.option("--output", "-o", default="reports/measurements.csv", show_default=True,
               type=click.Path(dir_okay=False), help="CSV to append to (resumed if it exists).")
 @click.option("--passes", type=click.IntRange(min=1), default=None,
-              help="Interleaved passes over the suite [default: 3].")
+              help="Interleaved passes over the suite [default: 5, or 3 with --quick].")
 @click.option("--kernels", default=None,
               help="Only these kernel kinds: comma-separated glob patterns, e.g. 'matmul*,softmax'.")
 @click.option("--tiny", is_flag=True, hidden=True, help="Every kernel kind once, tiny shapes (tests).")

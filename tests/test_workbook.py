@@ -85,8 +85,8 @@ def test_calibrated_prediction_is_a_live_formula(tmp_path):
 name: cpu-local-calibrated
 calibration:
   kinds:
-    matmul: {peak_flops: 120 GFLOP/s, bandwidth: 20 GB/s, overhead: 20 us, small_dim: 24}
-    elementwise: {peak_flops: 30 GFLOP/s, bandwidth: 22 GB/s, overhead: 18 us,
+    matmul_bf16: {peak_flops: 120 GFLOP/s, bandwidth: 20 GB/s, overhead: 20 us, small_dim: 24}
+    elementwise_bf16: {peak_flops: 30 GFLOP/s, bandwidth: 22 GB/s, overhead: 18 us,
                   cache_bytes: 32 MiB, cache_bandwidth: 60 GB/s, combine: max}
 sources:
   calibration: synthetic parameters for this test
@@ -99,7 +99,7 @@ sources:
     header = [str(c.value).split("\n")[0] for c in ws[1]]
     col = header.index("t_calibrated") + 1
     f = ws.cell(row=2, column=col).value
-    assert "cal_matmul_peak_flops" in f and "cal_matmul_small_dim" in f, f
+    assert "cal_matmul_bf16_peak_flops" in f and "cal_matmul_bf16_small_dim" in f, f
 
 
 @lo.needs_lo

@@ -46,9 +46,10 @@ COLUMNS = ["kernel", "params", "dtype", "median_s", "min_s", "p20_s", "cv", "rep
 TIME_COLUMNS = ("median_s", "min_s", "p20_s")
 INT_COLUMNS = ("reps", "pass", "n_devices")
 DEFAULT_OUTPUT = Path("reports/measurements.csv")
-# Passes dominate the noise (a pass's median moves more between passes than within one), so
-# quick keeps 3 passes and trims shapes and per-kernel budget instead.
-DEFAULT_PASSES = {"full": 3, "quick": 3, "tiny": 1}
+# Passes dominate the noise (on a shared 2-core machine a kernel's median moves more between
+# passes than within one), so full runs 5 and quick keeps 3, trimming shapes and per-kernel
+# budget instead. Full: about 4 minutes on a quiet 2-core CPU; quick: under 1.
+DEFAULT_PASSES = {"full": 5, "quick": 3, "tiny": 1}
 
 
 class BenchInterrupted(KeyboardInterrupt):

@@ -1,0 +1,308 @@
+"""Fit the calibrated model (perfmodel/calibrated.py) to measured kernel timings.
+
+Per group of kernels (matmul, elementwise, softmax, ...) we fit, by least squares on log time
+(scipy, soft-L1 so one odd shape cannot drag the fit):
+
+    t(op) = overhead + combine(flops_exec / P_eff, hbm_bytes / W_eff)
+    P_eff = P / (1 + d0/m + d0/k + d0/n)                     (matmuls only)
+    W_eff = W_cache if hbm_bytes <= cache_bytes else W      (cache size picked from a grid)
+
+and a kernel's time is the sum over its ops (an unfused chain pays the overhead per call).
+``combine`` (sum or max) and the cache size are chosen per group by the fit error. Shapes are
+split deterministically into fit and held-out sets per group: the largest shape is held out
+(flagged as extrapolation) and every third of the rest. Unstable rows (cv > 0.2 in most passes)
+are reported but not fitted. Pure numpy/scipy: no jax here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..calibrated import t_calibrated
+from ..engine import evaluate_op
+from ..formula import NS
+from ..specs import Hardware, SpecError
+from .kernels import ops_list
+
+# kernel -> calibration group; the groups named like a workload op's kind (calibrated.kind_key)
+# calibrate workload ops; the others (softmax, reductions, interpreted Pallas) describe only
+# their own kernels.
+GROUP = {"matmul": "matmul", "matmul_pallas": "matmul_pallas", "ew_scale": "elementwise",
+         "ew_add_fused": "elementwise", "ew_add_unfused": "elementwise", "reduce_sum": "reduction",
+         "softmax": "softmax", "attention_naive": "attention_naive",
+         "attention_dpa": "attention_dpa", "attention_decode": "attention_decode"}
+def group_of(kernel: str, dtype: str) -> str:
+    """Kernels of another dtype run differently (bf16 is emulated on CPU): their own group."""
+    g = GROUP.get(kernel, kernel)
+    return g if dtype == "fp32" else f"{g}_{dtype}"
+
+
+CACHE_GRID = [None] + [float(2**e) for e in range(20, 27)]  # none, 1 MiB ... 64 MiB
+UNSTABLE_CV = 0.2
+LONG_S = 1e-3  # the acceptance metric is over held-out kernels of 1 ms or more
+
+
+@dataclass
+class Row:
+    kernel: str
+    params: str
+    dtype: str
+    group: str
+    measured_s: float         # median over passes of the per-pass medians
+    passes: list[float]
+    cv: float                 # median cv over passes
+    spec_s: float             # the spec-sheet roofline's t_lower (sum over ops)
+    feats: list[dict]         # per op: flops_exec, hbm_bytes, m, k, n
+    heldout: bool = False
+    extrapolation: bool = False
+    predicted_s: float = math.nan
+
+    @property
+    def unstable(self) -> bool:
+        return self.cv > UNSTABLE_CV
+
+
+@dataclass
+class GroupFit:
+    group: str
+    params: dict              # peak_flops, bandwidth, overhead, small_dim, cache_bytes, cache_bandwidth
+    combine: str
+    fit_error: float          # median relative error on the fit set
+
+
+@dataclass
+class FitResult:
+    base: Hardware
+    rows: list[Row]
+    groups: dict[str, GroupFit]
+    noise: dict
+    errors: dict = field(default_factory=dict)
+    source: str = ""
+
+    def hardware(self, name: str | None = None) -> Hardware:
+        """The calibrated spec: the base chip plus ``calibration`` (validated)."""
+        data = self.base.model_dump(exclude_none=True)
+        data["name"] = name or f"{self.base.name}-calibrated"
+        kinds = {}
+        for g, f in self.groups.items():
+            p = f.params
+            k = {"peak_flops": f"{p['peak_flops']!r} FLOP/s", "bandwidth": f"{p['bandwidth']!r} B/s",
+                 "overhead": f"{p['overhead']!r} s", "combine": f.combine}
+            if p.get("small_dim"):
+                k["small_dim"] = float(p["small_dim"])
+            if p.get("cache_bytes"):
+                k["cache_bytes"] = float(p["cache_bytes"])
+                k["cache_bandwidth"] = f"{p['cache_bandwidth']!r} B/s"
+            kinds[g] = k
+        data["calibration"] = {"kinds": kinds, "provenance": self.provenance()}
+        data.setdefault("sources", {})["calibration"] = (
+            f"perfmodel calibrate, fitted to {self.source} on "
+            f"{_dt.date.today().isoformat()}; see calibration.provenance")
+        return Hardware.model_validate(data)
+
+    def provenance(self) -> dict:
+        return {"when": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "measurements": self.source, "base": self.base.name,
+                "rows": len(self.rows), "heldout_rows": sum(r.heldout for r in self.rows),
+                "where": self.errors.get("where", {}),
+                "heldout_error_1ms": self.errors.get("heldout_1ms", {}),
+                "noise_floor": self.noise,
+                "combine": {g: f.combine for g, f in self.groups.items()}}
+
+
+# ---- model, vectorised over a group's (row, op) entries -------------------------------------
+
+def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, matmul):
+    P, W, t0 = np.exp(theta[:3])
+    i = 3
+    if matmul:
+        d0 = np.exp(theta[i]); i += 1
+        P = P / (1 + d0 / m + d0 / k + d0 / n)
+    bw = np.full_like(B, W)
+    if cache is not None:
+        bw = np.where(B <= cache, np.exp(theta[i]), W)
+    tc, tm = F / P, B / bw
+    t = t0 + (tc + tm if combine == "sum" else np.maximum(tc, tm))
+    return np.bincount(row_idx, weights=t, minlength=nrows)
+
+
+def _fit_group(rows: list[Row], matmul: bool):
+    from scipy.optimize import least_squares
+
+    fit = [r for r in rows if not r.heldout and not r.unstable] or [r for r in rows if not r.heldout]
+    ent = [(j, f) for j, r in enumerate(fit) for f in r.feats]
+    F = np.array([f["flops_exec"] for _, f in ent], float)
+    B = np.array([f["hbm_bytes"] for _, f in ent], float)
+    m, k, n = (np.array([f.get(x, 1.0) for _, f in ent], float) for x in "mkn")
+    idx = np.array([j for j, _ in ent])
+    y = np.log([r.measured_s for r in fit])
+    tmin = min(r.measured_s for r in fit)
+    p0 = max(max(f["flops_exec"] for f in r.feats) / r.measured_s for r in fit)
+    w0 = max(sum(f["hbm_bytes"] for f in r.feats) / r.measured_s for r in fit)
+    best = None
+    caches = CACHE_GRID if len(fit) >= 6 else [None]
+    for combine in ("sum", "max"):
+        for cache in caches:
+            if cache is not None and not (B.min() <= cache < B.max()):
+                continue  # a cache term needs shapes on both sides of it
+            x0 = [math.log(max(p0, 1.0)), math.log(max(w0, 1.0)), math.log(tmin / 3)]
+            lo = [math.log(1e3), math.log(1e3), math.log(1e-8)]
+            hi = [math.log(1e18), math.log(1e16), math.log(max(tmin, 1e-7) * 1.5)]
+            if matmul:
+                x0.append(math.log(16.0)); lo.append(math.log(1e-3)); hi.append(math.log(1e5))
+            if cache is not None:
+                x0.append(math.log(max(w0, 1.0) * 2)); lo.append(math.log(1e3)); hi.append(math.log(1e17))
+            nparams = len(x0)
+            if len(fit) < nparams:
+                continue
+            res = least_squares(
+                lambda th: np.log(_predict(th, F, B, m, k, n, idx, len(fit), combine, cache, matmul)) - y,
+                np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.1)
+            err = float(np.median(np.abs(np.expm1(res.fun))))
+            # prefer the simpler model unless the extra term buys a clear improvement
+            score = err * (1 + 0.02 * nparams)
+            if best is None or score < best[0]:
+                best = (score, err, res.x, combine, cache)
+    if best is None:  # too few shapes for any model: a pure overhead + bandwidth fit is refused
+        return None
+    _, err, th, combine, cache = best
+    params = {"peak_flops": float(np.exp(th[0])), "bandwidth": float(np.exp(th[1])),
+              "overhead": float(np.exp(th[2]))}
+    i = 3
+    if matmul:
+        params["small_dim"] = float(np.exp(th[i])); i += 1
+    if cache is not None:
+        params["cache_bytes"] = cache
+        params["cache_bandwidth"] = float(np.exp(th[i]))
+    return GroupFit(rows[0].group, params, combine, err)
+
+
+def _predict_row(r: Row, g: GroupFit) -> float:
+    """A row's calibrated time through the same formula the engine and workbook use."""
+    p = g.params
+    total = 0.0
+    for f in r.feats:
+        e = NS({**{k: np.float64(v) for k, v in f.items()},
+                **{f"cal_x_{k}": np.float64(p.get(k) or 0.0) for k in
+                   ("peak_flops", "bandwidth", "overhead", "cache_bytes", "small_dim")},
+                "cal_x_cache_bandwidth": np.float64(p.get("cache_bandwidth") or p["bandwidth"])})
+        e.setdefault("m", 1.0), e.setdefault("k", 1.0), e.setdefault("n", 1.0)
+        total += float(t_calibrated(e, "x", g.combine, "matmul" if "m" in f else "other"))
+    return total
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+def rows_from_measurements(df, base: Hardware) -> list[Row]:
+    """Merge passes per shape and attach the model features of each kernel's ops."""
+    rows = []
+    for (kernel, params, dtype), g in df.groupby(["kernel", "params", "dtype"], sort=False):
+        p = json.loads(params)
+        ops = ops_list(kernel, p, dtype)
+        feats, spec = [], 0.0
+        for op in ops:
+            try:
+                ev = evaluate_op(op, base)
+            except SpecError as e:
+                raise SpecError(f"measurement {kernel} {params} {dtype}: {e}") from None
+            f = {"flops_exec": ev["flops_exec"], "hbm_bytes": ev["hbm_bytes"]}
+            if op.kind == "matmul":
+                f.update(m=float(op.m), k=float(op.k), n=float(op.n))
+            feats.append(f)
+            spec += ev["t_lower"]
+        passes = sorted(float(x) for x in g["median_s"])
+        rows.append(Row(kernel, params, dtype, group_of(kernel, dtype), float(np.median(passes)),
+                        passes, float(np.median(g["cv"])), spec, feats))
+    return rows
+
+
+def split(rows: list[Row]) -> None:
+    """Deterministic fit / held-out split per group: the largest shape (extrapolation) and
+    every third of the rest are held out."""
+    by = {}
+    for r in rows:
+        by.setdefault(r.group, []).append(r)
+    for g in by.values():
+        g.sort(key=lambda r: sum(f["flops_exec"] + f["hbm_bytes"] for f in r.feats))
+        if len(g) < 4:
+            continue  # too few to spare any
+        g[-1].heldout = g[-1].extrapolation = True
+        for r in g[1:-1:3]:
+            r.heldout = True
+
+
+def noise_floor(rows: list[Row]) -> dict:
+    """How far one pass is from the mean of the other passes (the best any model can do)."""
+    d = []
+    for r in rows:
+        if len(r.passes) < 2:
+            continue
+        for i, x in enumerate(r.passes):
+            rest = r.passes[:i] + r.passes[i + 1:]
+            d.append(abs(x - np.mean(rest)) / np.mean(rest))
+    return _stats(d)
+
+
+def _stats(errs) -> dict:
+    if not len(errs):
+        return {"n": 0, "median": None, "p90": None, "worst": None}
+    a = np.asarray(errs, float)
+    return {"n": int(a.size), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
+            "worst": float(a.max())}
+
+
+def fit(df, base: Hardware, source: str = "") -> FitResult:
+    rows = rows_from_measurements(df, base)
+    split(rows)
+    groups = {}
+    for name in dict.fromkeys(r.group for r in rows):
+        members = [r for r in rows if r.group == name]
+        gf = _fit_group(members, matmul=any("m" in f for r in members for f in r.feats))
+        if gf is not None:
+            groups[name] = gf
+    for r in rows:
+        if r.group in groups:
+            r.predicted_s = _predict_row(r, groups[r.group])
+    res = FitResult(base, rows, groups, noise_floor(rows), source=source)
+    res.errors = summarize(rows)
+    return res
+
+
+def summarize(rows: list[Row]) -> dict:
+    def errs(sel, attr):
+        return [abs(getattr(r, attr) - r.measured_s) / r.measured_s for r in sel
+                if np.isfinite(getattr(r, attr))]
+    held = [r for r in rows if r.heldout]
+    long = [r for r in held if r.measured_s >= LONG_S]
+    return {
+        "heldout_1ms": {"spec_roofline": _stats(errs(long, "spec_s")),
+                        "calibrated": _stats(errs(long, "predicted_s"))},
+        "heldout_all": {"spec_roofline": _stats(errs(held, "spec_s")),
+                        "calibrated": _stats(errs(held, "predicted_s"))},
+        "fit": {"calibrated": _stats(errs([r for r in rows if not r.heldout], "predicted_s"))},
+    }
+
+
+def report_text(res: FitResult) -> str:
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}%"
+    lines = ["held-out kernels >= 1 ms        n   median    p90   worst"]
+    e = res.errors["heldout_1ms"]
+    for label, s in (("spec-sheet roofline (t_lower)", e["spec_roofline"]),
+                     ("calibrated model", e["calibrated"]),
+                     ("noise floor (pass vs others)", res.noise)):
+        lines.append(f"{label:30s} {s['n']:3d}   {pct(s['median']):>6} {pct(s['p90']):>6} {pct(s['worst']):>6}")
+    lines.append("")
+    lines.append("group              combine  peak FLOP/s  bandwidth B/s  overhead    d0  cache   fit err")
+    for g, f in res.groups.items():
+        p = f.params
+        cache = f"{p['cache_bytes'] / 2**20:.0f}MiB" if p.get("cache_bytes") else "-"
+        lines.append(f"{g:18s} {f.combine:7s} {p['peak_flops']:11.3e} {p['bandwidth']:14.3e} "
+                     f"{p['overhead'] * 1e6:7.1f}us {p.get('small_dim', 0):5.1f} {cache:>6} "
+                     f"{100 * f.fit_error:7.1f}%")
+    return "\n".join(lines)
