@@ -1,41 +1,34 @@
-"""The calibrated prediction: a roofline with fitted, per-kind-of-kernel parameters.
+"""The calibrated prediction: a roofline with fitted, per-group-of-kernels parameters.
 
-t = overhead + combine(flops_exec / P_eff, hbm_bytes / W_eff), combine = sum or max (whichever
-the fit chose), with
-- P_eff = peak / (1 + d0/m + d0/k + d0/n) for matmuls: small dims run below peak (d0 = small_dim);
-- W_eff = cache_bandwidth while the working set (hbm_bytes) fits cache_bytes, else bandwidth.
-The fitted numbers are hardware parameters named ``cal_<kind>_<param>``, so the workbook shows
-them as input cells and the formula stays live. Pure: the fitting lives in calibrate/fit.py.
+For one kernel of a fitted group:
+
+    t = overhead + combine(flops_exec / P_eff, hbm_bytes / W_eff),  combine = sum or max
+    P_eff = peak / (1 + d0/m + d0/k + d0/n)          matmuls: small dims run below peak
+    W_eff = cache_bandwidth while hbm_bytes <= cache_bytes, else bandwidth
+
+Naive attention is predicted as the sum of its parts, as it runs: the QK^T matmul, the softmax
+over the scores and the AV matmul, each with its own group's parameters (matmul, softmax).
+Groups are per dtype (``matmul`` for fp32, ``matmul_bf16``, ...). The fitted numbers are
+hardware parameters named ``cal_<group>_<param>``, so the workbook shows them as input cells
+and the formula stays live. Pure: the fitting lives in calibrate/fit.py.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .formula import fmax, where
 
 PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth", "small_dim"]
+SOFTMAX_FLOPS = 5  # as the attention model counts it
 
 
-def kind_key(op) -> str:
-    """The group of kernels an op is calibrated with: its kind, attention also by impl."""
-    return f"attention_{op.impl}" if op.kind == "attention" else op.kind
-
-
-def lookup(hw, op) -> str | None:
-    """The calibration group that applies to ``op`` on ``hw`` (None: not calibrated)."""
-    if hw.calibration is None:
-        return None
-    kinds = hw.calibration.kinds
-    base = kind_key(op)
-    # fitted groups are per dtype (fp32 unsuffixed): bf16 is a different kernel on a CPU
-    keys = (base, op.kind) if op.dtype == "fp32" else (f"{base}_{op.dtype}", f"{op.kind}_{op.dtype}")
-    for key in keys:
-        if key in kinds:
-            return key
-    return None
+def group(base: str, dtype: str) -> str:
+    return base if dtype == "fp32" else f"{base}_{dtype}"
 
 
 def env(hw) -> dict[str, float]:
-    """cal_<kind>_<param> for every fitted kind, with neutral defaults for unset terms."""
+    """cal_<group>_<param> for every fitted group, with neutral defaults for unset terms."""
     out = {}
     if hw.calibration is None:
         return out
@@ -49,13 +42,50 @@ def env(hw) -> dict[str, float]:
     return out
 
 
-def t_calibrated(e, key: str, combine: str, kind: str):
+def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None):
+    """One kernel of group ``key``; ``dims`` = (m, k, n) for a matmul's shape term."""
     c = lambda p: e[f"cal_{key}_{p}"]  # noqa: E731
     peak = c("peak_flops")
-    if kind == "matmul":
+    if dims is not None:
         d0 = c("small_dim")
-        peak = peak / (1 + d0 / e.m + d0 / e.k + d0 / e.n)
-    bw = where(e.hbm_bytes <= c("cache_bytes"), c("cache_bandwidth"), c("bandwidth"))
-    tc = e.flops_exec / peak
-    tm = e.hbm_bytes / bw
+        m, k, n = dims
+        peak = peak / (1 + d0 / m + d0 / k + d0 / n)
+    bw = where(hbm_bytes <= c("cache_bytes"), c("cache_bandwidth"), c("bandwidth"))
+    tc = flops / peak
+    tm = hbm_bytes / bw
     return c("overhead") + (tc + tm if combine == "sum" else fmax(tc, tm))
+
+
+def naive_attention_parts(e):
+    """(group base, flops, hbm_bytes, dims) of QK^T, softmax and AV: together exactly the
+    naive attention model's flops and bytes."""
+    B, H, K, S, T, D, b = e.batch, e.heads, e.kv_heads, e.seq, e.kv_seq, e.head_dim, e.elem_bytes
+    scores = B * H * S * T
+    return [
+        ("matmul", 2 * scores * D, b * (B * H * S * D + B * K * T * D + scores), (S, D, T)),
+        ("softmax", SOFTMAX_FLOPS * scores, b * 2 * scores, None),
+        ("matmul", 2 * scores * D, b * (scores + B * K * T * D + B * H * S * D), (S, T, D)),
+    ]
+
+
+def column(hw, op) -> Callable | None:
+    """The t_calibrated formula (env -> expression) for ``op`` on ``hw``, or None when no
+    fitted group covers it."""
+    if hw.calibration is None:
+        return None
+    kinds = hw.calibration.kinds
+    key = group(op.calibrate_as or op.kind, op.dtype)
+    if op.kind == "matmul" and key in kinds:
+        return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes,
+                                     (e.m, e.k, e.n))
+    if op.kind == "elementwise" and key in kinds:
+        return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
+    if op.kind == "attention" and op.impl == "naive" and not getattr(op, "backward", False):
+        keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
+        if all(k in kinds for k in keys.values()):
+            def naive(e):
+                parts = [kernel_time(e, keys[g], kinds[keys[g]].combine, f, b, dims)
+                         for g, f, b, dims in naive_attention_parts(e)]
+                return parts[0] + parts[1] + parts[2]
+            return naive
+    return None

@@ -43,6 +43,10 @@ def _load(path: Path, model):
             base = load_hardware(data["base"] if "/" in data["base"] else data["base"])
             data = merge_base(data, base)
         return load_model(path, model, data, node)
+    if model is Workload:  # a transformer op becomes its kernels here, once per file
+        from .model import expand_workload
+
+        return expand_workload(load_model(path, model))
     return load_model(path, model)
 
 

@@ -65,9 +65,7 @@ def roofline(hardware, workload, as_json, output, slice_):
     if as_json:
         _json_out(api.to_json(hw, wl, rows))
     else:
-        from .report.tables import roofline_table
-
-        click.echo(roofline_table(f"{wl.name} on {hw.name}", rows, api.totals(rows)))
+        click.echo(roofline_table_for(wl, hw, rows))
     if output:
         path = api.write_workbook(Path(output), [wl], [hw], active=hw.name)
         if not as_json:
@@ -110,9 +108,11 @@ def report(output_dir, hardware, workload, measure_collectives):
 
 def roofline_table_for(wl, hw, rows):
     from . import api
-    from .report.tables import roofline_table
+    from .report.tables import roofline_table, step_block
 
-    return roofline_table(f"{wl.name} on {hw.name}", rows, api.totals(rows))
+    total = api.to_json(hw, wl, rows)["total"]  # a transformer's step total, else the sums
+    block = step_block(total)
+    return roofline_table(f"{wl.name} on {hw.name}", rows, total) + (f"\n{block}" if block else "")
 
 
 @main.group(invoke_without_command=True)
@@ -188,13 +188,12 @@ def bench(quick, output, passes, kernels, tiny, no_progress):
                    f"({e.rows_new} measured this run, {e.rows_todo} still to do). "
                    f"To resume, run the same command again: {again}", err=True)
         click.get_current_context().exit(130)
+    except KeyboardInterrupt:  # before the first kernel ran (jax import, set-up)
+        click.echo("\nperfmodel: interrupted before any kernel was measured.", err=True)
+        click.get_current_context().exit(130)
     click.echo(_bench.summary_text(res))
     if res.failed:
         click.get_current_context().exit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 def _chips(hardware: str, sets: tuple[str, ...]):
@@ -281,3 +280,46 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
 
         for p in write_sweep(Path(output), table, tot, fields, hws):
             click.echo(f"wrote {p}")
+
+
+@main.command()
+@click.option("--measurements", "-m", default="reports/measurements.csv", show_default=True,
+              type=click.Path(dir_okay=False), help="CSV written by `perfmodel bench` (here or on a TPU/GPU host).")
+@click.option("--hardware", "-H", default="cpu-local", show_default=True, help="Base spec to calibrate.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Calibrated hardware spec to write (YAML; usable by every command).")
+@click.option("--workbook", type=click.Path(dir_okay=False), help="Also write a workbook with a Calibration sheet.")
+@click.option("--name", default=None, help="Name of the calibrated spec [default: <base>-calibrated].")
+def calibrate(measurements, hardware, output, workbook, name):
+    """Fit per-kind achievable FLOP/s, bandwidth, overhead, matmul shape and cache terms to the
+    measurements; print held-out error beside the spec roofline's and the noise floor."""
+    import yaml
+
+    from . import api
+    from .atomic import atomic_path
+    from .calibrate.bench import read_measurements
+    from .calibrate.fit import bench_workload, fit, report_text
+
+    for p in (output, workbook):
+        if p:
+            api.check_output(Path(p))
+    base = api.load_hardware(hardware)
+    df = read_measurements(measurements)
+    res = fit(df, base, source=str(measurements))
+    if not res.groups:
+        raise api.SpecError(f"{measurements}: no kernel group had enough shapes to fit; measure "
+                            f"more (perfmodel bench) before calibrating.")
+    hw = res.hardware(name or (Path(output).stem if Path(output).stem != "measurements" else None))
+    click.echo(report_text(res))
+    with atomic_path(Path(output)) as tmp:
+        tmp.write_text(f"# calibrated by perfmodel from {measurements}; base {base.name}\n"
+                       + yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
+    click.echo(f"wrote {output} (hardware spec {hw.name!r})")
+    if workbook:
+        wl, index = bench_workload(res)
+        path = api.write_workbook(Path(workbook), [wl], [hw], active=hw.name, calibration=(res, index))
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -13,13 +13,21 @@ import numpy as np
 import pandas as pd
 
 from . import calibrated
-from .formula import NS, Ref, symbols
+from .formula import NS, BinOp, Call, Cmp, Ref, symbols
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, Hardware, SpecError, Workload
 
 TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
                 "t_calibrated"]
+
+# Cost columns that add up over identical instances. An op with ``repeat: r`` (OpBase) is r
+# identical instances run one after another (a transformer's layers), so these are multiplied
+# by r; the roofline columns derived from them (t_compute, t_memory, t_lower, t_upper,
+# t_calibrated) follow, and intensive columns (hops, q_block, onchip_bytes, algbw, intensity,
+# mfu) stay per instance. A row is then a ledger entry: its FLOPs, bytes and times are totals.
+REPEATED_COLUMNS = ("flops", "flops_exec", "hbm_bytes", "comm_bytes", "t_latency",
+                    "t_bandwidth", "t_comm")
 
 
 def hw_env(hw: Hardware) -> dict[str, float]:
@@ -65,14 +73,58 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
         p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
         h = NS({k: np.float64(v) for k, v in henv.items()})
     cost = model.cost(p, h, op)
+    rep_ = p.repeat if "repeat" in values else None  # ops.common_inputs: a cell only when not 1
+    if rep_ is not None:
+        cost = _repeated(cost, rep_, symbolic)
     env = NS({**h, **p, "peak": h[key], **(symbols(cost) if symbolic else cost)})
     columns = COLUMNS
-    cal = calibrated.lookup(hw, op)
+    cal = calibrated.column(hw, op)
     if cal is not None:  # the fitted model of this kind of kernel, beside the roofline bounds
-        combine = hw.calibration.kinds[cal].combine
-        columns = COLUMNS + [("t_calibrated", lambda e: calibrated.t_calibrated(e, cal, combine, op.kind))]
+        columns = COLUMNS + [("t_calibrated", lambda e: _per_instance(e, rep_, cal))]
     roof = derive(env, columns, Ref if symbolic else None)
     return values, cost, roof
+
+
+def _repeated(cost: dict, rep, symbolic: bool) -> dict:
+    """Multiply the REPEATED_COLUMNS of one instance's cost by ``rep``.
+
+    Numbers: each value is one instance's, so multiply. Formulas: a column may refer to an
+    earlier column's cell (a collective's t_comm = MAX(t_latency, t_bandwidth)), and that cell
+    now holds the total over the instances; such a reference is divided back to one instance
+    (t_comm = MAX(t_latency/repeat, t_bandwidth/repeat)*repeat), so both paths agree.
+    """
+    if not symbolic:
+        return {k: v * rep if k in REPEATED_COLUMNS else v for k, v in cost.items()}
+    per_one = {k: Ref(k) / rep for k in cost if k in REPEATED_COLUMNS}
+    return {k: (_subst(e, per_one) * rep if k in REPEATED_COLUMNS and not _is_zero(e)
+                else _subst(e, per_one))
+            for k, e in cost.items()}
+
+
+def _is_zero(e) -> bool:
+    return isinstance(e, (int, float)) and not isinstance(e, bool) and e == 0
+
+
+def _per_instance(env, rep, f):
+    """``f`` (a time formula) of one instance, times ``rep``: a per-kernel overhead or a cache
+    threshold applies to each instance, not to their sum."""
+    if rep is None:
+        return f(env)
+    one = NS({**env, **{k: env[k] / rep for k in REPEATED_COLUMNS if k in env}})
+    return f(one) * rep
+
+
+def _subst(e, names: dict):
+    """``e`` with the Refs named in ``names`` replaced by their expressions."""
+    if isinstance(e, Ref):
+        return names.get(e.name, e)
+    if isinstance(e, BinOp):
+        return BinOp(e.op, _subst(e.a, names), _subst(e.b, names))
+    if isinstance(e, Cmp):
+        return Cmp(e.op, _subst(e.a, names), _subst(e.b, names))
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(_subst(a, names) for a in e.args))
+    return e  # a constant or a number
 
 
 def _clean(v):
@@ -88,7 +140,7 @@ def _clean(v):
 
 def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
     _, cost, roof = op_columns(op, hw, wl)
-    row = {"name": op.name, "kind": op.kind, "dtype": op.dtype}
+    row = {"name": op.name, "kind": op.kind, "dtype": op.dtype, "repeat": op.repeat}
     info = REGISTRY[op.kind].info
     if info is not None:  # descriptive fields (a collective's wraparound flags per axis)
         row.update(info(op, OpContext(wl, hw)))
@@ -97,6 +149,9 @@ def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
 
 
 def evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
+    from .model import expand_workload  # a transformer op becomes its kernels (no-op otherwise)
+
+    wl = expand_workload(wl)
     return [evaluate_op(op, hw, wl) for op in wl.ops]
 
 
@@ -113,6 +168,17 @@ def totals(rows: list[dict]) -> dict:
 
 
 def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
+    """The rows and their ``total``. For a transformer workload the total is the step's
+    (perfmodel.model.summary): t_lower overlaps each layer's communication with its compute,
+    and it adds MFU, tokens/s, memory per chip and the inference latencies."""
+    from .model import expand_workload
+    from .model.summary import step_summary
+
+    wl = expand_workload(wl)
     rows = rows if rows is not None else evaluate_rows(hw, wl)
+    total = totals(rows)
+    step = step_summary(hw, wl, rows)
+    if step is not None:
+        total.update(step)
     return {"schema_version": 1, "hardware": hw.name, "workload": wl.name, "ops": rows,
-            "total": totals(rows)}
+            "total": total}

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
-                      ValidationError, WithJsonSchema, field_validator, model_validator)
+                      PrivateAttr, ValidationError, WithJsonSchema, field_validator, model_validator)
 
 from . import units
 
@@ -160,6 +160,13 @@ class Hardware(Spec):
 class OpBase(Spec):
     name: str = Field(min_length=1)
     dtype: DType = "bf16"
+    # identical instances run one after another (a transformer's layers): the engine multiplies
+    # the extensive cost columns (engine.REPEATED_COLUMNS) by it; times and bytes are totals
+    repeat: Count = Field(1, description="identical instances run in sequence (e.g. layers); "
+                                         "FLOPs, bytes and times are multiplied by it")
+    calibrate_as: Optional[str] = Field(
+        None, min_length=1, description="calibration group for t_calibrated (default: by kind, "
+        "e.g. matmul, elementwise); e.g. softmax for a softmax written as an elementwise op")
 
 
 class MatmulOp(OpBase):
@@ -196,6 +203,7 @@ class AttentionOp(OpBase):
     kv_seq: Optional[Count] = None
     causal: bool = False
     impl: Literal["naive", "fused", "flash"] = "flash"
+    backward: bool = Field(False, description="the backward pass (dQ, dK, dV) of this attention")
 
     @model_validator(mode="after")
     def _gqa(self):
@@ -267,12 +275,120 @@ class CollectiveOp(OpBase):
         return float(math.prod(self.shape)) * DTYPE_BYTES[self.dtype]
 
 
-OP_SPECS: dict[str, type[OpBase]] = {
+STRATEGIES = ("data", "fsdp", "tensor", "sequence", "expert", "pipeline")
+_STRATEGY_ALIASES = {"dp": "data", "tp": "tensor", "model": "tensor", "sp": "sequence",
+                     "context": "sequence", "ep": "expert", "pp": "pipeline"}
+
+
+def _strategy(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower()
+        return _STRATEGY_ALIASES.get(v, v)
+    return v
+
+
+def _axis_names(v: Any) -> Any:
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, (list, tuple)) and len(v) == 0:
+        raise ValueError("is empty: name the mesh axis (or axes) this strategy runs over, "
+                         "e.g. fsdp: fsdp or data: [replica, data]")
+    return v
+
+
+AxisNames = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_axis_names),
+                      WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1},
+                                                {"type": "array", "minItems": 1,
+                                                 "items": {"type": "string", "minLength": 1}}],
+                                      "description": "a mesh axis name or a list of them"})]
+PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+
+
+class TransformerOp(Spec):
+    """A whole transformer step (train, prefill or decode). Not a kernel: loading the workload
+    expands it (perfmodel.model.expand_workload) into per-layer matmul, attention, elementwise
+    and collective ops with per-chip shapes, named as ledger paths (layer/attn/qkv)."""
+
+    kind: Literal["transformer"]
+    name: str = Field(min_length=1)
+    layers: Count
+    d_model: Count
+    heads: Count
+    kv_heads: Count
+    head_dim: Count
+    d_ff: Count
+    vocab: Count
+    mlp: Literal["gated", "plain"] = Field(description="gated: up and gate projections (SwiGLU)")
+    dtype: DType = Field("bf16", description="activations and matmuls")
+    param_dtype: DType = Field("bf16", description="parameters and gradients")
+    mode: Literal["train", "prefill", "decode"]
+    batch: Count = Field(description="sequences per step (the whole job)")
+    seq: Count = Field(description="tokens per sequence; for decode the KV length")
+    attention: Literal["naive", "fused", "flash"] = "flash"
+    causal: bool = True
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="train only; adam keeps two "
+                                              "fp32 moments, sgd no state")
+    remat: Literal["none", "full"] = Field("none", description="full: recompute the forward "
+                                           "once in the backward (train only)")
+    parallelism: dict[Annotated[Literal[STRATEGIES], BeforeValidator(_strategy)], AxisNames] = \
+        Field({}, description="strategy -> mesh axis name or list of names")
+    overlap: bool = Field(True, description="headline figures at t_lower (true) or t_upper")
+    microbatches: Optional[Count] = Field(None, description="pipeline microbatches per step "
+                                          "(default: the pipeline size)")
+    experts: Optional[Count] = Field(None, description="MoE: experts per layer")
+    top_k: Optional[Count] = Field(None, description="MoE: experts per token")
+    capacity_factor: Optional[PosFloat] = Field(None, description="MoE: expert slots per "
+                                                "routed token (default 1.0)")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads {self.kv_heads} must divide heads {self.heads} "
+                             f"(grouped-query attention shares each KV head among "
+                             f"heads/kv_heads query heads)")
+        used: dict[str, str] = {}
+        for strat, axes in self.parallelism.items():
+            if len(set(axes)) != len(axes):
+                raise ValueError(f"parallelism.{strat} {axes} repeats a mesh axis; name each "
+                                 f"axis once")
+            for a in axes:
+                if a in used:
+                    raise ValueError(f"mesh axis {a!r} is given to both {used[a]!r} and "
+                                     f"{strat!r} in parallelism; each axis shards one way")
+                used[a] = strat
+        moe = [f for f in ("top_k", "capacity_factor") if getattr(self, f) is not None]
+        if self.experts is None:
+            if moe:
+                raise ValueError(f"{', '.join(moe)} only apply to a mixture of experts: add "
+                                 f"experts (e.g. experts: 8, top_k: 2) or remove them")
+            if "expert" in self.parallelism:
+                raise ValueError("parallelism.expert needs a mixture of experts: add experts "
+                                 "and top_k, or shard another way")
+        else:
+            if self.top_k is None:
+                raise ValueError(f"experts: {self.experts} needs top_k (experts per token, "
+                                 f"e.g. top_k: 2)")
+            if self.top_k > self.experts:
+                raise ValueError(f"top_k {self.top_k} is more than experts {self.experts}")
+        if self.microbatches is not None and "pipeline" not in self.parallelism:
+            raise ValueError("microbatches applies to pipeline parallelism: add "
+                             "parallelism.pipeline or remove microbatches")
+        if self.mode != "train":
+            # a non-default value (a dump of the spec repeats the defaults, so those pass)
+            extra = [f for f in ("optimizer", "remat")
+                     if getattr(self, f) != type(self).model_fields[f].default]
+            if extra:
+                raise ValueError(f"{' and '.join(extra)} only apply to mode: train (mode is "
+                                 f"{self.mode}); remove {'them' if len(extra) > 1 else 'it'}")
+        return self
+
+
+OP_SPECS: dict[str, type[Spec]] = {
     "matmul": MatmulOp, "elementwise": ElementwiseOp, "attention": AttentionOp,
-    "collective": CollectiveOp,
+    "collective": CollectiveOp, "transformer": TransformerOp,
 }
 
-Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp],
+Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp, TransformerOp],
                Field(discriminator="kind")]
 
 
@@ -341,11 +457,35 @@ class Workload(Spec):
                                  f"{', '.join(mesh)}")
         return ops
 
+    @field_validator("ops")
+    @classmethod
+    def _transformer_fits(cls, ops, info):
+        found = [(i, op) for i, op in enumerate(ops) if isinstance(op, TransformerOp)]
+        if len(found) > 1:
+            raise ValueError(f"ops[{found[1][0]}] ({found[1][1].name!r}): a workload holds at most "
+                             f"one transformer op; put each model in its own workload")
+        if found and "mesh" in info.data:  # a failed mesh is reported by its own validator
+            from .model.transformer import make_plan  # the sizing rules live with the model
+
+            i, op = found[0]
+            try:
+                make_plan(op, info.data.get("mesh"))
+            except SpecError as e:
+                raise ValueError(f"ops[{i}] ({op.name!r}): {e}") from None
+        return ops
+
+    # set by perfmodel.model.expand_workload on the expanded workload: the transformer op it
+    # came from, its sharding plan and the workload as written (never part of the spec itself)
+    _expansion: Any = PrivateAttr(default=None)
+
 
 def with_slice(wl: "Workload", slice_shape: str) -> "Workload":
     """The workload with its slice replaced (the CLI's --slice), validated again."""
+    from .model import expand_workload, source_workload
+
+    src = source_workload(wl)  # a transformer is expanded again from the workload as written
     try:
-        return Workload.model_validate({**wl.model_dump(), "slice": slice_shape})
+        return expand_workload(Workload.model_validate({**src.model_dump(), "slice": slice_shape}))
     except ValidationError as e:
         msgs = "; ".join(f"{_path(x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
                          for x in e.errors()[:3])

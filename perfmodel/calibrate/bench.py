@@ -30,9 +30,11 @@ import difflib
 import fnmatch
 import json
 import math
+import os
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,6 +52,8 @@ DEFAULT_OUTPUT = Path("reports/measurements.csv")
 # passes than within one), so full runs 5 and quick keeps 3, trimming shapes and per-kernel
 # budget instead. Full: about 4 minutes on a quiet 2-core CPU; quick: under 1.
 DEFAULT_PASSES = {"full": 5, "quick": 3, "tiny": 1}
+CONTENDED = 0.2  # other processes' share of the machine above which a timing is retried
+ATTEMPTS = 3     # timings of one (kernel, pass) at most, when contended
 
 
 class BenchInterrupted(KeyboardInterrupt):
@@ -57,7 +61,8 @@ class BenchInterrupted(KeyboardInterrupt):
 
     def __init__(self, path: Path, rows_kept: int, rows_new: int, rows_todo: int):
         super().__init__(f"interrupted: {rows_kept} rows kept in {path}")
-        self.path, self.rows_kept, self.rows_new, self.rows_todo = path, rows_kept, rows_new, rows_todo
+        self.path, self.rows_kept = path, rows_kept
+        self.rows_new, self.rows_todo = rows_new, rows_todo
 
 
 @dataclass
@@ -71,6 +76,8 @@ class BenchResult:
     seconds: float = 0.0
     unstable: list = field(default_factory=list)   # (label, pass, cv) with cv > UNSTABLE_CV
     failed: list = field(default_factory=list)     # (label, pass, error text)
+    contended: list = field(default_factory=list)  # (label, pass, others' share) kept anyway
+    retried: int = 0                               # (kernel, pass) timed again when contended
     environment: dict = field(default_factory=dict)
 
 
@@ -150,12 +157,62 @@ def _existing(path: Path, env: dict, log: Callable) -> tuple[set, int]:
     return done, len(df)
 
 
+def _proc_stat() -> tuple[float, float] | None:
+    """(busy, total) seconds of all cores since boot from /proc/stat (Linux; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    idle = v[3] + v[4]  # idle + iowait
+    return (sum(v) - idle) / hz, sum(v) / hz
+
+
+class CpuMeter:
+    """Share of the machine that *other* processes used during a window: the cores' busy time
+    (/proc/stat) minus this process's CPU time, over wall time x cores. None where /proc/stat
+    is missing or the window is too short for its 10 ms ticks."""
+
+    MIN_WINDOW_S = 0.2
+
+    def start(self) -> None:
+        self._t0 = (_proc_stat(), time.process_time(), time.perf_counter())
+
+    def others(self) -> float | None:
+        stat0, cpu0, wall0 = self._t0
+        stat1, cpu1, wall1 = _proc_stat(), time.process_time(), time.perf_counter()
+        wall = wall1 - wall0
+        if stat0 is None or stat1 is None or wall < self.MIN_WINDOW_S:
+            return None
+        busy = (stat1[0] - stat0[0]) - (cpu1 - cpu0)
+        return max(0.0, busy / (wall * (os.cpu_count() or 1)))
+
+
+def _warn_if_busy(env: dict, log: Callable, seconds: float = 0.5) -> None:
+    """On a CPU backend other processes share the cores being measured: say so when they do."""
+    if env["backend"] != "cpu":
+        return
+    meter = CpuMeter()
+    meter.start()
+    time.sleep(seconds)
+    busy = meter.others()
+    if busy is not None and busy > CONTENDED:
+        log(f"note: other processes keep {busy:.0%} of the CPU busy: timings will be noisy "
+            f"(high cv, passes disagreeing); for calibration bench a quiet machine")
+
+
 def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: int | None = None,
               kernels: str | None = None, progress: bool = True, budget: Budget | None = None,
-              log: Callable | None = None) -> BenchResult:
+              log: Callable | None = None, retry_contended: bool | None = None) -> BenchResult:
     """Measure the suite of ``mode`` ('full', 'quick' or 'tiny') ``passes`` times into the CSV
     ``output`` (created with its parent directory; resumed if it exists). ``kernels``:
-    comma-separated glob patterns over kernel names. Raises BenchInterrupted on Ctrl-C."""
+    comma-separated glob patterns over kernel names. Raises BenchInterrupted on Ctrl-C.
+
+    ``retry_contended`` (default: on a CPU backend, except in the tiny mode): a kernel timed
+    while other processes took more than ``CONTENDED`` of the machine is put back at the end of
+    the queue and timed again (at most ``ATTEMPTS`` times in all; the least contended attempt is
+    written, so rows can come out of suite order)."""
     from tqdm import tqdm
 
     if log is None:
@@ -173,24 +230,33 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
     suite = select(K.suite(mode, env["backend"]), kernels)
     path.parent.mkdir(parents=True, exist_ok=True)
     done, n_before = _existing(path, env, log)
-    todo = plan(suite, passes, done)
+    if mode != "tiny":
+        _warn_if_busy(env, log)
+    todo = deque(plan(suite, passes, done))
     res = BenchResult(path, mode, passes, rows_skipped=len(suite) * passes - len(todo),
                       rows_total=n_before, environment=env)
+    watch = (env["backend"] == "cpu" and mode != "tiny") if retry_contended is None \
+        else retry_contended
+    tries: dict = {}  # (kernel key, pass) -> [(others' share, Timing)] of contended attempts
+    meter = CpuMeter()
 
     with open(path, "a", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         if n_before == 0 and f.tell() == 0:
             w.writerow(COLUMNS)
             f.flush()
-        bar = tqdm(total=len(todo), unit="kernel", disable=not progress or not todo, file=sys.stderr,
-                   dynamic_ncols=True, smoothing=0.05)
+        bar = tqdm(total=len(todo), unit="kernel", disable=not progress or not todo,
+                   file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
         try:
-            for p, k in todo:
+            while todo:
+                p, k = todo[0]
                 bar.set_description(f"pass {p}/{passes}", refresh=False)
                 bar.set_postfix_str(k.label()[:60])
                 try:
                     built = k.build()
+                    meter.start()
                     t = time_kernel(built, budget)
+                    others = meter.others() if watch else None
                     del built
                 except KeyboardInterrupt:
                     raise
@@ -198,8 +264,19 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
                     msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                     res.failed.append((k.label(), p, msg))
                     log(f"failed: {k.label()} (pass {p}): {msg}")
+                    todo.popleft()
                     bar.update(1)
                     continue
+                todo.popleft()
+                if others is not None and others > CONTENDED:
+                    attempts = tries.setdefault((k.key, p), [])
+                    attempts.append((others, t))
+                    if len(attempts) < ATTEMPTS:
+                        todo.append((p, k))  # try again later, when the other work may be done
+                        continue
+                    others, t = min(attempts, key=lambda a: a[0])
+                    if others > CONTENDED:
+                        res.contended.append((k.label(), p, others))
                 name, params, dtype = k.key
                 w.writerow([name, params, dtype, _fmt(t.median_s), _fmt(t.min_s),
                             _fmt(t.p20_s), _fmt(t.cv, 4), t.reps, p, env["backend"],
@@ -213,9 +290,9 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
                 bar.update(1)
         except KeyboardInterrupt:
             bar.close()
-            raise BenchInterrupted(path, res.rows_total, res.rows_new,
-                                   len(todo) - res.rows_new - len(res.failed)) from None
+            raise BenchInterrupted(path, res.rows_total, res.rows_new, len(todo)) from None
         bar.close()
+    res.retried = sum(1 for a in tries.values() if a)
     res.seconds = time.perf_counter() - start
     return res
 
@@ -226,6 +303,12 @@ def summary_text(res: BenchResult) -> str:
              f"{res.rows_skipped} already measured) in {res.seconds:.0f} s: {res.mode} suite, "
              f"{res.passes} pass(es), backend {env.get('backend')} ({env.get('device_kind')}, "
              f"{env.get('n_devices')} device(s)), jax {env.get('jax_version')}"]
+    if res.retried:
+        lines.append(f"{res.retried} kernel(s) timed again because other processes were busy")
+    if res.contended:
+        lines.append(f"{len(res.contended)} row(s) measured while other processes took more "
+                     f"than {CONTENDED:.0%} of the CPU in every attempt:")
+        lines += [f"  {label} pass {p}: {share:.0%} busy" for label, p, share in res.contended]
     if res.unstable:
         lines.append(f"{len(res.unstable)} unstable row(s) (cv > {UNSTABLE_CV}; the fit can "
                      f"filter on the cv column):")

@@ -23,25 +23,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..calibrated import t_calibrated
+from .. import calibrated
 from ..engine import evaluate_op
 from ..formula import NS
+from ..ops import REGISTRY, OpContext
 from ..specs import Hardware, SpecError
 from .kernels import ops_list
 
-# kernel -> calibration group; the groups named like a workload op's kind (calibrated.kind_key)
-# calibrate workload ops; the others (softmax, reductions, interpreted Pallas) describe only
-# their own kernels.
+# kernel -> calibration group of its elementwise/matmul ops. matmul, elementwise and softmax
+# calibrate workload ops (calibrated.column); reductions and interpreted Pallas describe only
+# their own kernels. Attention kernels (naive, jax.nn.dot_product_attention, which is not a
+# flash kernel on CPU, and decode) are never fitted: they are predicted from their matmul and
+# softmax parts, an honest out-of-sample test of the composition.
 GROUP = {"matmul": "matmul", "matmul_pallas": "matmul_pallas", "ew_scale": "elementwise",
          "ew_add_fused": "elementwise", "ew_add_unfused": "elementwise", "reduce_sum": "reduction",
-         "softmax": "softmax", "attention_naive": "attention_naive",
-         "attention_dpa": "attention_dpa", "attention_decode": "attention_decode"}
-def group_of(kernel: str, dtype: str) -> str:
-    """Kernels of another dtype run differently (bf16 is emulated on CPU): their own group."""
-    g = GROUP.get(kernel, kernel)
-    return g if dtype == "fp32" else f"{g}_{dtype}"
-
-
+         "softmax": "softmax"}
+COMPOSITE = "composite"
 CACHE_GRID = [None] + [float(2**e) for e in range(20, 27)]  # none, 1 MiB ... 64 MiB
 UNSTABLE_CV = 0.2
 LONG_S = 1e-3  # the acceptance metric is over held-out kernels of 1 ms or more
@@ -57,7 +54,7 @@ class Row:
     passes: list[float]
     cv: float                 # median cv over passes
     spec_s: float             # the spec-sheet roofline's t_lower (sum over ops)
-    feats: list[dict]         # per op: flops_exec, hbm_bytes, m, k, n
+    feats: list[dict]         # per part: group, flops_exec, hbm_bytes, dims (m, k, n) or None
     heldout: bool = False
     extrapolation: bool = False
     predicted_s: float = math.nan
@@ -134,26 +131,29 @@ def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, m
 def _fit_group(rows: list[Row], matmul: bool):
     from scipy.optimize import least_squares
 
-    fit = [r for r in rows if not r.heldout and not r.unstable] or [r for r in rows if not r.heldout]
+    fit = [r for r in rows if not r.heldout and not r.unstable]
+    if len(fit) < 3:  # too few stable shapes: fit the unstable ones too rather than nothing
+        fit = [r for r in rows if not r.heldout]
     ent = [(j, f) for j, r in enumerate(fit) for f in r.feats]
     F = np.array([f["flops_exec"] for _, f in ent], float)
     B = np.array([f["hbm_bytes"] for _, f in ent], float)
-    m, k, n = (np.array([f.get(x, 1.0) for _, f in ent], float) for x in "mkn")
+    m, k, n = (np.array([f["dims"][i] if f["dims"] else np.inf for _, f in ent], float)
+               for i in range(3))
     idx = np.array([j for j, _ in ent])
     y = np.log([r.measured_s for r in fit])
     tmin = min(r.measured_s for r in fit)
     p0 = max(max(f["flops_exec"] for f in r.feats) / r.measured_s for r in fit)
     w0 = max(sum(f["hbm_bytes"] for f in r.feats) / r.measured_s for r in fit)
     best = None
-    caches = CACHE_GRID if len(fit) >= 6 else [None]
     for combine in ("sum", "max"):
-        for cache in caches:
+        for cache in CACHE_GRID:
             if cache is not None and not (B.min() <= cache < B.max()):
                 continue  # a cache term needs shapes on both sides of it
             x0 = [math.log(max(p0, 1.0)), math.log(max(w0, 1.0)), math.log(tmin / 3)]
             lo = [math.log(1e3), math.log(1e3), math.log(1e-8)]
             hi = [math.log(1e18), math.log(1e16), math.log(max(tmin, 1e-7) * 1.5)]
-            if matmul:
+            use_d0 = matmul and len(fit) >= 4 + (cache is not None)  # the shape term needs data
+            if use_d0:
                 x0.append(math.log(16.0)); lo.append(math.log(1e-3)); hi.append(math.log(1e5))
             if cache is not None:
                 x0.append(math.log(max(w0, 1.0) * 2)); lo.append(math.log(1e3)); hi.append(math.log(1e17))
@@ -161,20 +161,20 @@ def _fit_group(rows: list[Row], matmul: bool):
             if len(fit) < nparams:
                 continue
             res = least_squares(
-                lambda th: np.log(_predict(th, F, B, m, k, n, idx, len(fit), combine, cache, matmul)) - y,
+                lambda th: np.log(_predict(th, F, B, m, k, n, idx, len(fit), combine, cache, use_d0)) - y,
                 np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.1)
             err = float(np.median(np.abs(np.expm1(res.fun))))
             # prefer the simpler model unless the extra term buys a clear improvement
             score = err * (1 + 0.02 * nparams)
             if best is None or score < best[0]:
-                best = (score, err, res.x, combine, cache)
+                best = (score, err, res.x, combine, cache, use_d0)
     if best is None:  # too few shapes for any model: a pure overhead + bandwidth fit is refused
         return None
-    _, err, th, combine, cache = best
+    _, err, th, combine, cache, use_d0 = best
     params = {"peak_flops": float(np.exp(th[0])), "bandwidth": float(np.exp(th[1])),
               "overhead": float(np.exp(th[2]))}
     i = 3
-    if matmul:
+    if use_d0:
         params["small_dim"] = float(np.exp(th[i])); i += 1
     if cache is not None:
         params["cache_bytes"] = cache
@@ -182,42 +182,54 @@ def _fit_group(rows: list[Row], matmul: bool):
     return GroupFit(rows[0].group, params, combine, err)
 
 
-def _predict_row(r: Row, g: GroupFit) -> float:
+def _predict_row(r: Row, groups: dict) -> float:
     """A row's calibrated time through the same formula the engine and workbook use."""
-    p = g.params
-    total = 0.0
-    for f in r.feats:
-        e = NS({**{k: np.float64(v) for k, v in f.items()},
-                **{f"cal_x_{k}": np.float64(p.get(k) or 0.0) for k in
-                   ("peak_flops", "bandwidth", "overhead", "cache_bytes", "small_dim")},
-                "cal_x_cache_bandwidth": np.float64(p.get("cache_bandwidth") or p["bandwidth"])})
-        e.setdefault("m", 1.0), e.setdefault("k", 1.0), e.setdefault("n", 1.0)
-        total += float(t_calibrated(e, "x", g.combine, "matmul" if "m" in f else "other"))
-    return total
+    if any(f["group"] not in groups for f in r.feats):
+        return math.nan
+    e = NS()
+    for g, gf in groups.items():
+        p = gf.params
+        for k in calibrated.PARAMS:
+            e[f"cal_{g}_{k}"] = np.float64(p.get(k) or 0.0)
+        e[f"cal_{g}_cache_bandwidth"] = np.float64(p.get("cache_bandwidth") or p["bandwidth"])
+    return float(sum(calibrated.kernel_time(e, f["group"], groups[f["group"]].combine,
+                                             np.float64(f["flops_exec"]), np.float64(f["hbm_bytes"]),
+                                             f["dims"]) for f in r.feats))
 
 
 # ---- data -----------------------------------------------------------------------------------
 
+def _parts(kernel: str, op, ctx) -> list[dict]:
+    """The fitted kernels one op runs as: itself, or QK^T + softmax + AV for attention."""
+    p = REGISTRY[op.kind].inputs(op, ctx)
+    if op.kind == "attention":
+        e = NS({k: np.float64(v) for k, v in p.items()})
+        return [{"group": calibrated.group(g, op.dtype), "flops_exec": float(f), "hbm_bytes": float(b),
+                 "dims": None if d is None else tuple(float(x) for x in d)}
+                for g, f, b, d in calibrated.naive_attention_parts(e)]
+    ev = evaluate_op(op, ctx.hardware)
+    dims = (p["m"], p["k"], p["n"]) if op.kind == "matmul" else None
+    return [{"group": calibrated.group(op.calibrate_as or GROUP.get(kernel, kernel), op.dtype),
+             "flops_exec": ev["flops_exec"], "hbm_bytes": ev["hbm_bytes"], "dims": dims}]
+
+
 def rows_from_measurements(df, base: Hardware) -> list[Row]:
-    """Merge passes per shape and attach the model features of each kernel's ops."""
+    """Merge passes per shape and attach the model features of each kernel's parts."""
     rows = []
     for (kernel, params, dtype), g in df.groupby(["kernel", "params", "dtype"], sort=False):
-        p = json.loads(params)
-        ops = ops_list(kernel, p, dtype)
         feats, spec = [], 0.0
-        for op in ops:
+        for op in ops_list(kernel, json.loads(params), dtype):
             try:
-                ev = evaluate_op(op, base)
+                spec += evaluate_op(op, base)["t_lower"]
+                feats += _parts(kernel, op, OpContext(None, base))
             except SpecError as e:
                 raise SpecError(f"measurement {kernel} {params} {dtype}: {e}") from None
-            f = {"flops_exec": ev["flops_exec"], "hbm_bytes": ev["hbm_bytes"]}
-            if op.kind == "matmul":
-                f.update(m=float(op.m), k=float(op.k), n=float(op.n))
-            feats.append(f)
-            spec += ev["t_lower"]
+        groups = {f["group"] for f in feats}
+        group = groups.pop() if len(groups) == 1 else COMPOSITE
         passes = sorted(float(x) for x in g["median_s"])
-        rows.append(Row(kernel, params, dtype, group_of(kernel, dtype), float(np.median(passes)),
-                        passes, float(np.median(g["cv"])), spec, feats))
+        rows.append(Row(kernel, params, dtype, group, float(np.median(passes)), passes,
+                        float(np.median(g["cv"])), spec, feats,
+                        heldout=group == COMPOSITE))  # composites are only ever predicted
     return rows
 
 
@@ -226,7 +238,8 @@ def split(rows: list[Row]) -> None:
     every third of the rest are held out."""
     by = {}
     for r in rows:
-        by.setdefault(r.group, []).append(r)
+        if r.group != COMPOSITE:
+            by.setdefault(r.group, []).append(r)
     for g in by.values():
         g.sort(key=lambda r: sum(f["flops_exec"] + f["hbm_bytes"] for f in r.feats))
         if len(g) < 4:
@@ -260,14 +273,13 @@ def fit(df, base: Hardware, source: str = "") -> FitResult:
     rows = rows_from_measurements(df, base)
     split(rows)
     groups = {}
-    for name in dict.fromkeys(r.group for r in rows):
+    for name in dict.fromkeys(r.group for r in rows if r.group != COMPOSITE):
         members = [r for r in rows if r.group == name]
-        gf = _fit_group(members, matmul=any("m" in f for r in members for f in r.feats))
+        gf = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats))
         if gf is not None:
             groups[name] = gf
     for r in rows:
-        if r.group in groups:
-            r.predicted_s = _predict_row(r, groups[r.group])
+        r.predicted_s = _predict_row(r, groups)
     res = FitResult(base, rows, groups, noise_floor(rows), source=source)
     res.errors = summarize(rows)
     return res
@@ -306,3 +318,23 @@ def report_text(res: FitResult) -> str:
                      f"{p['overhead'] * 1e6:7.1f}us {p.get('small_dim', 0):5.1f} {cache:>6} "
                      f"{100 * f.fit_error:7.1f}%")
     return "\n".join(lines)
+
+
+def bench_workload(res: FitResult):
+    """The measured kernels as a workload (one op per kernel part, calibration groups set), so
+    the workbook computes each kernel's prediction with live formulas. Returns the workload and,
+    per fit row, the indices of its ops."""
+    from ..specs import Workload
+
+    ops, index = [], []
+    for i, r in enumerate(res.rows):
+        idx = []
+        for j, op in enumerate(ops_list(r.kernel, json.loads(r.params), r.dtype)):
+            upd = {"name": f"{r.kernel}#{i}.{j}"}
+            if op.kind != "attention":
+                upd["calibrate_as"] = op.calibrate_as or GROUP.get(r.kernel, r.kernel)
+            data = {**op.model_dump(exclude_none=True), **upd}
+            idx.append(len(ops))
+            ops.append(data)
+        index.append(idx)
+    return Workload.model_validate({"name": "calibration-kernels", "ops": ops}), index

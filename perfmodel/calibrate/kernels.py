@@ -429,60 +429,75 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
         ks.append(Kernel(name, params, dtype, frozenset(tags)))
 
     # matmul fp32: squares
-    for n in (128, 256, 384, 512, 768, 1024, 1536, 2048, 3072):
+    for n in (128, 256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 2048, 2560, 3072):
         add("matmul", _mm(n, n, n), tags=Q if n in (256, 512, 1024, 2048) else ())
     # skinny (small m, decode-like), tall, small k, wide, batched
-    for m, k, n, q in ((16, 4096, 4096, 1), (32, 2048, 2048, 0), (64, 4096, 4096, 0),
+    for m, k, n, q in ((8, 4096, 4096, 0), (16, 4096, 4096, 1), (32, 2048, 2048, 0),
+                       (48, 3072, 3072, 0), (64, 4096, 4096, 0), (96, 1536, 6144, 0),
                        (128, 2048, 2048, 1), (256, 4096, 4096, 0),
                        (8192, 512, 512, 1), (16384, 256, 1024, 0), (4096, 1024, 256, 0),
+                       (12288, 768, 768, 0), (32768, 128, 256, 0),
                        (2048, 128, 2048, 1), (4096, 64, 4096, 0), (512, 1024, 8192, 1)):
         add("matmul", _mm(m, k, n), tags=Q if q else ())
     add("matmul", _mm(512, 512, 512, batch=8), tags=Q)
     add("matmul", _mm(256, 256, 256, batch=32))
     # matmul bf16 (emulated on CPU)
-    for m, k, n, q in ((256, 256, 256, 0), (512, 512, 512, 1), (1024, 1024, 1024, 1),
-                       (2048, 2048, 2048, 0), (32, 2048, 2048, 0)):
+    for m, k, n, q in ((256, 256, 256, 0), (512, 512, 512, 1), (768, 768, 768, 0),
+                       (1024, 1024, 1024, 1), (2048, 2048, 2048, 0), (32, 2048, 2048, 0),
+                       (64, 4096, 4096, 0), (4096, 512, 512, 0)):
         add("matmul", _mm(m, k, n), "bf16", tags=Q if q else ())
     # Pallas tiled matmul (interpreted on CPU: slow, keep it small)
-    for n, b, q in ((256, 128, 1), (384, 128, 0), (512, 256, 0), (512, 128, 0)):
+    for n, b, q in ((256, 128, 1), (256, 64, 0), (384, 128, 0), (512, 256, 0), (512, 128, 0),
+                    (768, 256, 0)):
         add("matmul_pallas", {**_mm(n, n, n), "block_m": b, "block_k": b, "block_n": b,
                               "interpret": interpret}, tags=Q if q else ())
 
     # elementwise (1-D; 2^18 = 1 MiB of fp32 ... 2^26 = 256 MiB)
-    for e in (18, 20, 22, 24, 26):
+    for e in (18, 20, 21, 22, 23, 24, 25, 26):
         add("ew_scale", _ew([1 << e], 1, 1, 2), tags=Q if e in (20, 22, 24) else ())
     for name in ("ew_add_fused", "ew_add_unfused"):
-        for terms in ((2, 3) if name == "ew_add_fused" else (3,)):
-            for e in (20, 22, 24, 26):
+        for terms, sizes in ((2, (18, 20, 22, 23, 24, 25, 26)), (3, (18, 20, 22, 23, 24, 26)),
+                             (4, (22, 24))):
+            if name == "ew_add_unfused" and terms == 2:
+                continue  # one add: the same kernel as the fused one
+            for e in sizes:
                 add(name, _ew([1 << e], terms, 1, terms - 1),
-                    tags=Q if (e == 24 or (e == 20 and terms == 3)) else ())
+                    tags=Q if terms < 4 and (e == 24 or (e == 20 and terms == 3)) else ())
     add("ew_add_fused", _ew([1 << 24], 2, 1, 1), "bf16", tags=Q)
     add("ew_scale", _ew([1 << 24], 1, 1, 2), "bf16")
 
     # reductions over the last axis
-    for shape, q in (((1024, 1024), 0), ((4096, 4096), 1), ((16384, 4096), 0),
-                     ((65536, 256), 1), ((256, 65536), 0)):
+    for shape, q in (((1024, 1024), 0), ((2048, 2048), 0), ((4096, 1024), 0), ((4096, 4096), 1),
+                     ((8192, 4096), 0), ((16384, 4096), 0), ((65536, 256), 1),
+                     ((1024, 16384), 0), ((256, 65536), 0)):
         add("reduce_sum", _ew(shape, 1, 0, 1), tags=Q if q else ())
     # softmax over the last axis: 4 MiB ... 256 MiB
-    for shape, q in (((512, 2048), 1), ((1024, 2048), 0), ((2048, 2048), 0), ((4096, 2048), 1),
-                     ((4096, 4096), 1), ((16384, 4096), 0)):
+    for shape, q in (((512, 2048), 1), ((256, 4096), 0), ((1024, 2048), 0), ((2048, 2048), 0),
+                     ((3072, 2048), 0), ((4096, 2048), 1), ((4096, 4096), 1), ((8192, 2048), 0),
+                     ((2048, 8192), 0), ((8192, 4096), 0), ((16384, 4096), 0)):
         add("softmax", _ew(shape, 1, 1, 5), tags=Q if q else ())
 
     # attention [B, S, H, D]
-    for b, s, h, d, causal, q in ((1, 512, 8, 64, False, 1), (1, 1024, 8, 64, False, 1),
-                                  (1, 1024, 8, 64, True, 1), (1, 1024, 8, 128, False, 0),
+    for b, s, h, d, causal, q in ((4, 256, 8, 64, False, 0), (1, 512, 8, 64, False, 1),
+                                  (2, 512, 8, 64, False, 0), (1, 768, 8, 64, False, 0),
+                                  (1, 1024, 8, 64, False, 1), (1, 1024, 8, 64, True, 1),
+                                  (1, 1024, 8, 128, False, 0), (1, 1536, 8, 64, False, 0),
                                   (1, 2048, 8, 64, False, 0)):
         add("attention_naive", _attn(b, s, h, d, causal=causal), tags=Q if q else ())
     for b, s, h, d, kvh, causal, q in ((1, 512, 8, 64, None, False, 1),
+                                       (2, 512, 8, 128, None, False, 0),
+                                       (1, 768, 8, 64, None, False, 0),
                                        (1, 1024, 8, 64, None, False, 0),
                                        (1, 1024, 8, 64, None, True, 1),
-                                       (1, 1024, 16, 64, 4, False, 0)):
+                                       (1, 1024, 16, 64, 4, False, 0),
+                                       (1, 2048, 8, 64, None, False, 0)):
         add("attention_dpa", _attn(b, s, h, d, kv_heads=kvh, causal=causal,
                                    implementation="xla"), tags=Q if q else ())
     # decode: one token over a KV cache, grouped-query
     for b, h, kvh, t, d, q in ((4, 32, 8, 2048, 128, 1), (4, 32, 8, 8192, 128, 0),
                                (1, 32, 32, 8192, 128, 1), (8, 32, 8, 4096, 128, 0),
-                               (16, 32, 8, 1024, 128, 0)):
+                               (16, 32, 8, 1024, 128, 0), (2, 32, 8, 16384, 128, 0),
+                               (32, 32, 8, 512, 128, 0), (1, 32, 8, 32768, 128, 0)):
         add("attention_decode", _attn(b, 1, h, d, kv_heads=kvh, kv_seq=t), tags=Q if q else ())
 
     # tiny: every kind once, small shapes (seconds in all)

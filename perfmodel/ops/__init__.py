@@ -54,7 +54,13 @@ def num(x):
 
 
 def common_inputs(op) -> dict[str, float]:
-    return {"elem_bytes": float(elem_bytes(op.dtype))}
+    out = {"elem_bytes": float(elem_bytes(op.dtype))}
+    # identical instances in sequence: an input cell only when not 1 (the engine multiplies
+    # the extensive cost columns by it; see engine.REPEATED_COLUMNS)
+    rep = getattr(op, "repeat", 1)
+    if isinstance(rep, np.ndarray) or rep != 1:
+        out["repeat"] = num(rep)
+    return out
 
 
 from . import attention, collectives, elementwise, matmul  # noqa: E402,F401  (register the models)

@@ -8,6 +8,15 @@ B batch, H query heads, K kv heads, S query length, T kv length, D head dim, e b
 - flash: tiled. Query block Br = the most rows whose Q, O, K and V tiles (Br x D each) fit on
   chip, capped at S. K and V are read once per query block per kv head (a GQA kernel serves the
   whole query-head group): e*(2BHSD + 2BKTD*ceil(S/Br)) (FlashAttention, Theorem 2).
+
+Backward (``backward: true``; dQ, dK, dV from dO). Matmuls per score: naive 4 (dV = P^T dO,
+dP = dO V^T, dQ = dS K, dK = dS^T Q, with P stored by the forward); fused and flash 5 (they
+recompute S = QK^T: 2.5x the forward's two, FlashAttention-2), plus the softmax backward
+(dS = P (dP - rowsum(dO O)): 2 FLOPs per score) and, when recomputing, P = exp(S - lse) (2).
+Bytes: Q, O, dO read and dQ written (4BHSD), K, V read and dK, dV written (4BKTD); naive adds
+7 passes over the scores (P read twice, dP written and read, dS written and read twice); flash
+loops over KV blocks of Br rows (square tiles: K, V, dK, dV, Q, O, dO, dQ on chip at once) and
+re-reads Q, dO and reads and writes dQ once per KV block: e*(4BKTD + 4BHSD*ceil(T/Br)).
 """
 
 from ..formula import ceil, fmax, fmin, floor, where
@@ -17,6 +26,13 @@ from .matmul import FMA_FLOPS
 # softmax per score: max, subtract, exp, sum, divide (XLA counts about 5 and 1 transcendental)
 SOFTMAX_FLOPS_PER_SCORE = 5
 FLASH_TILES = 4  # Q, O, K and V tiles resident at once
+# backward (FlashAttention-2): matmuls per score, with and without recomputing S = QK^T
+BWD_MATMULS_RECOMPUTE = 5  # S, dV, dP, dQ, dK: 2.5x the forward's 2
+BWD_MATMULS_STORED = 4     # naive keeps P from the forward
+SOFTMAX_BWD_FLOPS_PER_SCORE = 2   # dS = P * (dP - delta): subtract, multiply
+SOFTMAX_RECOMPUTE_FLOPS_PER_SCORE = 2  # P = exp(S - lse): subtract, exp
+NAIVE_BWD_SCORE_PASSES = 7  # P read twice, dP written and read, dS written and read twice
+FLASH_BWD_TILES = 8  # K, V, dK, dV, Q, O, dO and dQ tiles resident at once
 
 
 def _inputs(op, ctx):
@@ -33,6 +49,8 @@ def attention(p, hw, op):
     # causal with the queries as the last S of T positions: kept = 1 - (S-1)/(2T);
     # (S+1)/(2S) when S = T. Naive computes every score anyway (masking is not skipping).
     kept = where(p.causal > 0, 1 - (S - 1) / (2 * T), 1) if op.impl != "naive" else 1
+    if getattr(op, "backward", False):
+        return _backward(p, hw, op, B, H, K, S, T, D, e, scores, kept)
     flops = (2 * FMA_FLOPS * D + SOFTMAX_FLOPS_PER_SCORE) * scores * kept
     qo = 2 * B * H * S * D
     kv = 2 * B * K * T * D
@@ -50,4 +68,28 @@ def attention(p, hw, op):
         out["onchip_bytes"] = FLASH_TILES * br * D * e
     # naive keeps nothing resident between its passes, so it always fits
     out["fits_onchip"] = True if op.impl == "naive" else out["onchip_bytes"] <= hw.onchip_memory
+    return out
+
+
+def _backward(p, hw, op, B, H, K, S, T, D, e, scores, kept):
+    naive = op.impl == "naive"
+    matmuls = BWD_MATMULS_STORED if naive else BWD_MATMULS_RECOMPUTE
+    per_score = FMA_FLOPS * D * matmuls + SOFTMAX_BWD_FLOPS_PER_SCORE + (
+        0 if naive else SOFTMAX_RECOMPUTE_FLOPS_PER_SCORE)
+    flops = per_score * scores * kept
+    q_side = 4 * B * H * S * D   # Q, O, dO read; dQ written
+    kv_side = 4 * B * K * T * D  # K, V read; dK, dV written
+    out = {"flops": flops, "flops_exec": flops}
+    if naive:
+        out["hbm_bytes"] = e * (q_side + kv_side + NAIVE_BWD_SCORE_PASSES * scores)
+        out["onchip_bytes"] = 0
+    elif op.impl == "fused":
+        out["hbm_bytes"] = e * (q_side + kv_side)
+        out["onchip_bytes"] = 2 * e * S * T  # P and dS of one (example, head)
+    else:
+        br = fmin(T, fmax(1, floor(hw.onchip_memory / (FLASH_BWD_TILES * D * e))))
+        out["q_block"] = br
+        out["hbm_bytes"] = e * (kv_side + q_side * ceil(T / br))
+        out["onchip_bytes"] = FLASH_BWD_TILES * br * D * e
+    out["fits_onchip"] = True if naive else out["onchip_bytes"] <= hw.onchip_memory
     return out

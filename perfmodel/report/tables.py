@@ -52,6 +52,39 @@ def roofline_table(title: str, rows: list[dict], total: dict) -> str:
     return "\n".join(out)
 
 
+def step_block(total: dict) -> str:
+    """A transformer step's headline figures under its table ('' for other workloads)."""
+    if "mfu" not in total:
+        return ""
+    t = total
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines = [f"step: {t['model']} {t['mode']} on {t['chips']} chip(s); rows and sums are per "
+             f"chip, tokens/s for the whole job",
+             f"  t_lower {fmt_si(t['t_lower'], 's')} (communication overlapped per layer group), "
+             f"t_upper {fmt_si(t['t_upper'], 's')}"
+             + (f", t_calibrated {fmt_si(t['t_calibrated'], 's')}" if "t_calibrated" in t else "")
+             + f"; figures at {t['t_step_basis']}"]
+    pt = "flops_6pt" if "flops_6pt" in t else "flops_2pt"
+    lines.append(f"  MFU {pct(t['mfu'])}, {fmt_si(t['tokens_per_s'])} tokens/s; model FLOPs "
+                 f"{fmt_si(t['flops_model'], 'FLOP')} vs {pt[6:].upper()} "
+                 f"{fmt_si(t[pt], 'FLOP')} ({t['flops_model'] / t[pt] - 1:+.1%})")
+    parts = ", ".join(f"{k} {fmt_si(v, 'B')}" for k, v in t["memory_parts"].items() if v)
+    verdict = "fits" if t["fits_memory"] else "DOES NOT FIT"
+    lines.append(f"  memory per chip {fmt_si(t['memory_bytes_per_chip'], 'B')} of "
+                 f"{fmt_si(t['hbm_capacity'], 'B')} HBM: {verdict} ({parts})")
+    lines.append("  bound: " + ", ".join(f"{g} {b}" for g, b in t["bounds"].items()))
+    if "pipeline_bubble" in t:
+        lines.append(f"  pipeline bubble {pct(t['pipeline_bubble'])} of the step")
+    if "ttft" in t:
+        lines.append(f"  prefill: time to first token {fmt_si(t['ttft'], 's')}")
+    if "t_per_token" in t:
+        cb = t.get("compute_bound_batch")
+        lines.append(f"  decode: time per output token {fmt_si(t['t_per_token'], 's')}; layer "
+                     f"matmuls compute-bound from batch "
+                     + (f"{cb}" if cb else "(not below 16M sequences)"))
+    return "\n".join(lines)
+
+
 def compare_table(workload: str, hardware: list, results: dict[str, list[dict]]) -> str:
     """t_lower and bound per chip per op, speed-up vs the first chip, totals and cost."""
     names = [h.name for h in hardware]

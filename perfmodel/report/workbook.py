@@ -74,8 +74,10 @@ def _num(v):
 
 
 class _Writer:
-    def __init__(self, path: Path, workloads, hardware, active: str | None, measured_collectives=None):
+    def __init__(self, path: Path, workloads, hardware, active: str | None, measured_collectives=None,
+                 calibration=None):
         self.measured = list(measured_collectives or [])
+        self.calibration = calibration  # (FitResult, per-row op indices into the first workload)
         self.workloads, self.hardware = workloads, hardware
         self.active = next((h for h in hardware if h.name == active), hardware[0])
         self.wb = xlsxwriter.Workbook(str(path), {"strings_to_formulas": False,
@@ -149,6 +151,8 @@ class _Writer:
         self.coll_rows = [r for r in self.rows if r.op.kind == "collective"]
         if self.coll_rows or self.measured:
             sheets.append("Collectives")
+        if self.calibration:
+            sheets.insert(1, "Calibration")
         sheets += ["Sources", "Roofline"]
         self.ws = {name: wb.add_worksheet(name) for name in sheets}
         self.readme()
@@ -162,6 +166,8 @@ class _Writer:
             self.collectives_sheet()
         self.sources_sheet()
         self.roofline_sheet()
+        if self.calibration:
+            self.calibration_sheet()
         self.ws["Ops"].activate()
         wb.close()
 
@@ -640,6 +646,97 @@ class _Writer:
         ws.set_column(14, 15, 14)
 
 
+    def calibration_sheet(self):
+        """Measured vs predicted per kernel; the predictions are live sums of Ops cells."""
+        res, index = self.calibration
+        ws = self.ws["Calibration"]
+        self.text(ws, 0, 0, f"Calibration of {self.active.name}: measured vs predicted per kernel", self.fmt["title"])
+        e = res.errors
+
+        def pct(x):
+            return "-" if x is None else f"{100 * x:.1f}%"
+        summary = [("held-out kernels >= 1 ms", "n", "median", "p90", "worst")]
+        for label, st in (("spec-sheet roofline (t_lower)", e["heldout_1ms"]["spec_roofline"]),
+                          ("calibrated model (t_calibrated)", e["heldout_1ms"]["calibrated"]),
+                          ("noise floor (one pass vs the others)", res.noise)):
+            summary.append((label, str(st["n"]), pct(st["median"]), pct(st["p90"]), pct(st["worst"])))
+        for i, row in enumerate(summary):
+            for c, v in enumerate(row):
+                self.text(ws, 2 + i, c, v, self.fmt["head" if i == 0 else "text"])
+        self.para(ws, 6, 0, "Relative error = |predicted - measured| / measured. Fit rows trained the parameters; "
+                  "held-out rows did not ('extrapolation': outside the fitted size range; 'composite': attention "
+                  "predicted from its matmul and softmax parts, never fitted). The fitted parameters are the "
+                  "cal_<group>_<param> rows on Inputs/Hardware: edit one and every prediction below recomputes. "
+                  "Summary figures were computed when fitted. Measurements: " + res.source, 110)
+        ws.merge_range(6, 0, 6, 10, None)
+        cols = ["kernel", "params", "dtype", "group", "set", "stable", "measured_s", "cv", "spec t_lower",
+                "predicted_s", "rel. error", "spec rel. error"]
+        h = 8
+        for c, name in enumerate(cols):
+            self.text(ws, h, c, name, self.fmt["head"])
+        tl, tc = self.ops_col["t_lower"], self.ops_col.get("t_calibrated")
+        series = {"fit": [], "held-out": [], "extrapolation": [], "composite": []}
+
+        def kind_of(r):
+            return "composite" if r.group == "composite" else "extrapolation" if r.extrapolation else \
+                "held-out" if r.heldout else "fit"
+        order = sorted(range(len(res.rows)), key=lambda i: list(series).index(kind_of(res.rows[i])))
+        for i, (r, idx) in enumerate((res.rows[o], index[o]) for o in order):
+            rr = h + 1 + i
+            kind = kind_of(r)
+            series[kind].append(rr)
+            for c, v in enumerate([r.kernel, r.params, r.dtype, r.group, kind, "no" if r.unstable else "yes"]):
+                self.text(ws, rr, c, v)
+            ws.write_number(rr, 6, r.measured_s, self.fmt["eng"])
+            ws.write_number(rr, 7, r.cv, self.fmt["num"])
+            cells = ",".join("Ops!" + xl_rowcol_to_cell(1 + j, tl) for j in idx)
+            ws.write_formula(rr, 8, f"=SUM({cells})", self.fmt["eng"], _num(r.spec_s))
+            m, p_, s_ = (xl_rowcol_to_cell(rr, c) for c in (6, 9, 8))
+            ws.write_formula(rr, 11, f"=ABS({s_}-{m})/{m}", self.fmt["pct"], _num(abs(r.spec_s - r.measured_s) / r.measured_s))
+            ok = tc is not None and all("t_calibrated" in self.rows[j].values for j in idx) and np.isfinite(r.predicted_s)
+            if ok:
+                cells = ",".join("Ops!" + xl_rowcol_to_cell(1 + j, tc) for j in idx)
+                ws.write_formula(rr, 9, f"=SUM({cells})", self.fmt["eng"], _num(r.predicted_s))
+                ws.write_formula(rr, 10, f"=ABS({p_}-{m})/{m}", self.fmt["pct"],
+                                 _num(abs(r.predicted_s - r.measured_s) / r.measured_s))
+                self.formula_cells += 2
+            else:
+                self.text(ws, rr, 9, "n/a (group not fitted)")
+            self.formula_cells += 2
+        # measured (x) vs predicted (y), log-log, with y = x
+        chart = self.wb.add_chart({"type": "scatter"})
+        colors = {"fit": "#1F77B4", "held-out": "#FF7F0E", "extrapolation": "#D62728", "composite": "#2CA02C"}
+        for kind, rows_ in series.items():
+            if rows_:  # contiguous: the rows are ordered by set
+                chart.add_series({"name": kind, "categories": ["Calibration", rows_[0], 6, rows_[-1], 6],
+                                  "values": ["Calibration", rows_[0], 9, rows_[-1], 9], "line": {"none": True},
+                                  "marker": {"type": "circle", "size": 6, "fill": {"color": colors[kind]},
+                                             "border": {"color": colors[kind]}}})
+        lo_ = min(r.measured_s for r in res.rows)
+        hi_ = max(r.measured_s for r in res.rows)
+        lo_, hi_ = 10 ** math.floor(math.log10(lo_)), 10 ** math.ceil(math.log10(hi_))
+        yr = h + 2 + len(res.rows)
+        self.text(ws, yr, 0, "y = x line")
+        for k, v in enumerate((lo_, hi_)):
+            ws.write_number(yr + 1 + k, 6, v, self.fmt["eng"])
+            ws.write_number(yr + 1 + k, 9, v, self.fmt["eng"])
+        chart.add_series({"name": "y = x", "categories": ["Calibration", yr + 1, 6, yr + 2, 6],
+                          "values": ["Calibration", yr + 1, 9, yr + 2, 9],
+                          "line": {"color": "#000000", "dash_type": "dash"}, "marker": {"type": "none"}})
+        chart.set_title({"name": "measured vs predicted (calibrated)"})
+        chart.set_x_axis({"name": "measured [s]", "log_base": 10, "min": lo_, "max": hi_, "crossing": lo_,
+                          "num_format": "0.E+0", "major_gridlines": {"visible": True}})
+        chart.set_y_axis({"name": "predicted [s]", "log_base": 10, "min": lo_, "max": hi_, "crossing": lo_,
+                          "num_format": "0.E+0", "major_gridlines": {"visible": True}})
+        chart.set_size({"width": 620, "height": 460})
+        ws.insert_chart(1, 13, chart)
+        ws.set_column(0, 0, 16)
+        ws.set_column(1, 1, 44)
+        ws.set_column(2, 5, 11)
+        ws.set_column(6, 11, 13)
+        ws.freeze_panes(h + 1, 1)
+
+
 def _hw_unit(p: str) -> str:
     return HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else "")
 
@@ -670,11 +767,11 @@ def _show(v):
 
 
 def write_workbook(path: Path, workloads, hardware, active: str | None = None,
-                   measured_collectives=None) -> Path:
+                   measured_collectives=None, calibration=None) -> Path:
     """Write the workbook atomically; return its path. Raises SpecError on bad input/paths."""
     path = check_output(Path(path))
     with atomic_path(path) as tmp:
-        w = _Writer(tmp, list(workloads), list(hardware), active, measured_collectives)
+        w = _Writer(tmp, list(workloads), list(hardware), active, measured_collectives, calibration)
         w.write()
     return path
 

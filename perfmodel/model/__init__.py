@@ -1,0 +1,53 @@
+"""Whole-model workloads: a ``transformer`` op expanded into the kernels the engine evaluates.
+
+``expand_workload(wl)`` is the one place a transformer op becomes ops: it returns a Workload
+whose ``ops`` hold, in place of the transformer op, its per-chip matmul, attention,
+elementwise and collective ops (ledger paths such as ``layer/attn/qkv``, identical layers as
+one op with ``repeat``), and which remembers where they came from (``expansion(wl)``: the
+TransformerOp, its sharding Plan, each op's role and group, and the workload as written).
+``catalog.load_workload`` calls it, so every command (roofline, compare, report, sweep, the
+workbook) sees the expanded ops; ``engine.evaluate_rows`` and ``engine.to_json`` call it too,
+for workloads built in code. It is idempotent: an expanded workload, or one without a
+transformer op, comes back unchanged.
+
+Pure Python: no jax, no hardware (the expansion depends on the mesh, not on the chip).
+"""
+
+from __future__ import annotations
+
+from ..specs import TransformerOp, Workload
+from .transformer import Expansion, Plan, expand_op, group_of, make_plan
+
+__all__ = ["expand_workload", "expansion", "source_workload", "Expansion", "Plan"]
+
+
+def expansion(wl: Workload) -> Expansion | None:
+    """How ``wl`` was expanded (None: it has no transformer op)."""
+    return getattr(wl, "_expansion", None)
+
+
+def source_workload(wl: Workload) -> Workload:
+    """The workload as written (before expansion)."""
+    x = expansion(wl)
+    return x.source if x is not None else wl
+
+
+def expand_workload(wl: Workload) -> Workload:
+    """``wl`` with its transformer op replaced by its kernels (see the module docstring)."""
+    if expansion(wl) is not None:
+        return wl
+    found = [(i, op) for i, op in enumerate(wl.ops) if isinstance(op, TransformerOp)]
+    if not found:
+        return wl
+    (i, spec), = found  # Workload validation allows one transformer op
+    plan = make_plan(spec, wl.mesh)
+    items = expand_op(spec, plan)
+    before = [op.model_dump() for op in wl.ops[:i]]
+    after = [op.model_dump() for op in wl.ops[i + 1:]]
+    data = {**wl.model_dump(exclude={"ops"}), "ops": before + [d for d, _ in items] + after}
+    out = Workload.model_validate(data)
+    out._expansion = Expansion(
+        spec=spec, plan=plan, source=wl, names=[d["name"] for d, _ in items],
+        roles={d["name"]: r for d, r in items}, groups={d["name"]: group_of(d["name"])
+                                                      for d, _ in items})
+    return out
