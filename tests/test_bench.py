@@ -196,11 +196,18 @@ def test_bench_retries_contended_kernels(tmp_path, monkeypatch):
     out = tmp_path / "m.csv"
     res = bench.run_bench(out, mode="tiny", passes=1, kernels="matmul,ew_scale", progress=False,
                           retry_contended=True)
-    assert res.rows_new == 2 and res.retried == 2
+    assert res.rows_new == 2 and res.retried == 3
     assert [c[0].split()[0] for c in res.contended] == ["ew_scale"]
     assert res.contended[0][2] == 0.6  # the least contended of its 3 attempts
     assert list(bench.read_measurements(out)["kernel"]) == ["matmul", "ew_scale"]
-    assert "timed again" in bench.summary_text(res) and "60% busy" in bench.summary_text(res)
+    assert "repeated" in bench.summary_text(res) and "60% busy" in bench.summary_text(res)
+
+    # a machine that stays busy: a streak of contended kernels stops the retries
+    monkeypatch.setattr(FakeMeter, "others", lambda self: 0.9)
+    res = bench.run_bench(tmp_path / "busy.csv", mode="tiny", passes=2, kernels="ew_*,matmul",
+                          progress=False, retry_contended=True)
+    assert res.rows_new == 8 and res.retried == bench.BUSY_STREAK
+    assert len(res.contended) == 8
 
 
 def test_cpu_meter_reads_proc_stat():

@@ -54,6 +54,9 @@ DEFAULT_OUTPUT = Path("reports/measurements.csv")
 DEFAULT_PASSES = {"full": 5, "quick": 3, "tiny": 1}
 CONTENDED = 0.2  # other processes' share of the machine above which a timing is retried
 ATTEMPTS = 3     # timings of one (kernel, pass) at most, when contended
+BUSY_STREAK = 3  # this many contended kernels in a row: the machine is busy, stop retrying
+# Retries are capped at a quarter of the planned rows, so a busy machine costs at most ~25% more
+# time (bench then writes the rows and lists them as contended).
 
 
 class BenchInterrupted(KeyboardInterrupt):
@@ -76,8 +79,8 @@ class BenchResult:
     seconds: float = 0.0
     unstable: list = field(default_factory=list)   # (label, pass, cv) with cv > UNSTABLE_CV
     failed: list = field(default_factory=list)     # (label, pass, error text)
-    contended: list = field(default_factory=list)  # (label, pass, others' share) kept anyway
-    retried: int = 0                               # (kernel, pass) timed again when contended
+    contended: list = field(default_factory=list)  # (label, pass, others' share) written anyway
+    retried: int = 0                               # timings repeated because contended
     environment: dict = field(default_factory=dict)
 
 
@@ -212,7 +215,9 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
     ``retry_contended`` (default: on a CPU backend, except in the tiny mode): a kernel timed
     while other processes took more than ``CONTENDED`` of the machine is put back at the end of
     the queue and timed again (at most ``ATTEMPTS`` times in all; the least contended attempt is
-    written, so rows can come out of suite order)."""
+    written, so rows can come out of suite order), unless the machine stays busy
+    (``BUSY_STREAK`` contended kernels in a row) or a quarter of the rows were retried already.
+    Rows still contended are listed in ``BenchResult.contended``."""
     from tqdm import tqdm
 
     if log is None:
@@ -238,6 +243,8 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
     watch = (env["backend"] == "cpu" and mode != "tiny") if retry_contended is None \
         else retry_contended
     tries: dict = {}  # (kernel key, pass) -> [(others' share, Timing)] of contended attempts
+    allowance = max(ATTEMPTS, len(todo) // 4)
+    retries_left, streak = allowance, 0
     meter = CpuMeter()
 
     with open(path, "a", newline="", encoding="utf-8") as f:
@@ -268,15 +275,19 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
                     bar.update(1)
                     continue
                 todo.popleft()
-                if others is not None and others > CONTENDED:
+                busy = others is not None and others > CONTENDED
+                streak = streak + 1 if busy else 0
+                if busy:
                     attempts = tries.setdefault((k.key, p), [])
                     attempts.append((others, t))
-                    if len(attempts) < ATTEMPTS:
-                        todo.append((p, k))  # try again later, when the other work may be done
+                    # retry later, when the other work may be done; not while the machine stays
+                    # busy (a streak of contended kernels) and not beyond the retry allowance
+                    if len(attempts) < ATTEMPTS and streak <= BUSY_STREAK and retries_left > 0:
+                        retries_left -= 1
+                        todo.append((p, k))
                         continue
                     others, t = min(attempts, key=lambda a: a[0])
-                    if others > CONTENDED:
-                        res.contended.append((k.label(), p, others))
+                    res.contended.append((k.label(), p, others))
                 name, params, dtype = k.key
                 w.writerow([name, params, dtype, _fmt(t.median_s), _fmt(t.min_s),
                             _fmt(t.p20_s), _fmt(t.cv, 4), t.reps, p, env["backend"],
@@ -292,7 +303,7 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
             bar.close()
             raise BenchInterrupted(path, res.rows_total, res.rows_new, len(todo)) from None
         bar.close()
-    res.retried = sum(1 for a in tries.values() if a)
+    res.retried = allowance - retries_left
     res.seconds = time.perf_counter() - start
     return res
 
@@ -304,7 +315,7 @@ def summary_text(res: BenchResult) -> str:
              f"{res.passes} pass(es), backend {env.get('backend')} ({env.get('device_kind')}, "
              f"{env.get('n_devices')} device(s)), jax {env.get('jax_version')}"]
     if res.retried:
-        lines.append(f"{res.retried} kernel(s) timed again because other processes were busy")
+        lines.append(f"{res.retried} timing(s) repeated because other processes were busy")
     if res.contended:
         lines.append(f"{len(res.contended)} row(s) measured while other processes took more "
                      f"than {CONTENDED:.0%} of the CPU in every attempt:")

@@ -158,14 +158,17 @@ def _fit_group(rows: list[Row], matmul: bool):
             if cache is not None:
                 x0.append(math.log(max(w0, 1.0) * 2)); lo.append(math.log(1e3)); hi.append(math.log(1e17))
             nparams = len(x0)
-            if len(fit) < nparams:
-                continue
             res = least_squares(
                 lambda th: np.log(_predict(th, F, B, m, k, n, idx, len(fit), combine, cache, use_d0)) - y,
                 np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.1)
             err = float(np.median(np.abs(np.expm1(res.fun))))
-            # prefer the simpler model unless the extra term buys a clear improvement
-            score = err * (1 + 0.02 * nparams)
+            # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1%
+            # noise so an exact fit cannot buy extra terms): a term must pay for itself
+            n_fit = len(fit)
+            if n_fit - nparams - 1 <= 0:
+                continue
+            rss = max(float(np.mean(res.fun ** 2)), 1e-4)
+            score = n_fit * math.log(rss) + 2 * nparams + 2 * nparams * (nparams + 1) / (n_fit - nparams - 1)
             if best is None or score < best[0]:
                 best = (score, err, res.x, combine, cache, use_d0)
     if best is None:  # too few shapes for any model: a pure overhead + bandwidth fit is refused

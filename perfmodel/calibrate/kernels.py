@@ -328,7 +328,7 @@ def _attention_naive(p, dtype):
             return jnp.einsum("bhst,bthd->bshd", jax.nn.softmax(s, axis=-1), v)
         return jax.jit(attn)
 
-    fn = _jit(("attention_naive", causal), make)
+    fn = _jit(("attention_naive", causal, S, T, D), make)  # make closes over S, T and D
     return Built(fn, (_data((B, S, H, D), dtype, 1), _data((B, T, K, D), dtype, 2),
                       _data((B, T, K, D), dtype, 3)))
 
@@ -362,7 +362,7 @@ def _attention_decode(p, dtype):
         s = jnp.einsum("bkgd,bktd->bkgt", q, k) * (1.0 / math.sqrt(D))
         return jnp.einsum("bkgt,bktd->bkgd", jax.nn.softmax(s, axis=-1), v)
 
-    fn = _jit("attention_decode", lambda: jax.jit(dec))
+    fn = _jit(("attention_decode", D), lambda: jax.jit(dec))  # dec closes over D
     return Built(fn, (_data((B, K, H // K, D), dtype, 1), _data((B, K, T, D), dtype, 2),
                       _data((B, K, T, D), dtype, 3)))
 
