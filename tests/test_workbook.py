@@ -257,3 +257,21 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         _book(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@lo.needs_lo
+def test_model_sheet_recalculates_and_matches_step_totals(tmp_path):
+    import json as _json
+
+    wl = catalog.load_workload("llama2-7b-train-fsdp")
+    hw = catalog.load_hardware("tpu-v5p")
+    path = write_workbook(tmp_path / "model.xlsx", [wl], [hw])
+    _assert_parity(path, tmp_path, 100)
+    total = engine.to_json(hw, wl)["total"]
+    ws = openpyxl.load_workbook(path, data_only=True)["Model"]
+    vals = {str(r[0].value): r[1].value for r in ws.iter_rows() if r[0].value is not None}
+    # the sheet's step figures are the JSON total's (same definitions, one as formulas)
+    assert vals["t_lower per step (overlap within groups)"] == pytest.approx(total["t_lower"], rel=1e-9)
+    assert vals["t_upper per step (no overlap)"] == pytest.approx(total["t_upper"], rel=1e-9)
+    assert vals["total"] == pytest.approx(total["memory_bytes_per_chip"], rel=1e-9)
+    assert vals["fits in HBM"] == ("yes" if total["fits_memory"] else "NO")

@@ -20,7 +20,8 @@ host       socket.gethostname()
 ========== =========================================================================
 
 Rows are appended and flushed one at a time, so an interrupted run keeps what it measured; a
-rerun with the same output skips every (kernel, params, dtype, pass) already present.
+rerun with the same output skips every (kernel, params, dtype, pass) already present. On a CPU
+backend a kernel timed while other processes were busy is timed again later (``run_bench``).
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ class CpuMeter:
         if stat0 is None or stat1 is None or wall < self.MIN_WINDOW_S:
             return None
         busy = (stat1[0] - stat0[0]) - (cpu1 - cpu0)
-        return max(0.0, busy / (wall * (os.cpu_count() or 1)))
+        return min(1.0, max(0.0, busy / (wall * (os.cpu_count() or 1))))
 
 
 def _warn_if_busy(env: dict, log: Callable, seconds: float = 0.5) -> None:

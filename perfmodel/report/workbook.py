@@ -14,6 +14,7 @@ and ratios), Collectives (when the workload has any), Sources, Roofline (log-log
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,11 @@ class _Writer:
         self.coll_rows = [r for r in self.rows if r.op.kind == "collective"]
         if self.coll_rows or self.measured:
             sheets.append("Collectives")
+        from ..model import expansion
+
+        self.models = [(wl, expansion(wl)) for wl in self.workloads if expansion(wl) is not None]
+        if self.models:
+            sheets.insert(sheets.index("Compare"), "Model")
         if self.calibration:
             sheets.insert(1, "Calibration")
         sheets += ["Sources", "Roofline"]
@@ -168,6 +174,8 @@ class _Writer:
         self.roofline_sheet()
         if self.calibration:
             self.calibration_sheet()
+        if self.models:
+            self.model_sheet()
         self.ws["Ops"].activate()
         wb.close()
 
@@ -735,6 +743,138 @@ class _Writer:
         ws.set_column(2, 5, 11)
         ws.set_column(6, 11, 13)
         ws.freeze_panes(h + 1, 1)
+
+
+    def model_sheet(self):
+        """Per transformer workload: model and parallelism inputs, the ledger (live from Ops),
+        group times, step totals and the memory stack (live against hbm_capacity)."""
+        ws = self.ws["Model"]
+        ws.set_column(0, 0, 30)
+        ws.set_column(1, 9, 14)
+        r = 0
+        for wl, x in self.models:
+            r = self._model_block(ws, r, wl, x) + 3
+
+    def _model_block(self, ws, r, wl, x):
+        spec, plan = x.spec, x.plan
+        self.text(ws, r, 0, f"{wl.name}: {spec.name} ({spec.mode}) on {self.active.name} x {plan.chips}",
+                  self.fmt["title"])
+        r += 1
+        self.para(ws, r, 0, "Ledger rows are live from Ops (edit a chip parameter on Inputs or an op field on "
+                  "Workload and they follow). Op shapes were derived from the model and parallelism fields below "
+                  "when the workbook was written; rerun perfmodel to change those.", 110)
+        ws.merge_range(r, 0, r, 9, None)
+        r += 2
+        fields = {k: v for k, v in spec.model_dump(exclude_none=True).items() if k not in ("name", "kind")}
+        plan_fields = {k: getattr(plan, k) for k in ("chips", "dp", "fsdp", "tp", "sp", "ep", "pp", "microbatches",
+                                                      "batch", "tokens", "layers", "heads", "kv_heads", "d_ff")}
+        self.text(ws, r, 0, "model field", self.fmt["head"])
+        self.text(ws, r, 1, "value", self.fmt["head"])
+        self.text(ws, r, 3, "per-chip plan", self.fmt["head"])
+        self.text(ws, r, 4, "value", self.fmt["head"])
+        for i, (k, v) in enumerate(fields.items()):
+            self.text(ws, r + 1 + i, 0, k)
+            self.text(ws, r + 1 + i, 1, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        for i, (k, v) in enumerate(plan_fields.items()):
+            self.text(ws, r + 1 + i, 3, k)
+            ws.write_number(r + 1 + i, 4, float(v))
+        r += 2 + max(len(fields), len(plan_fields))
+        # ledger
+        cols = ["op (ledger path)", "group", "role", "kind", "repeat", "flops", "hbm_bytes", "t_lower", "t_upper", "bound"]
+        for c, h in enumerate(cols):
+            self.text(ws, r, c, h + (f"\n[{FORMATS[h][0]}]" if h in FORMATS and FORMATS[h][0] else ""), self.fmt["head"])
+        ws.set_row(r, 30)
+        first = r + 1
+        idx = [i for i, row in enumerate(self.rows) if row.workload == wl.name]
+        for n, i in enumerate(idx):
+            row, rr = self.rows[i], first + n
+            name = row.op.name
+            for c, v in enumerate([name, x.groups.get(name, ""), x.roles.get(name, ""), row.op.kind]):
+                self.text(ws, rr, c, v)
+            ws.write_number(rr, 4, float(row.op.repeat), self.fmt["int"])
+            for c, k in enumerate(["flops", "hbm_bytes", "t_lower", "t_upper", "bound"], start=5):
+                ws.write_formula(rr, c, "=Ops!" + xl_rowcol_to_cell(1 + i, self.ops_col[k]),
+                                 self.fmt["center" if k == "bound" else "eng"], _num(row.values[k]))
+                self.formula_cells += 1
+        last = first + len(idx) - 1
+        rng = lambda c: f"${xl_col_to_name(c)}${first + 1}:${xl_col_to_name(c)}${last + 1}"  # noqa: E731
+        r = last + 2
+        # per group: kernels and collectives overlap within a group (t_lower) or not (t_upper)
+        self.text(ws, r, 0, "group", self.fmt["head"])
+        for c, h in enumerate(["kernels t_lower", "collectives t_lower", "group time (max)", "no overlap (sum)"], start=1):
+            self.text(ws, r, c, h, self.fmt["head"])
+        ws.set_row(r, 30)
+        groups = list(dict.fromkeys(x.groups.get(self.rows[i].op.name, "") for i in idx))
+        gcells = []
+        for j, g in enumerate(groups):
+            rr = r + 1 + j
+            sel = [self.rows[i] for i in idx if x.groups.get(self.rows[i].op.name, "") == g]
+            kern = sum(s.values["t_lower"] for s in sel if s.op.kind != "collective")
+            coll = sum(s.values["t_lower"] for s in sel if s.op.kind == "collective")
+            self.text(ws, rr, 0, g)
+            ws.write_formula(rr, 1, f'=SUMIFS({rng(7)},{rng(1)},"{g}",{rng(3)},"<>collective")', self.fmt["eng"], kern)
+            ws.write_formula(rr, 2, f'=SUMIFS({rng(7)},{rng(1)},"{g}",{rng(3)},"collective")', self.fmt["eng"], coll)
+            ws.write_formula(rr, 3, f"=MAX({xl_rowcol_to_cell(rr, 1)},{xl_rowcol_to_cell(rr, 2)})", self.fmt["eng"], max(kern, coll))
+            ws.write_formula(rr, 4, f'=SUMIFS({rng(8)},{rng(1)},"{g}")', self.fmt["eng"],
+                             sum(s.values["t_upper"] for s in sel))
+            self.formula_cells += 4
+            gcells.append(rr)
+        r = r + 2 + len(groups)
+        t_lower = sum(max(sum(self.rows[i].values["t_lower"] for i in idx if x.groups.get(self.rows[i].op.name) == g
+                              and self.rows[i].op.kind != "collective"),
+                          sum(self.rows[i].values["t_lower"] for i in idx if x.groups.get(self.rows[i].op.name) == g
+                              and self.rows[i].op.kind == "collective")) for g in groups)
+        t_upper = sum(self.rows[i].values["t_upper"] for i in idx)
+        flops = sum(self.rows[i].values["flops"] for i in idx)
+        from ..model.transformer import memory_parts
+
+        total = {"t_lower": t_lower}
+        stretch = 1.0
+        if plan.pp > 1:  # pipeline bubble stretches everything but the optimizer
+            stretch = (plan.microbatches + plan.pp - 1) / plan.microbatches
+        gl = ",".join(xl_rowcol_to_cell(g, 3) for g in gcells)
+        gu = ",".join(xl_rowcol_to_cell(g, 4) for g in gcells)
+        step = [("step FLOPs per chip", f"=SUM({rng(5)})", flops, "eng"),
+                ("t_lower per step (overlap within groups)", f"=SUM({gl})", t_lower, "eng"),
+                ("t_upper per step (no overlap)", f"=SUM({gu})", t_upper, "eng")]
+        self.text(ws, r, 0, "step", self.fmt["head"])
+        self.text(ws, r, 1, "value", self.fmt["head"])
+        if stretch != 1.0:
+            self.text(ws, r, 2, f"(pipeline: the JSON total stretches non-optimizer time by {stretch:.3f})")
+        for j, (label, f, v, fk) in enumerate(step):
+            self.text(ws, r + 1 + j, 0, label)
+            ws.write_formula(r + 1 + j, 1, f, self.fmt[fk], _num(v))
+            self.formula_cells += 1
+        r += 2 + len(step)
+        # memory stack
+        parts = memory_parts(spec, plan)
+        self.text(ws, r, 0, "memory per chip", self.fmt["head"])
+        self.text(ws, r, 1, "bytes", self.fmt["head"])
+        for j, (k, v) in enumerate(parts.items()):
+            self.text(ws, r + 1 + j, 0, k)
+            ws.write_number(r + 1 + j, 1, float(v), self.fmt["eng"])
+        tr = r + 1 + len(parts)
+        top = xl_rowcol_to_cell(r + 1, 1)
+        bot = xl_rowcol_to_cell(tr - 1, 1)
+        tot = float(sum(parts.values()))
+        self.text(ws, tr, 0, "total", self.fmt["bold"])
+        ws.write_formula(tr, 1, f"=SUM({top}:{bot})", self.fmt["eng"], tot)
+        self.text(ws, tr + 1, 0, "hbm_capacity (active chip)")
+        ws.write_formula(tr + 1, 1, "=hbm_capacity", self.fmt["eng"], _num(hw_env(self.active)["hbm_capacity"]))
+        self.text(ws, tr + 2, 0, "fits in HBM")
+        ws.write_formula(tr + 2, 1, f'=IF({xl_rowcol_to_cell(tr, 1)}<={xl_rowcol_to_cell(tr + 1, 1)},"yes","NO")',
+                         self.fmt["center"], "yes" if tot <= hw_env(self.active)["hbm_capacity"] else "NO")
+        self.formula_cells += 3
+        chart = self.wb.add_chart({"type": "column", "subtype": "stacked"})
+        for j, k in enumerate(parts):
+            chart.add_series({"name": k, "values": ["Model", r + 1 + j, 1, r + 1 + j, 1],
+                              "fill": {"color": COLORS[j % len(COLORS)]}})
+        cap = hw_env(self.active)["hbm_capacity"]
+        chart.set_title({"name": f"{spec.name}: memory per chip [B] (HBM {cap / 1e9:.0f} GB)"})
+        chart.set_y_axis({"num_format": "0.E+0", "min": 0, "max": max(cap, tot) * 1.05})
+        chart.set_size({"width": 420, "height": 300})
+        ws.insert_chart(r, 5, chart)
+        return max(tr + 3, r + 16)
 
 
 def _hw_unit(p: str) -> str:
