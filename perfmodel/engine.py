@@ -45,7 +45,8 @@ def hw_env(hw: Hardware) -> dict[str, float]:
 
 # link_bandwidth: one-way per link; hop_latency: per hop / ring step; scale_out_bandwidth: per
 # GPU NIC; dcn_bandwidth: per chip between slices
-INTERCONNECT_PARAMS = ["link_bandwidth", "hop_latency", "scale_out_bandwidth", "dcn_bandwidth"]
+INTERCONNECT_PARAMS = ["link_bandwidth", "hop_latency", "scale_out_bandwidth", "dcn_bandwidth",
+                       "links_per_chip"]
 
 HW_PARAMS = ["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile"] + [
     f"peak_flops_{d}" for d in DTYPE_BYTES] + INTERCONNECT_PARAMS

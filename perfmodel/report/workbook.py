@@ -43,8 +43,9 @@ FORMATS = {
 }
 HW_UNITS = {"hbm_bandwidth": "B/s", "hbm_capacity": "B", "onchip_memory": "B",
             "matmul_tile": "elements", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
+            "links_per_chip": "links",
             "scale_out_bandwidth": "B/s per NIC", "dcn_bandwidth": "B/s per chip"}
-HW_SOURCE_KEY = {"link_bandwidth": "interconnect", "hop_latency": "interconnect",
+HW_SOURCE_KEY = {"link_bandwidth": "interconnect", "hop_latency": "interconnect", "links_per_chip": "interconnect",
                  "scale_out_bandwidth": "interconnect", "dcn_bandwidth": "interconnect"}
 COLORS = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2",
           "#17BECF", "#BCBD22", "#000000"]
@@ -243,7 +244,7 @@ class _Writer:
                 if v is None:
                     continue
                 c = self.hw_col[hw.name]
-                ws.write_number(r, c, v, self.fmt["input_int" if p == "matmul_tile" else "input_eng"])
+                ws.write_number(r, c, v, self.fmt["input_int" if p in ("matmul_tile", "links_per_chip") else "input_eng"])
                 src = hw.sources.get(key)
                 if src:
                     ws.write_comment(r, c, f"{hw.name} {p}: " + ("; ".join(src) if isinstance(src, list) else src),
@@ -604,8 +605,26 @@ class _Writer:
                          "dash_type": "solid" if j < 5 else "dash"},
                 "marker": {"type": "none"}})
         self.text(ws, r0 - 1, 13, "chart series data (live)", self.fmt["bold"])
+        env = hw_env(self.active)
+        ici = env.get("link_bandwidth", 0) * env.get("links_per_chip", 0)
+        if ici > 0 and key in env:
+            # interconnect roof of the active chip: x read as FLOP per byte over its links
+            base = r0 + 4 * len(self.hardware)
+            self.text(ws, base - 1, 13, f"interconnect roof ({self.active.name}, all links one-way)")
+            pts = [(xmin, f"={xmin!r}", f"={xmin!r}*link_bandwidth*links_per_chip", xmin * ici),
+                   (env[key] / ici, f"={key}/(link_bandwidth*links_per_chip)", f"={key}", env[key]),
+                   (xmax, f"={xmax!r}", f"={key}", env[key])]
+            for k, (xv, fx, fy, yv) in enumerate(pts):
+                ws.write_formula(base + k, 14, fx, self.fmt["eng"], xv)
+                ws.write_formula(base + k, 15, fy, self.fmt["eng"], yv)
+                self.formula_cells += 2
+            chart.add_series({"name": f"{self.active.name} interconnect roof (x = FLOP per link byte)",
+                              "categories": ["Roofline", base, 14, base + 2, 14],
+                              "values": ["Roofline", base, 15, base + 2, 15],
+                              "line": {"color": "#000000", "width": 1.5, "dash_type": "long_dash"},
+                              "marker": {"type": "none"}})
         # op points: one series per workload, rows of the Ops sheet
-        pr = r0 + 4 * len(self.hardware) + 1
+        pr = r0 + 4 * len(self.hardware) + 5
         for c, h in enumerate(["workload", "op", "intensity", "achieved FLOP/s"]):
             self.text(ws, pr, 12 + c, h, self.fmt["head"])
         ic, fc, tc = self.ops_col["intensity"], self.ops_col["flops"], self.ops_col["t_lower"]

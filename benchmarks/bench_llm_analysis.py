@@ -1,0 +1,445 @@
+"""Benchmark: perfmodel side by side with llm-analysis on Llama-2-7B inference (issue 7, Speed).
+
+One run evaluates the same configuration in both tools (Llama-2-7B, one H100 SXM 80GB, bf16
+weights and activations, tp=1, prompt 512 tokens, 128 generated tokens, batch 1, 4, 16, 64, 128;
+llm-analysis's efficiency knobs all set to 1.0 so both are pure rooflines) and prints
+
+- the time per configuration of each tool (median of many repetitions): llm-analysis
+  ``infer()``; perfmodel through its public API (``Workload.model_validate`` + ``to_json`` of the
+  prefill and of the decode workload, also ``evaluate_rows`` alone); perfmodel vectorised over
+  a sweep of batch 1..4096 (its op formulas on numpy arrays through ``engine.op_columns``, the
+  path ``sweeps.sweep_totals_chunked`` uses), and the ratio (target: perfmodel >= 100x faster);
+- how far the two agree on FLOPs (prefill, one decode step), memory (weights, KV cache) and
+  latency (TTFT = prefill time, time per output token), with per-component breakdowns at
+  batch 1 and a note on every difference.
+
+It prints figures and asserts nothing. llm-analysis is not a dependency of perfmodel: install it
+in a separate benchmark venv, never in the project's .venv:
+
+    python3 -m venv /tmp/bench-venv
+    /tmp/bench-venv/bin/pip install -e /work/main llm-analysis
+    /tmp/bench-venv/bin/python benchmarks/bench_llm_analysis.py [REPS]
+
+(REPS: repetitions of each single evaluation, default 200; the sweep is timed REPS/10 times.)
+llm-analysis 0.2.2 installs and runs as is with Python 3.11, numpy 2 and pandas 3: nothing had
+to be pinned. Its command line gives the same figures as ``infer()`` here:
+``python -m llm_analysis.analysis infer --model_name NousResearch_Llama-2-7b-hf --gpu_name
+h100-sxm-80gb --dtype_name w16a16e16 --seq_len 512 --num_tokens_to_generate 128
+--batch_size_per_gpu 1 --flops_efficiency 1 --hbm_memory_efficiency 1``.
+
+How the configurations are matched. perfmodel's transformer op is built from llm-analysis's own
+model config (``NousResearch_Llama-2-7b-hf``: 32 layers, d_model 4096, 32 heads, 32 KV heads,
+vocab 32000, ffn_embed_dim 16384). llm-analysis models the MLP as two matrices of d x 16384
+(not Llama's SwiGLU, three matrices of d x 11008: the same size within 0.8%), so the matched
+perfmodel op uses ``mlp: plain, d_ff: 16384``; the real SwiGLU shape is printed beside it.
+llm-analysis evaluates every decode step with the KV cache of its final length (prompt +
+generated = 640 tokens), so perfmodel's decode op uses ``seq: 640`` (decode: seq = KV length);
+the mean over the real KV lengths 513..640 is printed as well.
+"""
+
+from __future__ import annotations
+
+import os
+
+# one core: keep BLAS/OpenMP pools to one thread; quiet the transformers import llm-analysis does
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+try:
+    from llm_analysis import analysis as la  # noqa: E402
+    from llm_analysis.config import (get_dtype_config_by_name, get_gpu_config_by_name,  # noqa: E402
+                                     get_model_config_by_name)
+except ImportError:  # pragma: no cover - the message is the point
+    sys.exit("llm-analysis is not installed in this interpreter. Create the benchmark venv:\n"
+             "  python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install -e "
+             "/work/main llm-analysis\nthen run this script with /tmp/bench-venv/bin/python.")
+
+from perfmodel import Workload, evaluate_rows, load_hardware, to_json  # noqa: E402
+from perfmodel.engine import op_columns  # noqa: E402
+from perfmodel.model import expand_workload  # noqa: E402
+from perfmodel.model import expansion  # noqa: E402
+from perfmodel.model.summary import decode_compute_bound_batch  # noqa: E402
+from perfmodel.model.transformer import memory_parts  # noqa: E402
+from perfmodel.ops import REGISTRY, OpContext  # noqa: E402
+from perfmodel.sweeps import sweep_totals_chunked  # noqa: E402
+
+LA_MODEL = "NousResearch_Llama-2-7b-hf"
+LA_GPU = "h100-sxm-80gb"
+LA_DTYPE = "w16a16e16"  # 16-bit weights, activations, embeddings (bf16 and fp16 alike)
+PM_CHIP = "h100"
+PROMPT, GEN = 512, 128
+KV_FINAL = PROMPT + GEN  # llm-analysis's KV length for every decode step
+BATCHES = (1, 4, 16, 64, 128)
+PINNED = "not pinned"
+SWEEP_MAX = 4096
+LLAMA_REAL_MLP = {"mlp": "gated", "d_ff": 11008}  # Llama-2-7B as published (SwiGLU)
+
+
+# ---- llm-analysis ---------------------------------------------------------------------------
+
+def la_kwargs(batch: int) -> dict:
+    return dict(model_name=LA_MODEL, gpu_name=LA_GPU, dtype_name=LA_DTYPE, log_level="ERROR",
+                batch_size_per_gpu=batch, tp_size=1, pp_size=1, dp_size=1, seq_len=PROMPT,
+                num_tokens_to_generate=GEN, use_kv_cache=True,
+                flops_efficiency=1.0, hbm_memory_efficiency=1.0,
+                intra_node_memory_efficiency=1.0, inter_node_memory_efficiency=1.0)
+
+
+def la_infer(batch: int) -> dict:
+    return la.infer(**la_kwargs(batch))
+
+
+def la_object() -> la.LLMAnalysis:
+    """An LLMAnalysis object with the same knobs, for its per-component FLOP formulas."""
+    return la.LLMAnalysis(get_model_config_by_name(LA_MODEL), get_gpu_config_by_name(LA_GPU),
+                          get_dtype_config_by_name(LA_DTYPE),
+                          la.ParallelismConfig(tp_size=1, pp_size=1, dp_size=1, sp_size=1),
+                          flops_efficiency=1.0, hbm_memory_efficiency=1.0)
+
+
+# ---- perfmodel ------------------------------------------------------------------------------
+
+def pm_op(mode: str, batch: int, seq: int, **over) -> dict:
+    """perfmodel's transformer op, built from llm-analysis's model config."""
+    mc = get_model_config_by_name(LA_MODEL)
+    op = {"name": "llama2-7b", "kind": "transformer", "layers": mc.num_layers,
+          "d_model": mc.hidden_dim, "heads": mc.n_head, "kv_heads": mc.num_key_value_heads,
+          "head_dim": mc.hidden_dim // mc.n_head, "d_ff": mc.ffn_embed_dim, "vocab": mc.vocab_size,
+          "mlp": "plain", "dtype": "bf16", "param_dtype": "bf16", "mode": mode, "batch": batch,
+          "seq": seq, "attention": "flash", "causal": True}
+    op.update(over)
+    return op
+
+
+def pm_workload(mode: str, batch: int, seq: int, **over) -> Workload:
+    return Workload.model_validate({"name": f"llama2-7b-{mode}",
+                                    "ops": [pm_op(mode, batch, seq, **over)]})
+
+
+def pm_single(hw, batch: int, **over) -> tuple[dict, dict]:
+    """One configuration through the public API: validate + to_json, prefill and decode."""
+    return (to_json(hw, pm_workload("prefill", batch, PROMPT, **over)),
+            to_json(hw, pm_workload("decode", batch, KV_FINAL, **over)))
+
+
+def pm_rows_only(hw, batch: int) -> tuple[list, list]:
+    return (evaluate_rows(hw, pm_workload("prefill", batch, PROMPT)),
+            evaluate_rows(hw, pm_workload("decode", batch, KV_FINAL)))
+
+
+class Vectorised:
+    """A transformer step over arrays of batch (and decode KV length) at numpy speed.
+
+    The op is expanded once at batch 1; each expanded op's numeric inputs are built by
+    perfmodel (``REGISTRY[kind].inputs``) and the batch-proportional ones are scaled by the batch
+    array (matmul m = tokens, attention batch, elementwise element count: at tp=1 every row
+    dimension of the ledger is batch x tokens per sequence), then ``engine.op_columns`` evaluates
+    the same formulas as a single evaluation. With one chip there are no collectives, so the
+    step's t_lower (summary.py) is the sum of the rows' t_lower. KV cache and activation bytes
+    are linear in the batch; the parameters are constant."""
+
+    def __init__(self, hw, mode: str, seq: int, **over):
+        self.hw = hw
+        self.wl = expand_workload(pm_workload(mode, 1, seq, **over))
+        ctx = OpContext(self.wl, hw)
+        self.items = [(op, REGISTRY[op.kind].inputs(op, ctx)) for op in self.wl.ops]
+        x = expansion(self.wl)  # what expand_workload recorded: the op and its sharding plan
+        self.kv_cache_bytes_batch1 = memory_parts(x.spec, x.plan)["kv_cache"]
+        if any(op.kind not in ("matmul", "attention", "elementwise") for op, _ in self.items):
+            raise RuntimeError("unexpected op kind in a one-chip expansion")
+
+    def totals(self, batch: np.ndarray, kv_seq: np.ndarray | None = None) -> dict:
+        acc = {c: np.zeros(batch.shape) for c in ("flops", "hbm_bytes", "t_lower")}
+        for op, inp in self.items:
+            p = dict(inp)
+            if op.kind == "matmul":
+                p["m"] = inp["m"] * batch
+            elif op.kind == "attention":
+                p["batch"] = inp["batch"] * batch
+                if kv_seq is not None:
+                    p["kv_seq"] = kv_seq
+            else:
+                p["elements"] = inp["elements"] * batch
+            _, cost, roof = op_columns(op, self.hw, self.wl, inputs=p)
+            acc["flops"] += cost["flops"]
+            acc["hbm_bytes"] += cost["hbm_bytes"]
+            acc["t_lower"] += roof["t_lower"]
+        return acc
+
+
+# ---- timing and formatting ------------------------------------------------------------------
+
+def timed(fn, reps: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pin_one_core() -> str:
+    if hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}"
+    return "not pinned"
+
+
+def fmt_t(s: float) -> str:
+    if s >= 1e-3:
+        return f"{s * 1e3:.3f} ms"
+    if s >= 1e-6:
+        return f"{s * 1e6:.2f} us"
+    return f"{s * 1e9:.1f} ns"
+
+
+def fmt_n(x: float, unit: str = "") -> str:
+    for div, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.4g} {p}{unit}"
+    return f"{x:.4g} {unit}".rstrip()
+
+
+def rel(pm: float, ref: float) -> str:
+    if ref == 0:
+        return "   n/a" if pm else "  +0.0%"
+    return f"{(pm - ref) / ref:+7.2%}"
+
+
+def line(label: str, ref, pm, unit: str, width: int = 44) -> None:
+    f = fmt_t if unit == "s" else (lambda v: fmt_n(v, unit))
+    print(f"  {label:<{width}} {f(ref):>14} {f(pm):>14}  {rel(pm, ref)}")
+
+
+def group_sum(rows: list[dict], names: tuple[str, ...], col: str) -> float:
+    return sum(r[col] for r in rows if r["name"] in names)
+
+
+# ---- sections -------------------------------------------------------------------------------
+
+def print_setup(hw) -> None:
+    mc, gc = get_model_config_by_name(LA_MODEL), get_gpu_config_by_name(LA_GPU)
+    op = pm_op("decode", 1, KV_FINAL)
+    print("Configuration (llm-analysis model config -> perfmodel transformer op)")
+    print(f"  layers {mc.num_layers} -> {op['layers']}, d_model {mc.hidden_dim} -> "
+          f"{op['d_model']}, heads {mc.n_head} -> {op['heads']}, kv_heads "
+          f"{mc.num_key_value_heads} -> {op['kv_heads']}, head_dim {mc.hidden_dim // mc.n_head}"
+          f" -> {op['head_dim']}, vocab {mc.vocab_size} -> {op['vocab']}")
+    print(f"  MLP: llm-analysis ffn_embed_dim {mc.ffn_embed_dim}, 2 matrices -> perfmodel "
+          f"mlp: {op['mlp']}, d_ff {op['d_ff']} (Llama's real SwiGLU: gated, d_ff 11008, "
+          f"printed separately)")
+    print(f"  dtype: llm-analysis {LA_DTYPE} (16-bit weights/activations/embeddings/KV, "
+          f"layernorm 2 B) -> perfmodel dtype bf16, param_dtype bf16; tp=pp=dp=1, one chip")
+    print(f"  prompt {PROMPT}, generated {GEN}; decode evaluated at KV length {KV_FINAL} in "
+          f"both; attention: flash, causal (perfmodel)")
+    print(f"  efficiency knobs (llm-analysis): flops_efficiency=1.0, hbm_memory_efficiency=1.0,"
+          f" intra/inter_node_memory_efficiency=1.0")
+    print(f"  hardware: llm-analysis {gc.name}: {gc.peak_fp16_TFLOPS} TFLOP/s 16-bit, HBM "
+          f"{gc.hbm_bandwidth_in_GB_per_sec} GB/s, memory {gc.mem_per_GPU_in_GB} x 2^30 B")
+    print(f"            perfmodel {hw.name}: {hw.peak_flops['bf16'] / 1e12:g} TFLOP/s bf16, HBM "
+          f"{hw.hbm_bandwidth / 1e9:g} GB/s, capacity {hw.hbm_capacity / 2**30:g} GiB "
+          f"({hw.hbm_capacity / 1e9:.2f} GB)")
+
+
+def print_speed(hw, reps: int) -> dict:
+    print("\nSpeed per configuration (one configuration = one batch size: prefill and decode "
+          "figures)")
+    la_t, pm_t, rows_t = [], [], []
+    for b in BATCHES:
+        la_t += timed(lambda b=b: la_infer(b), reps)
+        pm_t += timed(lambda b=b: pm_single(hw, b), max(reps // 4, 5))
+        rows_t += timed(lambda b=b: pm_rows_only(hw, b), max(reps // 4, 5))
+    dwl = pm_workload("decode", 1, KV_FINAL)
+    cbb_t = timed(lambda: decode_compute_bound_batch(hw, dwl.ops[0], None), max(reps // 4, 5))
+
+    vp, vd = Vectorised(hw, "prefill", PROMPT), Vectorised(hw, "decode", KV_FINAL)
+    bs = np.arange(1, SWEEP_MAX + 1, dtype=float)
+
+    kv1 = vd.kv_cache_bytes_batch1
+
+    def sweep():  # FLOPs, bytes and times of prefill and decode, and the KV cache, per batch
+        return vp.totals(bs), vd.totals(bs), kv1 * bs
+
+    sweep_reps = max(reps // 10, 5)
+    sw_t = timed(sweep, sweep_reps)
+
+    # the public sweep API on the expanded decode workload, as a user would call it
+    wl_dec = expand_workload(pm_workload("decode", 16, KV_FINAL))
+    pub_t = timed(lambda: sweep_totals_chunked(wl_dec, [hw], [f"batch=1..{SWEEP_MAX}:1"]),
+                  max(sweep_reps // 2, 3))
+    pub = sweep_totals_chunked(wl_dec, [hw], [f"batch=1..{SWEEP_MAX}:1"])
+
+    la_med = statistics.median(la_t)
+    pm_med = statistics.median(pm_t)
+    rows_med = statistics.median(rows_t)
+    sw_cfg = statistics.median(sw_t) / SWEEP_MAX
+    pub_cfg = statistics.median(pub_t) / SWEEP_MAX
+    n_ops = len(vp.items) + len(vd.items)
+    print(f"  ({PINNED}; medians over {len(BATCHES)} batches x repetitions; ratio = "
+          f"llm-analysis time / perfmodel time)")
+    w = 62
+    print(f"  {'llm-analysis infer() (prefill + decode in one call)':<{w}} {fmt_t(la_med):>11}"
+          f"  ({len(la_t)} calls)")
+    print(f"  {'perfmodel to_json, prefill + decode (public API, validated)':<{w}} "
+          f"{fmt_t(pm_med):>11}  ratio {la_med / pm_med:8.2f}x  ({len(pm_t)} calls)")
+    print(f"  {'  of which decode compute_bound_batch search':<{w}} "
+          f"{fmt_t(statistics.median(cbb_t)):>11}")
+    print(f"  {'perfmodel evaluate_rows, prefill + decode (no step summary)':<{w}} "
+          f"{fmt_t(rows_med):>11}  ratio {la_med / rows_med:8.2f}x  ({len(rows_t)} calls)")
+    print(f"  {f'perfmodel vectorised, batch 1..{SWEEP_MAX} ({n_ops} ledger ops)':<{w}} "
+          f"{fmt_t(sw_cfg):>11}  ratio {la_med / sw_cfg:8.0f}x  (sweep "
+          f"{fmt_t(statistics.median(sw_t))}, {sweep_reps} runs)  target >= 100x")
+    print(f"  {f'perfmodel sweep_totals_chunked(batch=1..{SWEEP_MAX}), decode only':<{w}} "
+          f"{fmt_t(pub_cfg):>11}  ratio {la_med / pub_cfg:8.0f}x  (but see below)")
+    ref16 = to_json(hw, pm_workload("decode", 16, KV_FINAL))["total"]["t_lower"]
+    got16 = float(pub.loc[pub["batch"] == 16, "t_lower"].iloc[0])
+    print(f"  note: sweeps.py's --vary batch on an expanded transformer varies the ops' own "
+          f"'batch' field (for a matmul: the batched-matmul count), not sequences: at batch 16 it "
+          f"gives t_lower {fmt_t(got16)} vs to_json's {fmt_t(ref16)}; the vectorised row above "
+          f"scales the ledger's token rows instead.")
+
+    # the vectorised path agrees with single evaluations point by point
+    p, d, _ = sweep()
+    worst = 0.0
+    for b in BATCHES:
+        jp, jd = pm_single(hw, b)
+        for vec, j in ((p, jp), (d, jd)):
+            for c in ("flops", "hbm_bytes", "t_lower"):
+                worst = max(worst, abs(vec[c][b - 1] - j["total"][c]) / j["total"][c])
+    print(f"  vectorised vs to_json at batch {', '.join(map(str, BATCHES))} (flops, hbm_bytes, "
+          f"t_lower; prefill and decode): max relative difference {worst:.1e}")
+    return {"vd": vd}
+
+
+def print_agreement(hw, vd: Vectorised) -> None:
+    print("\nAgreement (perfmodel vs llm-analysis; diff = perfmodel / llm-analysis - 1)")
+    print(f"  {'quantity':<44} {'llm-analysis':>14} {'perfmodel':>14}  {'diff':>7}")
+    kv_lengths = np.arange(PROMPT + 1, KV_FINAL + 1, dtype=float)
+    for b in BATCHES:
+        r = la_infer(b)
+        jp, jd = pm_single(hw, b)
+        tp, td = jp["total"], jd["total"]
+        print(f" batch {b}")
+        line("prefill FLOPs", r["prefill_num_flops_fwd_total"], tp["flops"], "FLOP")
+        line("decode FLOPs per step (KV 640)", r["decode_num_flops_fwd_total"], td["flops"],
+             "FLOP")
+        line("weights bytes", r["weight_memory_per_gpu"], td["memory_parts"]["params"], "B")
+        line("KV cache bytes (KV 640)", r["kv_cache_memory_per_gpu"],
+             td["memory_parts"]["kv_cache"], "B")
+        line("TTFT = prefill time", r["prefill_latency"], tp["ttft"], "s")
+        line("time per output token (KV 640)", r["decode_latency"], td["t_per_token"], "s")
+        grow = vd.totals(np.full(kv_lengths.shape, float(b)), kv_lengths)["t_lower"]
+        line("  perfmodel mean over KV 513..640", r["decode_latency"], float(grow.mean()), "s")
+        line(f"end to end: prefill + {GEN} decode steps", r["total_latency"],
+             tp["ttft"] + float(grow.sum()), "s")
+
+
+def print_breakdown(hw) -> None:
+    b = 1
+    r = la_infer(b)
+    A = la_object()
+    mc = A.model_config
+    L, d, V, g = mc.num_layers, mc.hidden_dim, mc.vocab_size, mc.num_key_value_groups
+    jp, jd = pm_single(hw, b)
+    print(f"\nBreakdown at batch {b} (llm-analysis from its formulas / summary keys; perfmodel "
+          f"from its ledger rows)")
+    for phase, S, j in (("prefill", PROMPT, jp), ("decode", 1, jd)):
+        rows = j["ops"]
+        print(f" {phase} FLOPs" + (" (llm-analysis: seq 1; perfmodel: 1 query over KV 640)"
+                                   if phase == "decode" else ""))
+        proj = L * (4 * b * S * d * d + 4 * b * S * d * d / g)
+        core = L * 4 * b * S * S * d
+        mlp = L * A.get_num_flops_fwd_per_layer_mlp(b, S)
+        logits = 2 * b * S * d * V
+        line("q, k, v, o projections", proj,
+             group_sum(rows, ("layer/attn/qkv", "layer/attn/o"), "flops"), "FLOP")
+        line("attention core (QK^T, softmax, AV)", core, group_sum(rows, ("layer/attn",), "flops"),
+             "FLOP")
+        line("MLP matmuls", mlp, group_sum(rows, ("layer/mlp/up", "layer/mlp/down"), "flops"),
+             "FLOP")
+        line("elementwise (norms, activation)", 0.0,
+             group_sum(rows, ("layer/norm1", "layer/norm2", "layer/mlp/act", "lm_head/norm"),
+                       "flops"), "FLOP")
+        line("logits (output layer)", logits, group_sum(rows, ("lm_head/proj",), "flops"), "FLOP")
+        line("total", proj + core + mlp + logits, j["total"]["flops"], "FLOP")
+    nc = pm_single(hw, b, causal=False)[0]["ops"]
+    print(f"  (perfmodel prefill attention core with causal: false: "
+          f"{fmt_n(group_sum(nc, ('layer/attn',), 'flops'), 'FLOP')}; llm-analysis counts the full "
+          f"S x S scores, no causal mask, no softmax)")
+
+    for phase, j, pre in (("prefill (TTFT)", jp, "prefill_"), ("decode (per token)", jd,
+                                                                "decode_")):
+        rows = j["ops"]
+        print(f" {phase} time, per component")
+        line("attention block (qkv, core, o)", r[pre + "latency_fwd_attn"],
+             group_sum(rows, ("layer/attn/qkv", "layer/attn", "layer/attn/o"), "t_lower"), "s")
+        line("  of which attention core (perfmodel)", 0.0,
+             group_sum(rows, ("layer/attn",), "t_lower"), "s")
+        line("MLP block (up, activation, down)", r[pre + "latency_fwd_mlp"],
+             group_sum(rows, ("layer/mlp/up", "layer/mlp/act", "layer/mlp/down"), "t_lower"), "s")
+        line("norms", r[pre + "latency_fwd_layernorm"],
+             group_sum(rows, ("layer/norm1", "layer/norm2", "lm_head/norm"), "t_lower"), "s")
+        line("input embedding", r[pre + "latency_fwd_input_embedding"],
+             group_sum(rows, ("embed/lookup",), "t_lower"), "s")
+        line("output layer (logits)", r[pre + "latency_fwd_output_embedding_loss"],
+             group_sum(rows, ("lm_head/proj",), "t_lower"), "s")
+        if pre == "decode_":
+            line("KV cache load + store (llm-analysis term)", r["kv_cache_latency"], 0.0, "s")
+        line("total", r[pre.rstrip("_") + "_latency"], j["total"]["t_lower"], "s")
+
+    print(" memory")
+    emb = r["weight_memory_embedding_per_gpu"]
+    line("weights: embedding + output layer", emb, 2 * V * d * 2, "B")
+    line("weights: layers + final norm", r["weight_memory_per_gpu"] - emb,
+         jd["memory_parts"]["params"] - 2 * V * d * 2, "B")
+    line("weights total", r["weight_memory_per_gpu"], jd["memory_parts"]["params"], "B")
+    line("KV cache (KV 640)", r["kv_cache_memory_per_gpu"], jd["memory_parts"]["kv_cache"], "B")
+    line("prefill activations (working set)", r["prefill_activation_memory_per_gpu"],
+         jp["memory_parts"]["activations"], "B")
+    line("decode activations (working set)", r["decode_activation_memory_per_gpu"],
+         jd["memory_parts"]["activations"], "B")
+    print(f"  llm-analysis's log prints these in binary units labelled 'GB' (weights "
+          f"{r['weight_memory_per_gpu'] / 2**30:.2f} 'GB' = {r['weight_memory_per_gpu'] / 1e9:.2f}"
+          f" GB); all figures here are bytes, shown in SI prefixes")
+
+    real_p, real_d = pm_single(hw, b, **LLAMA_REAL_MLP)
+    print(f" perfmodel with Llama-2-7B's real MLP (SwiGLU, 3 matrices of d x 11008), batch {b}:")
+    line("weights bytes", r["weight_memory_per_gpu"], real_d["memory_parts"]["params"], "B")
+    line("prefill FLOPs", r["prefill_num_flops_fwd_total"], real_p["total"]["flops"], "FLOP")
+    line("decode FLOPs per step (KV 640)", r["decode_num_flops_fwd_total"],
+         real_d["total"]["flops"], "FLOP")
+    line("TTFT", r["prefill_latency"], real_p["total"]["ttft"], "s")
+    line("time per output token (KV 640)", r["decode_latency"], real_d["total"]["t_per_token"],
+         "s")
+    print(f"  params: perfmodel {real_d['total']['params_total'] / 1e9:.4f} B (Llama-2-7B: "
+          f"6.738 B) vs llm-analysis {A.total_num_params / 1e9:.4f} B")
+
+
+def main() -> None:
+    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    import llm_analysis
+    from importlib.metadata import version
+
+    global PINNED
+    PINNED = pin_one_core()
+    hw = load_hardware(PM_CHIP)
+    print(f"perfmodel vs llm-analysis {version('llm-analysis')} "
+          f"({os.path.dirname(llm_analysis.__file__)}), numpy {np.__version__}, "
+          f"Python {sys.version.split()[0]}\n")
+    print_setup(hw)
+    state = print_speed(hw, reps)
+    print_agreement(hw, state["vd"])
+    print_breakdown(hw)
+
+
+if __name__ == "__main__":
+    main()
