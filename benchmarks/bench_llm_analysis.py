@@ -20,7 +20,9 @@ in a separate benchmark venv, never in the project's .venv:
     /tmp/bench-venv/bin/pip install -e /work/main llm-analysis
     /tmp/bench-venv/bin/python benchmarks/bench_llm_analysis.py [REPS]
 
-(REPS: repetitions of each single evaluation, default 200; the sweep is timed REPS/10 times.)
+(REPS, default 200: llm-analysis calls per batch, spread over REPS/10 interleaved rounds so that
+load from other processes hits every tool alike; perfmodel's single evaluations a quarter as
+many, the vectorised sweep twice per round. Pinned to one core where the OS allows; about 5 s.)
 llm-analysis 0.2.2 installs and runs as is with Python 3.11, numpy 2 and pandas 3: nothing had
 to be pinned. Its command line gives the same figures as ``infer()`` here:
 ``python -m llm_analysis.analysis infer --model_name NousResearch_Llama-2-7b-hf --gpu_name
@@ -209,15 +211,18 @@ def fmt_n(x: float, unit: str = "") -> str:
     return f"{x:.4g} {unit}".rstrip()
 
 
-def rel(pm: float, ref: float) -> str:
-    if ref == 0:
-        return "   n/a" if pm else "  +0.0%"
-    return f"{(pm - ref) / ref:+7.2%}"
+def rel(pm, ref) -> str:
+    if pm is None or ref is None or ref == 0:
+        return ""
+    x = (pm - ref) / ref
+    return f"{pm / ref:6.0f}x" if abs(x) >= 10 else f"{x:+7.2%}"
 
 
 def line(label: str, ref, pm, unit: str, width: int = 44) -> None:
+    """One comparison row; None = the tool has no such term."""
     f = fmt_t if unit == "s" else (lambda v: fmt_n(v, unit))
-    print(f"  {label:<{width}} {f(ref):>14} {f(pm):>14}  {rel(pm, ref)}")
+    show = lambda v: "-" if v is None else f(v)  # noqa: E731
+    print(f"  {label:<{width}} {show(ref):>14} {show(pm):>14}  {rel(pm, ref)}")
 
 
 def group_sum(rows: list[dict], names: tuple[str, ...], col: str) -> float:
@@ -241,8 +246,10 @@ def print_setup(hw) -> None:
           f"layernorm 2 B) -> perfmodel dtype bf16, param_dtype bf16; tp=pp=dp=1, one chip")
     print(f"  prompt {PROMPT}, generated {GEN}; decode evaluated at KV length {KV_FINAL} in "
           f"both; attention: flash, causal (perfmodel)")
-    print(f"  efficiency knobs (llm-analysis): flops_efficiency=1.0, hbm_memory_efficiency=1.0,"
-          f" intra/inter_node_memory_efficiency=1.0")
+    r = la_infer(1)
+    print(f"  efficiency knobs (llm-analysis, as its result reports them): flops_efficiency="
+          f"{r['flops_efficiency']}, hbm_memory_efficiency={r['hbm_memory_efficiency']} (intra/"
+          f"inter-node 1.0, unused at tp=1)")
     print(f"  hardware: llm-analysis {gc.name}: {gc.peak_fp16_TFLOPS} TFLOP/s 16-bit, HBM "
           f"{gc.hbm_bandwidth_in_GB_per_sec} GB/s, memory {gc.mem_per_GPU_in_GB} x 2^30 B")
     print(f"            perfmodel {hw.name}: {hw.peak_flops['bf16'] / 1e12:g} TFLOP/s bf16, HBM "
@@ -253,30 +260,34 @@ def print_setup(hw) -> None:
 def print_speed(hw, reps: int) -> dict:
     print("\nSpeed per configuration (one configuration = one batch size: prefill and decode "
           "figures)")
-    la_t, pm_t, rows_t = [], [], []
-    for b in BATCHES:
-        la_t += timed(lambda b=b: la_infer(b), reps)
-        pm_t += timed(lambda b=b: pm_single(hw, b), max(reps // 4, 5))
-        rows_t += timed(lambda b=b: pm_rows_only(hw, b), max(reps // 4, 5))
-    dwl = pm_workload("decode", 1, KV_FINAL)
-    cbb_t = timed(lambda: decode_compute_bound_batch(hw, dwl.ops[0], None), max(reps // 4, 5))
-
     vp, vd = Vectorised(hw, "prefill", PROMPT), Vectorised(hw, "decode", KV_FINAL)
     bs = np.arange(1, SWEEP_MAX + 1, dtype=float)
-
     kv1 = vd.kv_cache_bytes_batch1
 
     def sweep():  # FLOPs, bytes and times of prefill and decode, and the KV cache, per batch
         return vp.totals(bs), vd.totals(bs), kv1 * bs
 
-    sweep_reps = max(reps // 10, 5)
-    sw_t = timed(sweep, sweep_reps)
-
     # the public sweep API on the expanded decode workload, as a user would call it
     wl_dec = expand_workload(pm_workload("decode", 16, KV_FINAL))
-    pub_t = timed(lambda: sweep_totals_chunked(wl_dec, [hw], [f"batch=1..{SWEEP_MAX}:1"]),
-                  max(sweep_reps // 2, 3))
-    pub = sweep_totals_chunked(wl_dec, [hw], [f"batch=1..{SWEEP_MAX}:1"])
+    dwl = pm_workload("decode", 1, KV_FINAL)
+
+    def public():
+        return sweep_totals_chunked(wl_dec, [hw], [f"batch=1..{SWEEP_MAX}:1"])
+
+    # interleaved rounds, so that load from other processes hits every tool alike
+    rounds = max(reps // 10, 5)
+    per = max(reps // rounds, 1)
+    la_t, pm_t, rows_t, cbb_t, sw_t, pub_t = [], [], [], [], [], []
+    for _ in range(rounds):
+        for b in BATCHES:
+            la_t += timed(lambda b=b: la_infer(b), per)
+            pm_t += timed(lambda b=b: pm_single(hw, b), max(per // 4, 1))
+            rows_t += timed(lambda b=b: pm_rows_only(hw, b), max(per // 4, 1))
+        cbb_t += timed(lambda: decode_compute_bound_batch(hw, dwl.ops[0], None), 1)
+        sw_t += timed(sweep, 2)
+        pub_t += timed(public, 1)
+    pub = public()
+    sweep_reps = len(sw_t)
 
     la_med = statistics.median(la_t)
     pm_med = statistics.median(pm_t)
@@ -284,8 +295,8 @@ def print_speed(hw, reps: int) -> dict:
     sw_cfg = statistics.median(sw_t) / SWEEP_MAX
     pub_cfg = statistics.median(pub_t) / SWEEP_MAX
     n_ops = len(vp.items) + len(vd.items)
-    print(f"  ({PINNED}; medians over {len(BATCHES)} batches x repetitions; ratio = "
-          f"llm-analysis time / perfmodel time)")
+    print(f"  ({PINNED}; medians over {rounds} interleaved rounds x {len(BATCHES)} batches; "
+          f"ratio = llm-analysis time / perfmodel time)")
     w = 62
     print(f"  {'llm-analysis infer() (prefill + decode in one call)':<{w}} {fmt_t(la_med):>11}"
           f"  ({len(la_t)} calls)")
@@ -298,8 +309,8 @@ def print_speed(hw, reps: int) -> dict:
     print(f"  {f'perfmodel vectorised, batch 1..{SWEEP_MAX} ({n_ops} ledger ops)':<{w}} "
           f"{fmt_t(sw_cfg):>11}  ratio {la_med / sw_cfg:8.0f}x  (sweep "
           f"{fmt_t(statistics.median(sw_t))}, {sweep_reps} runs)  target >= 100x")
-    print(f"  {f'perfmodel sweep_totals_chunked(batch=1..{SWEEP_MAX}), decode only':<{w}} "
-          f"{fmt_t(pub_cfg):>11}  ratio {la_med / pub_cfg:8.0f}x  (but see below)")
+    print(f"  {f'perfmodel sweep_totals_chunked(batch=1..{SWEEP_MAX}), decode, 11 ops':<{w}} "
+          f"{fmt_t(pub_cfg):>11}  (wrong totals for a transformer, see the note)")
     ref16 = to_json(hw, pm_workload("decode", 16, KV_FINAL))["total"]["t_lower"]
     got16 = float(pub.loc[pub["batch"] == 16, "t_lower"].iloc[0])
     print(f"  note: sweeps.py's --vary batch on an expanded transformer varies the ops' own "
@@ -335,27 +346,30 @@ def print_agreement(hw, vd: Vectorised) -> None:
         line("weights bytes", r["weight_memory_per_gpu"], td["memory_parts"]["params"], "B")
         line("KV cache bytes (KV 640)", r["kv_cache_memory_per_gpu"],
              td["memory_parts"]["kv_cache"], "B")
+        line("weights + KV + decode activations", r["weight_memory_per_gpu"]
+             + r["kv_cache_memory_per_gpu"] + r["decode_activation_memory_per_gpu"],
+             td["memory_bytes_per_chip"], "B")
         line("TTFT = prefill time", r["prefill_latency"], tp["ttft"], "s")
         line("time per output token (KV 640)", r["decode_latency"], td["t_per_token"], "s")
         grow = vd.totals(np.full(kv_lengths.shape, float(b)), kv_lengths)["t_lower"]
         line("  perfmodel mean over KV 513..640", r["decode_latency"], float(grow.mean()), "s")
-        line(f"end to end: prefill + {GEN} decode steps", r["total_latency"],
+        line(f"prefill + {GEN} decode steps (pm: KV 513..640)", r["total_latency"],
              tp["ttft"] + float(grow.sum()), "s")
 
 
 def print_breakdown(hw) -> None:
-    b = 1
-    r = la_infer(b)
     A = la_object()
     mc = A.model_config
     L, d, V, g = mc.num_layers, mc.hidden_dim, mc.vocab_size, mc.num_key_value_groups
+    b = 1
+    r = la_infer(b)
     jp, jd = pm_single(hw, b)
-    print(f"\nBreakdown at batch {b} (llm-analysis from its formulas / summary keys; perfmodel "
-          f"from its ledger rows)")
+    print("\nBreakdown (llm-analysis: its own per-component formulas and summary keys; "
+          "perfmodel: its ledger rows; '-' = the tool has no such term)")
     for phase, S, j in (("prefill", PROMPT, jp), ("decode", 1, jd)):
         rows = j["ops"]
-        print(f" {phase} FLOPs" + (" (llm-analysis: seq 1; perfmodel: 1 query over KV 640)"
-                                   if phase == "decode" else ""))
+        print(f" batch {b}, {phase} FLOPs" + (" (llm-analysis: a 1-token forward; perfmodel: 1 "
+                                             "query over KV 640)" if phase == "decode" else ""))
         proj = L * (4 * b * S * d * d + 4 * b * S * d * d / g)
         core = L * 4 * b * S * S * d
         mlp = L * A.get_num_flops_fwd_per_layer_mlp(b, S)
@@ -366,62 +380,114 @@ def print_breakdown(hw) -> None:
              "FLOP")
         line("MLP matmuls", mlp, group_sum(rows, ("layer/mlp/up", "layer/mlp/down"), "flops"),
              "FLOP")
-        line("elementwise (norms, activation)", 0.0,
+        line("elementwise (norms, activation)", None,
              group_sum(rows, ("layer/norm1", "layer/norm2", "layer/mlp/act", "lm_head/norm"),
                        "flops"), "FLOP")
         line("logits (output layer)", logits, group_sum(rows, ("lm_head/proj",), "flops"), "FLOP")
         line("total", proj + core + mlp + logits, j["total"]["flops"], "FLOP")
     nc = pm_single(hw, b, causal=False)[0]["ops"]
-    print(f"  (perfmodel prefill attention core with causal: false: "
-          f"{fmt_n(group_sum(nc, ('layer/attn',), 'flops'), 'FLOP')}; llm-analysis counts the full "
-          f"S x S scores, no causal mask, no softmax)")
+    print(f"  perfmodel's prefill attention core with causal: false would be "
+          f"{fmt_n(group_sum(nc, ('layer/attn',), 'flops'), 'FLOP')}")
 
-    for phase, j, pre in (("prefill (TTFT)", jp, "prefill_"), ("decode (per token)", jd,
-                                                                "decode_")):
-        rows = j["ops"]
-        print(f" {phase} time, per component")
-        line("attention block (qkv, core, o)", r[pre + "latency_fwd_attn"],
-             group_sum(rows, ("layer/attn/qkv", "layer/attn", "layer/attn/o"), "t_lower"), "s")
-        line("  of which attention core (perfmodel)", 0.0,
-             group_sum(rows, ("layer/attn",), "t_lower"), "s")
-        line("MLP block (up, activation, down)", r[pre + "latency_fwd_mlp"],
-             group_sum(rows, ("layer/mlp/up", "layer/mlp/act", "layer/mlp/down"), "t_lower"), "s")
-        line("norms", r[pre + "latency_fwd_layernorm"],
-             group_sum(rows, ("layer/norm1", "layer/norm2", "lm_head/norm"), "t_lower"), "s")
-        line("input embedding", r[pre + "latency_fwd_input_embedding"],
-             group_sum(rows, ("embed/lookup",), "t_lower"), "s")
-        line("output layer (logits)", r[pre + "latency_fwd_output_embedding_loss"],
-             group_sum(rows, ("lm_head/proj",), "t_lower"), "s")
-        if pre == "decode_":
-            line("KV cache load + store (llm-analysis term)", r["kv_cache_latency"], 0.0, "s")
-        line("total", r[pre.rstrip("_") + "_latency"], j["total"]["t_lower"], "s")
+    for bb in (1, BATCHES[-1]):
+        r = la_infer(bb)
+        pair = pm_single(hw, bb)
+        for phase, j, pre in (("prefill (TTFT)", pair[0], "prefill_"),
+                              ("decode (per token, KV 640)", pair[1], "decode_")):
+            rows = j["ops"]
+            print(f" batch {bb}, {phase} time per component")
+            line("attention block (qkv, core, o)", r[pre + "latency_fwd_attn"],
+                 group_sum(rows, ("layer/attn/qkv", "layer/attn", "layer/attn/o"), "t_lower"),
+                 "s")
+            line("  of which attention core (perfmodel)", None,
+                 group_sum(rows, ("layer/attn",), "t_lower"), "s")
+            line("MLP block (up, activation, down)", r[pre + "latency_fwd_mlp"],
+                 group_sum(rows, ("layer/mlp/up", "layer/mlp/act", "layer/mlp/down"), "t_lower"),
+                 "s")
+            line("norms", r[pre + "latency_fwd_layernorm"],
+                 group_sum(rows, ("layer/norm1", "layer/norm2", "lm_head/norm"), "t_lower"), "s")
+            line("input embedding", r[pre + "latency_fwd_input_embedding"],
+                 group_sum(rows, ("embed/lookup",), "t_lower"), "s")
+            line("output layer (logits)", r[pre + "latency_fwd_output_embedding_loss"],
+                 group_sum(rows, ("lm_head/proj",), "t_lower"), "s")
+            if pre == "decode_":
+                line("KV cache load + store (llm-analysis)", r["kv_cache_latency"], None, "s")
+            line("total", r[pre + "latency"], j["total"]["t_lower"], "s")
 
-    print(" memory")
+    r = la_infer(b)
+    mp_p, mp_d = jp["total"]["memory_parts"], jd["total"]["memory_parts"]
+    print(f" batch {b}, memory")
     emb = r["weight_memory_embedding_per_gpu"]
-    line("weights: embedding + output layer", emb, 2 * V * d * 2, "B")
+    line("weights: embedding (+ output layer)", emb, 2 * V * d * 2, "B")
     line("weights: layers + final norm", r["weight_memory_per_gpu"] - emb,
-         jd["memory_parts"]["params"] - 2 * V * d * 2, "B")
-    line("weights total", r["weight_memory_per_gpu"], jd["memory_parts"]["params"], "B")
-    line("KV cache (KV 640)", r["kv_cache_memory_per_gpu"], jd["memory_parts"]["kv_cache"], "B")
-    line("prefill activations (working set)", r["prefill_activation_memory_per_gpu"],
-         jp["memory_parts"]["activations"], "B")
-    line("decode activations (working set)", r["decode_activation_memory_per_gpu"],
-         jd["memory_parts"]["activations"], "B")
-    print(f"  llm-analysis's log prints these in binary units labelled 'GB' (weights "
+         mp_d["params"] - 2 * V * d * 2, "B")
+    line("weights total", r["weight_memory_per_gpu"], mp_d["params"], "B")
+    line("KV cache (KV 640)", r["kv_cache_memory_per_gpu"], mp_d["kv_cache"], "B")
+    line("prefill activations", r["prefill_activation_memory_per_gpu"], mp_p["activations"], "B")
+    line("decode activations", r["decode_activation_memory_per_gpu"], mp_d["activations"], "B")
+    print(f"  (llm-analysis logs bytes in binary units labelled 'GB': weights "
           f"{r['weight_memory_per_gpu'] / 2**30:.2f} 'GB' = {r['weight_memory_per_gpu'] / 1e9:.2f}"
-          f" GB); all figures here are bytes, shown in SI prefixes")
+          f" GB; every figure here is bytes with SI prefixes)")
 
     real_p, real_d = pm_single(hw, b, **LLAMA_REAL_MLP)
-    print(f" perfmodel with Llama-2-7B's real MLP (SwiGLU, 3 matrices of d x 11008), batch {b}:")
-    line("weights bytes", r["weight_memory_per_gpu"], real_d["memory_parts"]["params"], "B")
+    print(f" batch {b}, perfmodel with Llama-2-7B's real MLP (SwiGLU: gated, d_ff 11008) vs the "
+          f"same llm-analysis run")
+    line("weights bytes", r["weight_memory_per_gpu"], real_d["total"]["memory_parts"]["params"],
+         "B")
     line("prefill FLOPs", r["prefill_num_flops_fwd_total"], real_p["total"]["flops"], "FLOP")
     line("decode FLOPs per step (KV 640)", r["decode_num_flops_fwd_total"],
          real_d["total"]["flops"], "FLOP")
     line("TTFT", r["prefill_latency"], real_p["total"]["ttft"], "s")
     line("time per output token (KV 640)", r["decode_latency"], real_d["total"]["t_per_token"],
          "s")
-    print(f"  params: perfmodel {real_d['total']['params_total'] / 1e9:.4f} B (Llama-2-7B: "
-          f"6.738 B) vs llm-analysis {A.total_num_params / 1e9:.4f} B")
+    line("parameters", A.total_num_params, real_d["total"]["params_total"], "")
+
+
+NOTES = """
+Why they differ (see the breakdowns above)
+- Peak and bandwidth: llm-analysis 989 TFLOP/s, perfmodel 990 (0.1%); both 3.35e12 B/s HBM with
+  efficiencies at 1.0 (genz-llm's 3.4 TB/s is only a recorded alternative in hardware/h100.yaml).
+  Capacity is 80 x 2^30 B in both; llm-analysis prints binary units with a 'GB' label.
+- Projections and MLP matmul FLOPs agree exactly: llm-analysis counts its MLP as 16 B S d^2
+  (a 4d two-matrix MLP, whatever ffn_embed_dim says), which the matched plain d_ff 16384 op
+  reproduces; Llama's SwiGLU (3 x d x 11008) is 0.8% more.
+- Attention core, prefill: llm-analysis counts 4 B S^2 d, every score of the S x S matrix, no
+  causal mask and no softmax; perfmodel keeps (S+1)/(2S) of the scores (causal) and adds
+  5 FLOPs per score for the softmax (with causal: false it is 1% above llm-analysis's count).
+- Logits, prefill: llm-analysis computes logits at all S positions (2 B S d V, 134 GFLOP at
+  batch 1, timed as compute); perfmodel only at the last position (inference needs one token),
+  which is memory-bound on reading the d x V output matrix. Net: prefill FLOPs -2.9% in perfmodel.
+- Attention core, decode: llm-analysis's decode FLOPs are a 1-token forward, so the new token
+  attends to itself only (4 B d per layer); perfmodel attends over the KV cache
+  ((4 head_dim + 5) B heads T per layer, 339 MFLOP per sequence at T=640): +2.6%.
+- Norms and activation: llm-analysis counts no FLOPs for them and charges each norm one
+  [tokens, d] tensor at 4 B (its latency path ignores layernorm_dtype_bytes=2 and uses fp32);
+  perfmodel counts 4-5 FLOPs per element and moves four bf16 [tokens, d] tensors per norm (reads
+  the residual and the block output, writes the sum and the normalised input): 2x the bytes.
+  perfmodel also runs the MLP activation as its own memory-bound elementwise kernel, which
+  llm-analysis folds into the MLP block.
+- Kernel granularity: llm-analysis takes max(compute, memory) per block (attention, MLP), so
+  the attention core's and the activation's traffic hide under the block's matmul compute;
+  perfmodel takes it per kernel and adds them. Its flash attention core is memory-bound at
+  S=512: a 228 kB SM holds query blocks of 222 rows, so K and V are read from HBM 3 times
+  (on an H100 those re-reads would mostly hit the 50 MB L2). Attention core +0.18 ms, MLP
+  activation +0.32 ms, norms +0.16 ms, less llm-analysis's whole-table embedding read and
+  all-position logits (-0.13 ms): TTFT +7.3% at every batch (prefill is compute-bound throughout).
+- Embedding and output layer: llm-analysis assumes them tied (one V x d matrix: weights 262 MB
+  less, exactly the gap in 'weights bytes'; Llama-2 does not tie them, perfmodel counts both).
+  Its input-embedding time reads the whole table every step (78 us) and its decode logits are
+  compute-only (0.3 us); perfmodel reads B x S rows for the lookup and the whole output matrix
+  for the logits (78 us). At decode the two bookkeepings cancel.
+- KV cache: same bytes (2 B T layers kv_heads head_dim x 2 B, T = 640 in both). llm-analysis
+  charges every decode step 2 x the whole cache (load and store) at the final length; perfmodel
+  reads K and V once per step (flash decode) and writes only the new token's K, V (in the qkv
+  output). That is the decode gap: -2.4% at batch 1 (the weights dominate) growing to -42% at
+  batch 128, where the KV cache is 43 GB; over the real KV lengths 513..640 perfmodel is lower
+  still (llm-analysis uses 640 for every step).
+- Activations: both are a working set, not a sum over layers, and defined differently:
+  llm-analysis the largest single tensor (all-position logits in prefill, B S V x 2 B);
+  perfmodel one layer's tensors plus the last-position logits.
+"""
 
 
 def main() -> None:
@@ -439,6 +505,7 @@ def main() -> None:
     state = print_speed(hw, reps)
     print_agreement(hw, state["vd"])
     print_breakdown(hw)
+    print(NOTES.rstrip())
 
 
 if __name__ == "__main__":

@@ -321,5 +321,45 @@ def calibrate(measurements, hardware, output, workbook, name):
         click.echo(f"wrote {path}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: rows, summary, relations.")
+@click.option("--kernels", default=None,
+              help="Comma-separated kernel kinds or glob patterns (e.g. 'matmul*,softmax'); default all.")
+@click.option("--quick", is_flag=True, help="The quick bench subset instead of the full suite.")
+@click.option("--tiny", is_flag=True, hidden=True, help="Every kernel kind once, tiny shapes (tests).")
+def check(as_json, kernels, quick, tiny):
+    """Cross-check our FLOPs and bytes for every bench kernel against XLA's cost_analysis (and
+    jax.experimental.roofline where it applies). A FLOPs difference above 1% must satisfy the
+    kernel kind's derived relation (perfmodel/calibrate/xla.py) to count as explained.
+
+    Exit status 1 if any kernel has an unexplained FLOPs mismatch."""
+    from .calibrate import xla
+
+    mode = "tiny" if tiny else "quick" if quick else "full"
+    bar = None
+    if not as_json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="kernel", file=sys.stderr, leave=False)
+
+    def progress(i, n, kernel):
+        if bar is not None:
+            bar.total = n
+            bar.set_description(kernel.label()[:40])
+            bar.update(1)
+
+    try:
+        res = xla.run_check(mode, kernels, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        _json_out(res.to_json())
+    else:
+        click.echo(xla.table_text(res))
+    if res.mismatches:
+        click.get_current_context().exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -114,6 +114,10 @@ def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = Fa
     """One row per (configuration, hardware, op): the varied fields, op, hardware and the
     roofline columns. ``vary`` holds Vary objects or '--vary' strings."""
     varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
+    from .model import expansion
+
+    if expansion(workload) is not None:
+        return _sweep_model(workload, hardware, varies, progress=progress)
     _validate(workload, varies)
     cat = [v for v in varies if not v.numeric]
     num = [v for v in varies if v.numeric]
@@ -144,10 +148,72 @@ def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = Fa
     return df
 
 
+MAX_MODEL_CONFIGS = 100_000
+
+
+def _sweep_model(workload: Workload, hardware: list, varies: list, progress: bool) -> pd.DataFrame:
+    """Sweep the fields of a transformer op (batch, seq, d_model, tp sizes...): each
+    configuration is expanded again (its op shapes and collectives change with the fields), so
+    this path loops over configurations (about a millisecond each) instead of vectorising the
+    op formulas. Totals (``sweep_totals``) are the step totals of engine.to_json."""
+    from .engine import evaluate_rows, to_json
+    from .model import expand_workload, expansion, source_workload
+    from .specs import TransformerOp
+
+    src = source_workload(workload)
+    spec = expansion(workload).spec
+    fields = TransformerOp.model_fields
+    for v in varies:
+        if v.field not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(v.field, sorted(fields), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise SpecError(f"--vary {v.field}: workload {workload.name!r} is a transformer; vary "
+                            f"its fields (e.g. batch, seq, d_model, layers).{hint}")
+    combos = list(itertools.product(*[v.values for v in varies]))
+    if len(combos) * len(hardware) > MAX_MODEL_CONFIGS:
+        raise SpecError(f"a transformer sweep of {len(combos) * len(hardware):,} configurations is "
+                        f"more than {MAX_MODEL_CONFIGS:,} (each is expanded again): vary fewer values.")
+    it = combos
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(combos, desc="sweep", unit="config", leave=False, delay=1.0)
+    rows, totals = [], []
+    names = [v.field for v in varies]
+    for combo in it:
+        upd = dict(zip(names, combo))
+        ops = [({**op.model_dump(exclude_none=True), **upd} if op is spec else op.model_dump(exclude_none=True))
+               for op in src.ops]
+        try:
+            wl = expand_workload(Workload.model_validate({**src.model_dump(exclude={"ops"}), "ops": ops}))
+        except Exception as e:  # pydantic ValidationError or SpecError from the expansion
+            msg = str(e).splitlines()
+            raise SpecError(f"--vary {', '.join(f'{k}={v}' for k, v in upd.items())}: invalid "
+                            f"transformer: {msg[2].strip() if len(msg) > 2 else msg[0]}") from None
+        for hw in hardware:
+            rr = evaluate_rows(hw, wl)
+            for r in rr:
+                rows.append({**upd, "op": r["name"], "hardware": hw.name, **{c: r.get(c) for c in OUT_COLUMNS}})
+            t = to_json(hw, wl, rr)["total"]
+            totals.append({**upd, "hardware": hw.name, **{c: t.get(c) for c in OUT_COLUMNS if c != "bound"},
+                           "bound": "/".join(sorted(set((t.get("bounds") or {}).values()))) or None})
+    df = pd.DataFrame(rows)
+    tot = pd.DataFrame(totals)
+    tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+    df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS]
+    return df
+
+
 def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chunk: int = 100_000,
                          progress: bool = False) -> pd.DataFrame:
     """Totals per (configuration, chip) without listing every op: numeric configurations are
     evaluated in chunks, so millions of configurations of a many-op workload fit in memory."""
+    from .model import expansion
+
+    if expansion(workload) is not None:
+        return sweep_totals(sweep(workload, hardware, vary, progress=progress))
     varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
     _validate(workload, varies)
     if any(not v.numeric for v in varies):
@@ -207,6 +273,8 @@ def _eval_op(op, hw, wl, cat_update: dict, flat: dict, n: int) -> pd.DataFrame:
 def sweep_totals(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, hardware): sums over ops; bound = the bound of the largest
     share of t_lower."""
+    if "totals" in df.attrs:  # a transformer sweep: the step totals (overlap within groups)
+        return df.attrs["totals"]
     keys = [c for c in df.columns if c not in OUT_COLUMNS and c != "op"]
     g = df.groupby(keys, sort=False, dropna=False)
     tot = g[["flops", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper"]].sum()

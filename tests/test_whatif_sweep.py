@@ -207,3 +207,23 @@ def test_chunked_totals_equal_full_sweep_totals():
     assert len(fast) == len(full)
     for c in ("flops", "hbm_bytes", "t_lower", "t_upper"):
         np.testing.assert_allclose(fast[c].to_numpy(), full[c].to_numpy(), rtol=1e-12)
+
+
+def test_transformer_sweep_varies_the_model_not_the_ledger_ops():
+    # batch on a transformer means sequences per step: each configuration is expanded again, so
+    # the sweep's totals equal to_json's step totals at that batch (not a batched-matmul count)
+    wl = catalog.load_workload("llama2-7b-decode")
+    h100 = catalog.load_hardware("h100")
+    tot = sweep_totals(sweep(wl, [h100], ["batch=1,16"]))
+    from perfmodel.model import expand_workload, source_workload
+
+    for b in (1, 16):
+        src = source_workload(wl)
+        data = src.model_dump(exclude_none=True)
+        data["ops"][0]["batch"] = b
+        want = engine.to_json(h100, expand_workload(Workload.model_validate(data)))["total"]
+        got = tot[tot.batch == b].iloc[0]
+        assert got.t_lower == pytest.approx(want["t_lower"], rel=1e-12)
+        assert got.flops == pytest.approx(want["flops"], rel=1e-12)
+    with pytest.raises(SpecError, match="transformer"):
+        sweep(wl, [h100], ["m=1,2"])

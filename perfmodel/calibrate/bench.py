@@ -309,7 +309,15 @@ def run_bench(output: Path | str = DEFAULT_OUTPUT, mode: str = "full", passes: i
     return res
 
 
-def summary_text(res: BenchResult) -> str:
+def _listing(items: list[str], limit: int) -> list[str]:
+    shown = [f"  {x}" for x in items[:limit]]
+    if len(items) > limit:
+        shown.append(f"  ... and {len(items) - limit} more")
+    return shown
+
+
+def summary_text(res: BenchResult, limit: int = 12) -> str:
+    """What a bench run did, with the contended, unstable and failed rows (``limit`` of each)."""
     env = res.environment
     lines = [f"wrote {res.rows_new} rows to {res.path} ({res.rows_total} in the file, "
              f"{res.rows_skipped} already measured) in {res.seconds:.0f} s: {res.mode} suite, "
@@ -319,16 +327,19 @@ def summary_text(res: BenchResult) -> str:
         lines.append(f"{res.retried} timing(s) repeated because other processes were busy")
     if res.contended:
         lines.append(f"{len(res.contended)} row(s) measured while other processes took more "
-                     f"than {CONTENDED:.0%} of the CPU in every attempt:")
-        lines += [f"  {label} pass {p}: {share:.0%} busy" for label, p, share in res.contended]
+                     f"than {CONTENDED:.0%} of the CPU in every attempt (for calibration, "
+                     f"rerun on a quiet machine into a new --output):")
+        lines += _listing([f"{label} pass {p}: {share:.0%} busy"
+                           for label, p, share in res.contended], limit)
     if res.unstable:
         lines.append(f"{len(res.unstable)} unstable row(s) (cv > {UNSTABLE_CV}; the fit can "
                      f"filter on the cv column):")
-        lines += [f"  {label} pass {p}: cv {cv:.2f}" for label, p, cv in res.unstable]
+        lines += _listing([f"{label} pass {p}: cv {cv:.2f}" for label, p, cv in res.unstable],
+                          limit)
     if res.failed:
         lines.append(f"{len(res.failed)} kernel run(s) failed (no row written; a rerun retries "
                      f"them):")
-        lines += [f"  {label} pass {p}: {msg}" for label, p, msg in res.failed]
+        lines += _listing([f"{label} pass {p}: {msg}" for label, p, msg in res.failed], limit)
     return "\n".join(lines)
 
 

@@ -343,3 +343,288 @@ def tokens_for(d: Dims, seed: int = 0):
     shape = (d.B, d.T) if d.train else (d.B,)
     return (rng.integers(0, d.V, shape).astype(np.int32),
             rng.integers(0, d.V, shape).astype(np.int32))
+
+
+# ---- sharding on a mesh -------------------------------------------------------------------
+
+def param_specs(params, strategy: str, n: int):
+    """PartitionSpecs of the parameters (and, by the same tree, the Adam moments)."""
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    if strategy == "fsdp":  # the first dimension the mesh divides (all of them here)
+        def spec(w):
+            for i, s in enumerate(w.shape):
+                if s % n == 0:
+                    return P(*([None] * i + ["fsdp"]))
+            return P()
+        return jax.tree.map(spec, params)
+    if strategy == "tensor":  # Megatron: column-parallel QKV and up, row-parallel O and down
+        layer = {"norm1": P(), "wqkv": P(None, "tensor"), "wo": P("tensor"), "norm2": P(),
+                 "w_up": P(None, None, "tensor"), "w_down": P("tensor")}
+        return {"embed": P("tensor"), "layers": [dict(layer) for _ in params["layers"]],
+                "norm_f": P(), "head": P(None, "tensor")}
+    return jax.tree.map(lambda w: P(), params)
+
+
+@dataclass
+class Program:
+    """A compiled step and what it needs to run: ``run()`` does one step in place."""
+
+    compiled: object
+    state: list
+    inputs: tuple
+    train: bool
+
+    def run(self):
+        out = self.compiled(*self.state, *self.inputs)
+        if self.train:
+            p, o, loss = out
+            self.state[:] = [p, o]
+            return loss, p, o
+        cache, tok = out
+        self.state[1] = cache
+        return tok, cache
+
+
+def _compiled_flops(compiled) -> dict:
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):  # older jax: one dict per program
+        ca = ca[0] if ca else {}
+    ca = ca or {}
+    return {"flops": float(ca.get("flops", math.nan)),
+            "bytes": float(ca.get("bytes accessed", math.nan)),
+            "transcendentals": float(ca.get("transcendentals", math.nan))}
+
+
+def build_step(cfg: Config, forward_cost: bool = True) -> tuple[Program, dict]:
+    """The config's train or decode step, placed on its devices and compiled; with XLA's cost
+    analysis of the compiled step (and of the forward alone, for training)."""
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    op = cfg.op()
+    d = Dims.of(op)
+    n = cfg.devices
+    if n > 1:
+        if jax.device_count() < n:
+            raise RuntimeError(f"{cfg.name} needs {n} devices, jax sees {jax.device_count()}")
+        mesh = jax.make_mesh((n,), (cfg.strategy,))
+        sh = Sharder(mesh, cfg.strategy)
+    else:
+        mesh, sh = None, Sharder()
+    params = init_params(d)
+    tokens, targets = tokens_for(d)
+    if mesh is not None:
+        ns = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
+        pspec = jax.tree.map(ns, param_specs(params, cfg.strategy, n),
+                             is_leaf=lambda x: isinstance(x, P))
+        params = jax.device_put(params, pspec)
+        batch = ns(P("fsdp")) if cfg.strategy == "fsdp" else ns(P())
+    cost = {}
+    if d.train:
+        opt = adam_init(params)
+        if mesh is not None:
+            ospec = {"m": pspec, "v": pspec, "t": ns(P())}
+            opt = jax.device_put(opt, ospec)
+            tokens, targets = jax.device_put((tokens, targets), batch)
+            shard = dict(in_shardings=(pspec, ospec, batch, batch),
+                         out_shardings=(pspec, ospec, ns(P())))
+        else:
+            shard = {}
+        step = jax.jit(lambda p, o, a, b: train_step(d, p, o, a, b, sh), donate_argnums=(0, 1),
+                       **shard)
+        compiled = step.lower(params, opt, tokens, targets).compile()
+        cost["step"] = _compiled_flops(compiled)
+        if forward_cost:
+            fshard = dict(in_shardings=(pspec, batch, batch)) if mesh is not None else {}
+            fwd = jax.jit(lambda p, a, b: loss_fn(d, p, a, b, sh), **fshard)
+            cost["forward"] = _compiled_flops(fwd.lower(params, tokens, targets).compile())
+        return Program(compiled, [params, opt], (tokens, targets), True), cost
+    cache = init_cache(d)
+    pos = np.int32(d.T - 1)  # the new token is the last of T positions: KV length T
+    if mesh is not None:
+        cspec = ns(P("fsdp")) if cfg.strategy == "fsdp" else ns(P(None, "tensor"))
+        cache = jax.device_put(cache, [(cspec, cspec)] * d.L)
+        tokens = jax.device_put(tokens, batch)
+        shard = dict(in_shardings=(pspec, [(cspec, cspec)] * d.L, batch, ns(P())),
+                     out_shardings=([(cspec, cspec)] * d.L, batch))
+    else:
+        shard = {}
+    step = jax.jit(lambda p, c, t, i: decode_step(d, p, c, t, i, sh), donate_argnums=(1,),
+                   **shard)
+    compiled = step.lower(params, cache, tokens, pos).compile()
+    cost["step"] = _compiled_flops(compiled)
+    return Program(compiled, [params, cache], (tokens, pos), False), cost
+
+
+# ---- timing -------------------------------------------------------------------------------
+
+BUDGETS = {"full": dict(seconds=3.0, min_reps=5, max_reps=200, target_rse=0.01, warmup=2),
+           "quick": dict(seconds=1.0, min_reps=3, max_reps=100, target_rse=0.02, warmup=1),
+           "tiny": dict(seconds=0.05, min_reps=2, max_reps=5, target_rse=0.05, warmup=1)}
+CONTENDED = 0.2   # other processes' share of the machine above which a timing is retried
+ATTEMPTS = 3
+
+
+def timed(fn, args=(), mode: str = "full", attempts: int = ATTEMPTS) -> dict:
+    """time_kernel of ``fn(*args)``; retried (up to ``attempts``) while other processes take
+    more than CONTENDED of the machine; the least contended attempt is kept, with its share."""
+    from .bench import CpuMeter
+    from .kernels import Built
+    from .timing import Budget, time_kernel
+
+    budget = Budget(**BUDGETS[mode])
+    best = None
+    for _ in range(max(1, attempts)):
+        meter = CpuMeter()
+        meter.start()
+        t = time_kernel(Built(fn, tuple(args)), budget)
+        others = meter.others()
+        rec = {"median_s": t.median_s, "min_s": t.min_s, "p20_s": t.p20_s, "cv": t.cv,
+               "reps": t.reps, "others": others}
+        if best is None or (others or 0.0) < (best["others"] or 0.0):
+            best = rec
+        if others is None or others <= CONTENDED:
+            break
+    return best
+
+
+# ---- the breakdown: pieces of the step timed on their own (one device) ---------------------
+
+def measure_components(cfg: Config, mode: str = "full") -> dict[str, dict]:
+    """Per ledger component, the measured time of the whole step's share of it: embedding,
+    layer forward and backward (x layers), output layer (forward + backward in training),
+    optimizer. Each piece is its own jitted program on realistic inputs."""
+    import jax
+    import jax.numpy as jnp
+
+    op = cfg.op()
+    d = Dims.of(op)
+    params = init_params(d)
+    tokens, targets = tokens_for(d)
+    lp = params["layers"][0]
+    out = {}
+    if d.train:
+        x = params["embed"][tokens]
+        dy = jnp.full(x.shape, 1e-3, jnp.float32)
+        emb = jax.jit(lambda e, t, g: (e[t], jnp.zeros_like(e).at[t].add(g)))
+        out["embed"] = timed(emb, (params["embed"], tokens, dy), mode)
+        fwd = jax.jit(lambda lp, x: layer_fwd(d, lp, x))
+        both = jax.jit(lambda lp, x, g: jax.vjp(lambda a, b: layer_fwd(d, a, b), lp, x)[1](g))
+        f = timed(fwd, (lp, x), mode)
+        fb = timed(both, (lp, x, dy), mode)
+        out["layer.fwd"] = _scaled(f, d.L)
+        out["layer.bwd"] = _scaled(_diff(fb, f), d.L)
+        head = jax.jit(jax.value_and_grad(lambda n, h, x: head_loss(d, n, h, x, targets),
+                                          argnums=(0, 1, 2)))
+        out["lm_head"] = timed(head, (params["norm_f"], params["head"], x), mode)
+        grads = jax.tree.map(lambda p: p * 1e-3, params)
+        opt = adam_init(params)
+        upd = jax.jit(adam_update, donate_argnums=(0, 2))
+        state = [params, opt]
+
+        def adam_run(g):
+            state[0], state[1] = upd(state[0], g, state[1])
+            return state
+        out["optimizer"] = timed(adam_run, (grads,), mode)
+        return out
+    x = params["embed"][tokens]
+    out["embed"] = timed(jax.jit(lambda e, t: e[t]), (params["embed"], tokens), mode)
+    cache = list(init_cache(d)[0])
+    lay = jax.jit(lambda lp, x, ck, cv, i: decode_layer(d, lp, x, ck, cv, i),
+                  donate_argnums=(2, 3))
+    pos = jnp.int32(d.T - 1)
+
+    def layer_run(lp, x):
+        y, cache[0], cache[1] = lay(lp, x, cache[0], cache[1], pos)
+        return y, cache[0], cache[1]
+    out["layer.fwd"] = _scaled(timed(layer_run, (lp, x), mode), d.L)
+    out["lm_head"] = timed(jax.jit(lambda n, h, x: decode_head(d, n, h, x)),
+                           (params["norm_f"], params["head"], x), mode)
+    return out
+
+
+def _scaled(t: dict, k: float) -> dict:
+    return {**t, **{f: t[f] * k for f in ("median_s", "min_s", "p20_s")}}
+
+
+def _diff(a: dict, b: dict) -> dict:
+    return {**a, **{f: max(a[f] - b[f], 0.0) for f in ("median_s", "min_s", "p20_s")}}
+
+
+# ---- the prediction -----------------------------------------------------------------------
+
+def component(name: str, role: str) -> str:
+    """The breakdown component of a ledger row: embed, layer.fwd, layer.bwd, lm_head, ..."""
+    from ..model.transformer import group_of
+
+    g = group_of(name)
+    return f"{g}.{role}" if g == "layer" else g
+
+
+def host_devices_hardware(hw, n: int = N_HOST_DEVICES):
+    """``hw`` as one of ``n`` XLA host devices sharing this machine's cores: every rate (peak
+    FLOP/s, bandwidths, the calibrated groups' too) divided by n, the cache shared the same
+    way, plus the nominal host "interconnect" of xla_collectives.host_hardware (a memory copy,
+    a synchronisation step per hop). Nominal, not fitted: the 8-device figures carry no target."""
+    from ..specs import Hardware
+    from .xla_collectives import host_hardware
+
+    data = hw.model_dump(exclude_none=True)
+    data["name"] = f"{hw.name}/{n}-host-devices"
+    data["peak_flops"] = {k: f"{v / n!r} FLOP/s" for k, v in hw.peak_flops.items()}
+    data["hbm_bandwidth"] = f"{hw.hbm_bandwidth / n!r} B/s"
+    if hw.calibration is not None:
+        kinds = {}
+        for key, k in hw.calibration.kinds.items():
+            kd = k.model_dump(exclude_none=True)
+            kd["peak_flops"] = f"{k.peak_flops / n!r} FLOP/s"
+            kd["bandwidth"] = f"{k.bandwidth / n!r} B/s"
+            if k.cache_bandwidth is not None:
+                kd["cache_bandwidth"] = f"{k.cache_bandwidth / n!r} B/s"
+                kd["cache_bytes"] = k.cache_bytes / n
+            kinds[key] = kd
+        data["calibration"] = {**data["calibration"], "kinds": kinds}
+    data["interconnect"] = host_hardware().interconnect.model_dump(exclude_none=True)
+    data["sources"] = {**data["sources"], "interconnect": host_hardware().sources["interconnect"],
+                       "peak_flops": f"{data['sources'].get('peak_flops', '')}; divided by {n}: "
+                                     f"{n} host devices share the cores"}
+    return Hardware.model_validate(data)
+
+
+def predict(cfg: Config, hw) -> dict:
+    """perfmodel's figures for the config on ``hw`` (a calibrated spec, or not): the step's
+    t_calibrated (None without a calibration) and t_lower, FLOPs, and per breakdown component
+    the sums of the rows' t_calibrated (t_lower where a row has none) and t_lower, with the
+    rows themselves."""
+    from .. import engine
+    from ..model import expand_workload, expansion
+
+    if cfg.devices > 1:
+        hw = host_devices_hardware(hw, cfg.devices)
+    wl = expand_workload(cfg.workload())
+    x = expansion(wl)
+    js = engine.to_json(hw, wl)
+    tot = js["total"]
+    comps: dict[str, dict] = {}
+    flops = {"forward": 0.0, "step": 0.0}
+    for r in js["ops"]:
+        role = x.roles[r["name"]]
+        if r["kind"] != "collective":
+            flops["step"] += r["flops"]
+            if role == "fwd":
+                flops["forward"] += r["flops"]
+        c = comps.setdefault(component(r["name"], role),
+                             {"t_calibrated": 0.0, "t_lower": 0.0, "rows": []})
+        cal = r.get("t_calibrated")
+        c["t_calibrated"] += r["t_lower"] if cal is None else cal
+        c["t_lower"] += r["t_lower"]
+        c["rows"].append({k: r.get(k) for k in ("name", "kind", "repeat", "flops", "hbm_bytes",
+                                                 "t_lower", "t_calibrated", "bound")})
+    return {"hardware": hw.name, "t_calibrated": tot.get("t_calibrated"),
+            "t_lower": tot["t_lower"], "t_upper": tot["t_upper"], "flops": flops,
+            "hbm_bytes": tot["hbm_bytes"], "components": comps,
+            "uncalibrated_rows": [r["name"] for r in js["ops"]
+                                  if r["kind"] != "collective" and r.get("t_calibrated") is None]}
