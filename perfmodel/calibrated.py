@@ -6,8 +6,11 @@ For one kernel of a fitted group:
     P_eff = peak / (1 + d0/m + d0/k + d0/n)          matmuls: small dims run below peak
     W_eff = cache_bandwidth while hbm_bytes <= cache_bytes, else bandwidth
 
-Naive attention is predicted as the sum of its parts, as it runs: the QK^T matmul, the softmax
-over the scores and the AV matmul, each with its own group's parameters (matmul, softmax).
+Attention uses its own fitted group when there is one (attention_naive, attention_decode for a
+single query row, ...); otherwise naive attention is predicted as the sum of its parts, as it
+runs: the QK^T matmul, the softmax over the scores and the AV matmul, each with its own group's
+parameters (matmul, softmax); its backward (naive) as dV, dP, the softmax backward, dQ and dK
+the same way (naive_attention_bwd_parts).
 Groups are per dtype (``matmul`` for fp32, ``matmul_bf16``, ...). The fitted numbers are
 hardware parameters named ``cal_<group>_<param>``, so the workbook shows them as input cells
 and the formula stays live. Pure: the fitting lives in calibrate/fit.py.
@@ -68,6 +71,27 @@ def naive_attention_parts(e):
     ]
 
 
+def naive_attention_bwd_parts(e):
+    """(group base, flops, hbm_bytes, dims) of naive attention's backward as it runs (P kept
+    by the forward): dV = P^T dO, dP = dO V^T, the softmax backward dS = P (dP - rowsum(P dP))
+    and dQ = dS K, dK = dS^T Q. Together exactly the backward model's flops and bytes
+    (ops/attention.py: 4 matmuls and 2 FLOPs per score; Q, dO twice and dQ, K, V, dK, dV, and
+    7 passes over the scores: P twice, dP written and read, dS written and read twice)."""
+    from .ops.attention import SOFTMAX_BWD_FLOPS_PER_SCORE
+
+    B, H, K, S, T, D, b = e.batch, e.heads, e.kv_heads, e.seq, e.kv_seq, e.head_dim, e.elem_bytes
+    scores = B * H * S * T
+    q, kv = B * H * S * D, B * K * T * D
+    mm = 2 * scores * D
+    return [
+        ("matmul", mm, b * (scores + q + kv), (T, S, D)),            # dV = P^T dO
+        ("matmul", mm, b * (q + kv + scores), (S, D, T)),            # dP = dO V^T
+        ("softmax", SOFTMAX_BWD_FLOPS_PER_SCORE * scores, b * 3 * scores, None),  # dS
+        ("matmul", mm, b * (scores + kv + q), (S, T, D)),            # dQ = dS K
+        ("matmul", mm, b * (scores + q + kv), (T, S, D)),            # dK = dS^T Q
+    ]
+
+
 def column(hw, op) -> Callable | None:
     """The t_calibrated formula (env -> expression) for ``op`` on ``hw``, or None when no
     fitted group covers it."""
@@ -80,6 +104,11 @@ def column(hw, op) -> Callable | None:
                                      (e.m, e.k, e.n))
     if op.kind == "elementwise" and key in kinds:
         return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
+    if op.kind == "attention" and not getattr(op, "backward", False):
+        # a fitted attention kernel of its own (decode, one query row, is a different kernel)
+        key = group("attention_decode" if op.seq == 1 else f"attention_{op.impl}", op.dtype)
+        if op.calibrate_as is None and key in kinds:
+            return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
     if op.kind == "attention" and op.impl == "naive" and not getattr(op, "backward", False):
         keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
         if all(k in kinds for k in keys.values()):
@@ -88,4 +117,12 @@ def column(hw, op) -> Callable | None:
                          for g, f, b, dims in naive_attention_parts(e)]
                 return parts[0] + parts[1] + parts[2]
             return naive
+    if op.kind == "attention" and op.impl == "naive" and getattr(op, "backward", False):
+        keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
+        if all(k in kinds for k in keys.values()):
+            def naive_bwd(e):
+                parts = [kernel_time(e, keys[g], kinds[keys[g]].combine, f, b, dims)
+                         for g, f, b, dims in naive_attention_bwd_parts(e)]
+                return parts[0] + parts[1] + parts[2] + parts[3] + parts[4]
+            return naive_bwd
     return None
