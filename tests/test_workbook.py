@@ -105,26 +105,10 @@ sources:
 @lo.needs_lo
 def test_every_formula_cell_recalculates_to_python(tmp_path):
     path, wls, hws = _book(tmp_path)
-    _assert_parity(path, tmp_path / "p", 500)
-    recalced = lo.convert(path, tmp_path / "lo")
-    formulas = openpyxl.load_workbook(path)
-    cached = openpyxl.load_workbook(path, data_only=True)  # the values Python computed
-    fresh = openpyxl.load_workbook(recalced, data_only=True)
-    n = 0
-    bad = []
-    for ws in formulas.worksheets:
-        for row in ws.iter_rows():
-            for c in row:
-                if isinstance(c.value, str) and c.value.startswith("="):
-                    n += 1
-                    want = cached[ws.title][c.coordinate].value
-                    got = fresh[ws.title][c.coordinate].value
-                    if not _same(got, want):
-                        bad.append((ws.title, c.coordinate, c.value, want, got))
-    assert n > 500, n
-    assert not bad, bad[:10]
+    _assert_parity(path, tmp_path, 500)
     # and the cached values are Python's own numbers for the active chip
-    ops = cached["Ops"]
+    formulas = openpyxl.load_workbook(path)
+    ops = openpyxl.load_workbook(path, data_only=True)["Ops"]
     rows = [r for wl in wls for r in engine.evaluate_rows(hws[0], wl)]
     for coord, want in _ops_expected(formulas["Ops"], rows):
         assert _same(ops[coord].value, want), coord

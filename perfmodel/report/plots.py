@@ -35,6 +35,11 @@ def roofline_png(hw, series: dict[str, list[dict]], path: Path) -> Path:
     ax.set_title(f"Roofline: {hw.name} (HBM {hw.hbm_bandwidth / 1e9:.4g} GB/s)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    return save(fig, path)
+
+
+def save(fig, path) -> Path:
+    """Write a figure as PNG atomically and close it."""
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")

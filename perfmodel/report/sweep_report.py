@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
+from .plots import save  # noqa: E402
 
 
 def write_sweep(path: Path, table, totals, fields: list[str], hardware) -> list[Path]:
@@ -58,11 +59,7 @@ def _plot_vs(tot, field: str, path: Path) -> Path:
         ax.set_ylabel(yl)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _plot_roofline(table, hardware, path: Path) -> Path:
@@ -83,8 +80,4 @@ def _plot_roofline(table, hardware, path: Path) -> Path:
     ax.set_ylabel("achieved FLOP/s at t_lower")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save(fig, path)
