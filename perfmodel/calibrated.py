@@ -9,8 +9,12 @@ For one kernel of a fitted group:
 Attention uses its own fitted group when there is one (attention_naive, attention_decode for a
 single query row, ...); otherwise naive attention is predicted as the sum of its parts, as it
 runs: the QK^T matmul, the softmax over the scores and the AV matmul, each with its own group's
-parameters (matmul, softmax); its backward (naive) as dV, dP, the softmax backward, dQ and dK
-the same way (naive_attention_bwd_parts).
+parameters (matmul, softmax). A backward takes its forward's fitted group on the backward's
+FLOPs and bytes, or else (naive) is predicted as dV, dP, the softmax backward, dQ and dK the
+same way (naive_attention_bwd_parts).
+A kernel of a compiled step (``in_step``: a transformer's expanded ops) leaves out the
+overhead: that term is fitted on separately dispatched kernels (dispatch, argument handling,
+waking the thread pool each call), which the kernels inside one executable do not pay.
 Groups are per dtype (``matmul`` for fp32, ``matmul_bf16``, ...). The fitted numbers are
 hardware parameters named ``cal_<group>_<param>``, so the workbook shows them as input cells
 and the formula stays live. Pure: the fitting lives in calibrate/fit.py.
@@ -45,8 +49,9 @@ def env(hw) -> dict[str, float]:
     return out
 
 
-def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None):
-    """One kernel of group ``key``; ``dims`` = (m, k, n) for a matmul's shape term."""
+def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None, overhead: bool = True):
+    """One kernel of group ``key``; ``dims`` = (m, k, n) for a matmul's shape term;
+    ``overhead`` False for a kernel inside a compiled step (see column)."""
     c = lambda p: e[f"cal_{key}_{p}"]  # noqa: E731
     peak = c("peak_flops")
     if dims is not None:
@@ -56,7 +61,8 @@ def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None):
     bw = where(hbm_bytes <= c("cache_bytes"), c("cache_bandwidth"), c("bandwidth"))
     tc = flops / peak
     tm = hbm_bytes / bw
-    return c("overhead") + (tc + tm if combine == "sum" else fmax(tc, tm))
+    t = tc + tm if combine == "sum" else fmax(tc, tm)
+    return c("overhead") + t if overhead else t
 
 
 def naive_attention_parts(e):
@@ -99,21 +105,30 @@ def column(hw, op) -> Callable | None:
         return None
     kinds = hw.calibration.kinds
     key = group(op.calibrate_as or op.kind, op.dtype)
+    # the fitted overhead is what a separately dispatched kernel pays per call (dispatch,
+    # argument handling, waking the thread pool); kernels of one compiled step do not
+    ovh = not getattr(op, "in_step", False)
+
+    def kt(*a):
+        return kernel_time(*a, overhead=ovh)
+
     if op.kind == "matmul" and key in kinds:
-        return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes,
-                                     (e.m, e.k, e.n))
+        return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes,
+                            (e.m, e.k, e.n))
     if op.kind == "elementwise" and key in kinds:
-        return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
-    if op.kind == "attention" and not getattr(op, "backward", False):
-        # a fitted attention kernel of its own (decode, one query row, is a different kernel)
+        return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
+    if op.kind == "attention":
+        # a fitted attention kernel of its own (decode, one query row, is a different kernel);
+        # a backward runs the same kinds of products and score passes as its forward, so it
+        # takes the forward's group on its own (backward) FLOPs and bytes
         key = group("attention_decode" if op.seq == 1 else f"attention_{op.impl}", op.dtype)
         if op.calibrate_as is None and key in kinds:
-            return lambda e: kernel_time(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
+            return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
     if op.kind == "attention" and op.impl == "naive" and not getattr(op, "backward", False):
         keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
         if all(k in kinds for k in keys.values()):
             def naive(e):
-                parts = [kernel_time(e, keys[g], kinds[keys[g]].combine, f, b, dims)
+                parts = [kt(e, keys[g], kinds[keys[g]].combine, f, b, dims)
                          for g, f, b, dims in naive_attention_parts(e)]
                 return parts[0] + parts[1] + parts[2]
             return naive
@@ -121,8 +136,9 @@ def column(hw, op) -> Callable | None:
         keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
         if all(k in kinds for k in keys.values()):
             def naive_bwd(e):
-                parts = [kernel_time(e, keys[g], kinds[keys[g]].combine, f, b, dims)
+                parts = [kt(e, keys[g], kinds[keys[g]].combine, f, b, dims)
                          for g, f, b, dims in naive_attention_bwd_parts(e)]
                 return parts[0] + parts[1] + parts[2] + parts[3] + parts[4]
             return naive_bwd
     return None
+

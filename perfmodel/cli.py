@@ -361,5 +361,27 @@ def check(as_json, kernels, quick, tiny):
         click.get_current_context().exit(1)
 
 
+@main.command()
+@click.option("--quick", is_flag=True,
+              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (~40 s "
+                   "here, ~70 s without).")
+@click.option("--hardware", "-H", default=None,
+              help="Calibrated hardware spec to predict with [default: "
+                   "reports/cpu-local-calibrated.yaml, from perfmodel calibrate].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (SI units).")
+def validate(quick, hardware, as_json):
+    """Run a reference transformer written in plain JAX (train step with Adam; decode step
+    with a KV cache) on 1 device and on 8 host devices (FSDP, TP), time it and print measured
+    vs predicted step time (calibrated and roofline), a per-op breakdown where they differ
+    most, and XLA cost_analysis FLOPs vs perfmodel's."""
+    from .calibrate import validate as _v
+
+    rep = _v.validate(quick=quick, hardware=hardware, log=lambda m: click.echo(m, err=True))
+    if as_json:
+        _json_out(rep)
+    else:
+        click.echo(_v.report_text(rep))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -167,6 +167,9 @@ class OpBase(Spec):
     calibrate_as: Optional[str] = Field(
         None, min_length=1, description="calibration group for t_calibrated (default: by kind, "
         "e.g. matmul, elementwise); e.g. softmax for a softmax written as an elementwise op")
+    in_step: bool = Field(
+        False, description="one kernel of a compiled step (a transformer's expanded ops): "
+        "t_calibrated leaves out the per-call overhead fitted on separately dispatched kernels")
 
 
 class MatmulOp(OpBase):

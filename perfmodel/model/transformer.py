@@ -311,6 +311,8 @@ class _Ops:
         if repeat < 1:
             return
         d = {"kind": kind, "name": name, "dtype": dtype or self.op.dtype, "repeat": int(repeat)}
+        if kind != "collective":
+            d["in_step"] = True  # one compiled program: no per-call overhead (calibrated.py)
         d.update(f)
         self.items.append((d, role))
         return d
