@@ -245,7 +245,6 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 @lo.needs_lo
 def test_model_sheet_recalculates_and_matches_step_totals(tmp_path):
-    import json as _json
 
     wl = catalog.load_workload("llama2-7b-train-fsdp")
     hw = catalog.load_hardware("tpu-v5p")

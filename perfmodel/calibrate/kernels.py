@@ -46,11 +46,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from pydantic import ValidationError
 
-from ..specs import OP_SPECS, AttentionOp, ElementwiseOp, MatmulOp, SpecError
+from ..specs import OP_SPECS, ElementwiseOp, SpecError
 
 JAX_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MODES = ("full", "quick", "tiny")

@@ -42,13 +42,9 @@ jax is imported only inside functions.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass, field
 
 from ..specs import TransformerOp, Workload
@@ -905,22 +901,9 @@ def measure(names: list[str], mode: str = "full", profile: bool = True) -> list[
 def in_subprocess(name: str, timeout: float = 3600, **kwargs):
     """Run ``name(**kwargs)`` of this module in a fresh interpreter with 8 host devices (the
     device count must be set before jax starts); returns its JSON result."""
-    from .xla_collectives import XLA_FLAG
+    from .xla_collectives import in_subprocess as run
 
-    code = textwrap.dedent(f"""
-        import json, sys
-        from perfmodel.calibrate import validate as m
-        out = m.{name}(**json.loads(sys.argv[1]))
-        sys.stdout.write("\\n@@JSON@@" + json.dumps(out))
-    """)
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + XLA_FLAG).strip(),
-           "JAX_PLATFORMS": "cpu"}
-    res = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=env,
-                         capture_output=True, text=True, timeout=timeout)
-    if res.returncode != 0 or "@@JSON@@" not in res.stdout:
-        raise RuntimeError(f"{name} failed in a subprocess (exit {res.returncode}):\n"
-                           f"{res.stderr[-3000:]}")
-    return json.loads(res.stdout.split("@@JSON@@", 1)[1])
+    return run(name, timeout=timeout, module="validate", **kwargs)
 
 
 # ---- XLA's FLOP conventions against the model's -----------------------------------------

@@ -66,11 +66,12 @@ def host_devices(n: int = N_DEVICES):
     return jax
 
 
-def in_subprocess(name: str, timeout: float = 600, **kwargs):
-    """Run ``name(**kwargs)`` of this module in a fresh interpreter with 8 host devices."""
+def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collectives", **kwargs):
+    """Run ``name(**kwargs)`` of ``perfmodel.calibrate.<module>`` in a fresh interpreter with 8
+    host devices (the device count must be set before jax starts); returns its JSON result."""
     code = textwrap.dedent(f"""
         import json, sys
-        from perfmodel.calibrate import xla_collectives as m
+        from perfmodel.calibrate import {module} as m
         out = m.{name}(**json.loads(sys.argv[1]))
         sys.stdout.write("\\n@@JSON@@" + json.dumps(out))
     """)
@@ -94,7 +95,6 @@ def _program(jax, collective: str, mesh, axes: tuple[str, ...], per_device: int)
     n = math.prod(mesh.shape[a] for a in axes)
     elems = per_device // 4  # float32
     ax = axes if len(axes) > 1 else axes[0]
-    rest = tuple(a for a in mesh.axis_names if a not in axes)  # other axes: replicate
     lead = n * elems
     if collective == "all_gather":
         return (lambda x: jax.lax.all_gather(x, ax, tiled=True), P(ax), P(None), [(lead,)],

@@ -451,7 +451,7 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
 def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_rows, mb,
               R, RL):
     D = op.d_model
-    tp_ax, sp_ax, ep_ax = P.on("tensor"), P.on("sequence"), P.on("expert")
+    tp_ax = P.on("tensor")
     fsdp_ax, pp_ax = P.on("fsdp"), P.on("pipeline")
     o.coll("bwd", "pipeline/send.bwd", "ppermute", pp_ax, _split_rows(P.tokens, P, op) * D * e,
            mb)

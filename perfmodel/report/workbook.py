@@ -847,7 +847,6 @@ class _Writer:
         flops = sum(self.rows[i].values["flops"] for i in idx)
         from ..model.transformer import memory_parts
 
-        total = {"t_lower": t_lower}
         stretch = 1.0
         if plan.pp > 1:  # pipeline bubble stretches everything but the optimizer
             stretch = (plan.microbatches + plan.pp - 1) / plan.microbatches
