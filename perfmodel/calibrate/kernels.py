@@ -439,6 +439,10 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
                        (12288, 768, 768, 0), (32768, 128, 256, 0),
                        (2048, 128, 2048, 1), (4096, 64, 4096, 0), (512, 1024, 8192, 1)):
         add("matmul", _mm(m, k, n), tags=Q if q else ())
+    # one-row products (a decode step's projections: weight reads dominate)
+    for m, k, n in ((1, 4096, 4096), (1, 4096, 11008), (1, 2048, 8192), (2, 4096, 4096),
+                    (4, 8192, 4096)):
+        add("matmul", _mm(m, k, n))
     add("matmul", _mm(512, 512, 512, batch=8), tags=Q)
     add("matmul", _mm(256, 256, 256, batch=32))
     # matmul bf16 (emulated on CPU)
@@ -497,7 +501,10 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
     for b, h, kvh, t, d, q in ((4, 32, 8, 2048, 128, 1), (4, 32, 8, 8192, 128, 0),
                                (1, 32, 32, 8192, 128, 1), (8, 32, 8, 4096, 128, 0),
                                (16, 32, 8, 1024, 128, 0), (2, 32, 8, 16384, 128, 0),
-                               (32, 32, 8, 512, 128, 0), (1, 32, 8, 32768, 128, 0)):
+                               (32, 32, 8, 512, 128, 0), (1, 32, 8, 32768, 128, 0),
+                               # one query row per kv head (multi-head attention decode)
+                               (1, 16, 16, 4096, 128, 0), (4, 8, 8, 8192, 64, 0),
+                               (8, 16, 16, 2048, 128, 0)):
         add("attention_decode", _attn(b, 1, h, d, kv_heads=kvh, kv_seq=t), tags=Q if q else ())
 
     # tiny: every kind once, small shapes (seconds in all)
