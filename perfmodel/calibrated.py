@@ -3,7 +3,7 @@
 For one kernel of a fitted group:
 
     t = overhead + combine(flops_exec / P_eff, hbm_bytes / W_eff),  combine = sum or max
-    P_eff = peak / (1 + d0/m + d0/k + d0/n)          matmuls: small dims run below peak
+    P_eff = peak / (1 + d0/m + d0/n + dk/k)          matmuls: small dims run below peak
     W_eff = cache_bandwidth while hbm_bytes <= cache_bytes, else bandwidth
 
 Attention uses its own fitted group when there is one (attention_naive, attention_decode for a
@@ -26,8 +26,18 @@ from typing import Callable
 
 from .formula import fmax, where
 
-PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth", "small_dim"]
+PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth", "small_dim",
+          "small_k"]
 SOFTMAX_FLOPS = 5  # as the attention model counts it
+
+
+GEMV_ROWS = 8  # a matmul with at most this many rows or columns is a matrix-vector kernel
+
+
+def matmul_group(m, n) -> str:
+    """Matrix-vector products (a decode step's projections) stream the weights through a
+    different kernel than blocked GEMMs: their own group."""
+    return "gemv" if min(m, n) <= GEMV_ROWS else "matmul"
 
 
 def group(base: str, dtype: str) -> str:
@@ -46,6 +56,7 @@ def env(hw) -> dict[str, float]:
         out[f"cal_{key}_cache_bytes"] = k.cache_bytes or 0.0  # 0: no cache term
         out[f"cal_{key}_cache_bandwidth"] = k.cache_bandwidth or k.bandwidth
         out[f"cal_{key}_small_dim"] = k.small_dim or 0.0
+        out[f"cal_{key}_small_k"] = k.small_k or 0.0
     return out
 
 
@@ -54,10 +65,10 @@ def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None, overhead
     ``overhead`` False for a kernel inside a compiled step (see column)."""
     c = lambda p: e[f"cal_{key}_{p}"]  # noqa: E731
     peak = c("peak_flops")
-    if dims is not None:
-        d0 = c("small_dim")
+    if dims is not None:  # few output rows/columns, or a short reduction, run below peak
+        d0, dk = c("small_dim"), c("small_k")
         m, k, n = dims
-        peak = peak / (1 + d0 / m + d0 / k + d0 / n)
+        peak = peak / (1 + d0 / m + d0 / n + dk / k)
     bw = where(hbm_bytes <= c("cache_bytes"), c("cache_bandwidth"), c("bandwidth"))
     tc = flops / peak
     tm = hbm_bytes / bw

@@ -220,10 +220,11 @@ def compare(hardware, workload, sets, output, as_json):
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
     results = {hw.name: api.evaluate_rows(hw, wl) for hw in hws}
+    objs = {hw.name: api.to_json(hw, wl, results[hw.name]) for hw in hws}
     if as_json:
-        _json_out([api.to_json(hw, wl, results[hw.name]) for hw in hws])
+        _json_out(list(objs.values()))
     else:
-        click.echo(compare_table(wl.name, hws, results))
+        click.echo(compare_table(wl.name, hws, results, {n: o["total"] for n, o in objs.items()}))
     if output:
         path = api.write_workbook(Path(output), [wl], hws, active=hws[0].name)
         if not as_json:

@@ -168,6 +168,22 @@ def totals(rows: list[dict]) -> dict:
             for k in TOTAL_FIELDS if k != "t_calibrated" or all(k in r for r in rows)}
 
 
+def price_columns(price_per_hour, total: dict) -> dict:
+    """$ per step (all chips), $ per million tokens (whole models) and FLOP per $ from a chip's
+    price_per_hour; empty when the spec has no price. Works on scalars or numpy arrays."""
+    if price_per_hour is None:
+        return {}
+    t = total.get("t_step", total.get("t_lower"))
+    chips = total.get("chips", 1)
+    if t is None:
+        return {}
+    usd = price_per_hour / 3600.0 * chips * t
+    out = {"usd_per_step": usd, "flop_per_usd": total["flops"] * chips / usd}
+    if total.get("tokens_per_step"):
+        out["usd_per_mtok"] = usd / total["tokens_per_step"] * 1e6
+    return out
+
+
 def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     """The rows and their ``total``. For a transformer workload the total is the step's
     (perfmodel.model.summary): t_lower overlaps each layer's communication with its compute,
@@ -181,5 +197,6 @@ def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     step = step_summary(hw, wl, rows)
     if step is not None:
         total.update(step)
+    total.update(price_columns(hw.price_per_hour, total))
     return {"schema_version": 1, "hardware": hw.name, "workload": wl.name, "ops": rows,
             "total": total}

@@ -121,7 +121,8 @@ class KindCalibration(Spec):
     combine: Literal["sum", "max"] = "sum"
     cache_bytes: Optional[Bytes] = None
     cache_bandwidth: Optional[Bandwidth] = None
-    small_dim: Optional[NonNegFloat] = Field(None, description="matmul efficiency knee, elements")
+    small_dim: Optional[NonNegFloat] = Field(None, description="matmul efficiency knee of m and n, elements")
+    small_k: Optional[NonNegFloat] = Field(None, description="matmul efficiency knee of k, elements")
 
 
 class Calibration(Spec):

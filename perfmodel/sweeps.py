@@ -141,6 +141,7 @@ def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = Fa
         for op in workload.ops:
             frames.append(_eval_op(op, hw, workload, upd, flat, n_num))
     df = pd.concat(frames, ignore_index=True)
+    df.attrs["prices"] = {hw.name: hw.price_per_hour for hw in hardware}
     for v in num:  # whole-number fields (m, seq, ...) read back as integers
         if all(float(x).is_integer() for x in (min(v.values), max(v.values))) and \
                 all(isinstance(x, int) for x in v.values):
@@ -198,11 +199,15 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
                 rows.append({**upd, "op": r["name"], "hardware": hw.name, **{c: r.get(c) for c in OUT_COLUMNS}})
             t = to_json(hw, wl, rr)["total"]
             totals.append({**upd, "hardware": hw.name, **{c: t.get(c) for c in OUT_COLUMNS if c != "bound"},
-                           "bound": "/".join(sorted(set((t.get("bounds") or {}).values()))) or None})
+                           "bound": "/".join(sorted(set((t.get("bounds") or {}).values()))) or None,
+                           **{c: t[c] for c in ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok",
+                                                "flop_per_usd") if c in t}})
     df = pd.DataFrame(rows)
     tot = pd.DataFrame(totals)
     tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
-    df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS]
+    extra = [c for c in ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok", "flop_per_usd")
+             if c in tot.columns]
+    df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
     return df
 
 
@@ -275,6 +280,7 @@ def sweep_totals(df: pd.DataFrame) -> pd.DataFrame:
     share of t_lower."""
     if "totals" in df.attrs:  # a transformer sweep: the step totals (overlap within groups)
         return df.attrs["totals"]
+    prices = df.attrs.get("prices", {})
     keys = [c for c in df.columns if c not in OUT_COLUMNS and c != "op"]
     g = df.groupby(keys, sort=False, dropna=False)
     tot = g[["flops", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper"]].sum()
@@ -282,7 +288,23 @@ def sweep_totals(df: pd.DataFrame) -> pd.DataFrame:
     share = df.groupby(keys + ["bound"], sort=False, dropna=False)["t_lower"].sum().reset_index()
     top = share.loc[share.groupby(keys, sort=False, dropna=False)["t_lower"].idxmax()]
     tot = tot.reset_index().merge(top[keys + ["bound"]], on=keys, how="left")
-    return tot[keys + OUT_COLUMNS]
+    return _priced(tot[keys + OUT_COLUMNS], prices)
+
+
+def _priced(tot: pd.DataFrame, prices: dict) -> pd.DataFrame:
+    """Add $ per step / per million tokens / FLOP per $ for chips with a price_per_hour."""
+    from .engine import price_columns
+
+    if not any(p is not None for p in prices.values()):
+        return tot
+    tot = tot.copy()
+    for hw, price in prices.items():
+        sel = tot["hardware"] == hw
+        cols = price_columns(price, {c: tot.loc[sel, c].to_numpy(dtype=float) for c in tot.columns
+                                     if c in ("t_step", "t_lower", "flops", "chips", "tokens_per_step")})
+        for c, v in cols.items():
+            tot.loc[sel, c] = v
+    return tot
 
 
 def crossovers(df: pd.DataFrame, field: str) -> list[str]:

@@ -227,3 +227,18 @@ def test_transformer_sweep_varies_the_model_not_the_ledger_ops():
         assert got.flops == pytest.approx(want["flops"], rel=1e-12)
     with pytest.raises(SpecError, match="transformer"):
         sweep(wl, [h100], ["m=1,2"])
+
+
+def test_prices_give_cost_per_step_tokens_and_flop_per_dollar():
+    # --set adds a price (its citation records the what-if); t_step 1 chip: $ = price/3600 x t
+    base = catalog.load_hardware("h100")
+    priced = whatif.apply_override(base, "price_per_hour", "3.6")
+    wl = catalog.load_workload("llama2-7b-decode")
+    t = engine.to_json(priced, wl)["total"]
+    assert t["usd_per_step"] == pytest.approx(3.6 / 3600 * t["chips"] * t["t_step"], rel=1e-12)
+    assert t["usd_per_mtok"] == pytest.approx(t["usd_per_step"] / t["tokens_per_step"] * 1e6, rel=1e-12)
+    assert "usd_per_step" not in engine.to_json(base, wl)["total"]  # no price, no cost
+    # kernel workloads: per configuration in a sweep, from t_lower
+    k = sweep_totals(sweep(catalog.load_workload("course-big-matmul"), [priced], ["batch=1,2"]))
+    assert np.allclose(k.usd_per_step, 3.6 / 3600 * k.t_lower)
+    assert np.allclose(k.flop_per_usd, k.flops / k.usd_per_step)

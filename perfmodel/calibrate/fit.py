@@ -95,8 +95,9 @@ class FitResult:
             p = f.params
             k = {"peak_flops": f"{p['peak_flops']!r} FLOP/s", "bandwidth": f"{p['bandwidth']!r} B/s",
                  "overhead": f"{p['overhead']!r} s", "combine": f.combine}
-            if p.get("small_dim"):
-                k["small_dim"] = float(p["small_dim"])
+            for knee in ("small_dim", "small_k"):
+                if p.get(knee):
+                    k[knee] = float(p[knee])
             if p.get("cache_bytes"):
                 k["cache_bytes"] = float(p["cache_bytes"])
                 k["cache_bandwidth"] = f"{p['cache_bandwidth']!r} B/s"
@@ -119,12 +120,18 @@ class FitResult:
 
 # ---- model, vectorised over a group's (row, op) entries -------------------------------------
 
-def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, matmul, rep=1.0):
+SHAPES = {"none": (), "mn": ("small_dim",), "k": ("small_k",), "mnk": ("small_dim", "small_k")}
+
+
+def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, shape="none",
+             rep=1.0):
     P, W, t0 = np.exp(theta[:3])
     i = 3
-    if matmul:
-        d0 = np.exp(theta[i]); i += 1
-        P = P / (1 + d0 / m + d0 / k + d0 / n)
+    knees = dict.fromkeys(("small_dim", "small_k"), 0.0)
+    for name in SHAPES[shape]:
+        knees[name] = np.exp(theta[i]); i += 1
+    if shape != "none":
+        P = P / (1 + knees["small_dim"] / m + knees["small_dim"] / n + knees["small_k"] / k)
     bw = np.full_like(B, W)
     if cache is not None:
         bw = np.where(B <= cache, np.exp(theta[i]), W)
@@ -133,7 +140,8 @@ def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, m
     return np.bincount(row_idx, weights=t * rep, minlength=nrows)
 
 
-def _fit_group(rows: list[Row], matmul: bool):
+def _fit_group(rows: list[Row], matmul: bool, combines=("sum", "max")):
+    """Best model of a group for each combine rule: {combine: (score, GroupFit)}."""
     from scipy.optimize import least_squares
 
     fit = [r for r in rows if not r.heldout and not r.unstable]
@@ -155,14 +163,15 @@ def _fit_group(rows: list[Row], matmul: bool):
     # a per-call overhead is microseconds: capped at 1 ms (and below the fastest kernel) so a
     # poorly fitting group cannot hide its error in a constant
     t0_hi = math.log(max(min(tmin * 1.5, 1e-3), 1e-7))
-    for combine, cache, use_d0 in itertools.product(("sum", "max"), CACHE_GRID,
-                                                    (False, True) if matmul else (False,)):
+    best_by = {}
+    for combine, cache, shape in itertools.product(combines, CACHE_GRID,
+                                                   list(SHAPES) if matmul else ["none"]):
         if cache is not None and not (B.min() <= cache < B.max()):
             continue  # a cache term needs shapes on both sides of it
         x0 = [math.log(max(p0, 1.0)), math.log(max(w0, 1.0)), min(math.log(tmin / 3), t0_hi)]
         lo = [math.log(1e3), math.log(1e3), math.log(1e-8)]
         hi = [math.log(1e18), math.log(1e16), t0_hi]
-        if use_d0:
+        for _ in SHAPES[shape]:
             x0.append(math.log(16.0)); lo.append(math.log(1e-3)); hi.append(math.log(1e5))
         if cache is not None:
             x0.append(math.log(max(w0, 1.0) * 2)); lo.append(math.log(1e3)); hi.append(math.log(1e17))
@@ -170,7 +179,7 @@ def _fit_group(rows: list[Row], matmul: bool):
         if n_fit < nparams:
             continue
         res = least_squares(
-            lambda th: np.log(_predict(th, F, B, m, k, n, idx, n_fit, combine, cache, use_d0, rep)) - y,
+            lambda th: np.log(_predict(th, F, B, m, k, n, idx, n_fit, combine, cache, shape, rep)) - y,
             np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.1)
         err = float(np.median(np.abs(np.expm1(res.fun))))
         # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1% noise
@@ -183,21 +192,25 @@ def _fit_group(rows: list[Row], matmul: bool):
             corr = 0.0
         else:
             continue
-        score = n_fit * math.log(rss) + 2 * nparams + corr
-        if best is None or score < best[0]:
-            best = (score, err, res.x, combine, cache, use_d0)
-    if best is None:  # too few shapes for any model: a pure overhead + bandwidth fit is refused
-        return None
-    _, err, th, combine, cache, use_d0 = best
+        # sum and no cache are the default structure: an alternative must win by strong
+        # evidence (6 AICc units), so noisy groups do not flip structure from run to run
+        score = n_fit * math.log(rss) + 2 * nparams + corr + 6 * (combine == "max") + 6 * (cache is not None)
+        if combine not in best_by or score < best_by[combine][0]:
+            best_by[combine] = (score, err, res.x, combine, cache, shape)
+    return {c: (b[0], _group_fit(rows[0].group, b)) for c, b in best_by.items()}
+
+
+def _group_fit(group: str, best) -> GroupFit:
+    _, err, th, combine, cache, shape = best
     params = {"peak_flops": float(np.exp(th[0])), "bandwidth": float(np.exp(th[1])),
               "overhead": float(np.exp(th[2]))}
     i = 3
-    if use_d0:
-        params["small_dim"] = float(np.exp(th[i])); i += 1
+    for name in SHAPES[shape]:
+        params[name] = float(np.exp(th[i])); i += 1
     if cache is not None:
         params["cache_bytes"] = cache
         params["cache_bandwidth"] = float(np.exp(th[i]))
-    return GroupFit(rows[0].group, params, combine, err)
+    return GroupFit(group, params, combine, err)
 
 
 def _predict_row(r: Row, groups: dict) -> float:
@@ -228,7 +241,10 @@ def _parts(kernel: str, op, ctx, params: dict | None = None) -> list[dict]:
                 for g, f, b, d in calibrated.naive_attention_parts(e)]
     ev = evaluate_op(op, ctx.hardware)
     dims = (p["m"], p["k"], p["n"]) if op.kind == "matmul" else None
-    part = {"group": calibrated.group(op.calibrate_as or GROUP.get(kernel, kernel), op.dtype),
+    base = op.calibrate_as or GROUP.get(kernel, kernel)
+    if base == "matmul":
+        base = calibrated.matmul_group(op.m, op.n)
+    part = {"group": calibrated.group(base, op.dtype),
             "flops_exec": ev["flops_exec"], "hbm_bytes": ev["hbm_bytes"], "dims": dims}
     if kernel == "matmul_pallas" and params.get("interpret"):
         # the Pallas interpreter runs the grid as a loop: each step a (block_m, block_k,
@@ -300,12 +316,13 @@ def _stats(errs) -> dict:
 def fit(df, base: Hardware, source: str = "") -> FitResult:
     rows = rows_from_measurements(df, base)
     split(rows)
-    groups = {}
+    fits = {}
     for name in dict.fromkeys(r.group for r in rows if r.group != COMPOSITE):
         members = [r for r in rows if r.group == name]
-        gf = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats))
-        if gf is not None:
-            groups[name] = gf
+        by = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats))
+        if by:
+            fits[name] = by
+    groups = {name: min(by.values(), key=lambda sb: sb[0])[1] for name, by in fits.items()}
     for r in rows:
         r.predicted_s = _predict_row(r, groups)
     res = FitResult(base, rows, groups, noise_floor(rows), source=source)
@@ -345,12 +362,12 @@ def report_text(res: FitResult) -> str:
                      ("unstable held-out rows: calibrated", u["calibrated"])):
         lines.append(f"{label:44s} {s['n']:3d}   {pct(s['median']):>6} {pct(s['p90']):>6} {pct(s['worst']):>6}")
     lines.append("")
-    lines.append("group              combine  peak FLOP/s  bandwidth B/s  overhead    d0  cache   fit err")
+    lines.append("group              combine  peak FLOP/s  bandwidth B/s  overhead  d_mn   d_k  cache   fit err")
     for g, f in res.groups.items():
         p = f.params
         cache = f"{p['cache_bytes'] / 2**20:.0f}MiB" if p.get("cache_bytes") else "-"
         lines.append(f"{g:18s} {f.combine:7s} {p['peak_flops']:11.3e} {p['bandwidth']:14.3e} "
-                     f"{p['overhead'] * 1e6:7.1f}us {p.get('small_dim', 0):5.1f} {cache:>6} "
+                     f"{p['overhead'] * 1e6:7.1f}us {p.get('small_dim', 0):5.1f} {p.get('small_k', 0):5.1f} {cache:>6} "
                      f"{100 * f.fit_error:7.1f}%")
     return "\n".join(lines)
 

@@ -85,7 +85,8 @@ def step_block(total: dict) -> str:
     return "\n".join(lines)
 
 
-def compare_table(workload: str, hardware: list, results: dict[str, list[dict]]) -> str:
+def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
+                  totals: dict[str, dict] | None = None) -> str:
     """t_lower and bound per chip per op, speed-up vs the first chip, totals and cost."""
     names = [h.name for h in hardware]
     base = names[0]
@@ -104,10 +105,13 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]])
     flops = sum(r["flops"] for r in results[base])
     body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{tot[base] / tot[n]:.2f}" if n != base else "")
                                      for n in names])
-    prices = {h.name: h.price_per_hour for h in hardware}
-    if any(p is not None for p in prices.values()):
-        body.append(["$ per run (1 chip)"] + [f"${prices[n] * tot[n] / 3600:.3g}" if prices[n] else "-" for n in names])
-        body.append(["FLOP per $"] + [f"{flops / (prices[n] * tot[n] / 3600):.3g}" if prices[n] else "-" for n in names])
+    totals = totals or {}
+    for key, label, fmt in (("usd_per_step", "$ per step (all chips)", "${:.4g}"),
+                            ("usd_per_mtok", "$ per million tokens", "${:.4g}"),
+                            ("flop_per_usd", "FLOP per $", "{:.3g}")):
+        if any(key in totals.get(n, {}) for n in names):
+            body.append([label] + [fmt.format(totals[n][key]) if key in totals.get(n, {}) else "-"
+                                   for n in names])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
                                   for j, (c, w) in enumerate(zip(cells, widths)))
