@@ -140,8 +140,15 @@ def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, s
     return np.bincount(row_idx, weights=t * rep, minlength=nrows)
 
 
-def _fit_group(rows: list[Row], matmul: bool, combines=("sum", "max")):
-    """Best model of a group for each combine rule: {combine: (score, GroupFit)}."""
+PRIOR_WEIGHT = 0.05  # a weak pull of log peak / log bandwidth toward the base spec's values
+
+
+def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combines=("sum", "max")):
+    """Best model of a group for each combine rule: {combine: (score, GroupFit)}.
+
+    ``prior`` = the base spec's (peak, bandwidth): a weak regulariser, so a parameter the data
+    cannot pin down (decode attention's FLOPs and bytes move together) stays near the spec
+    sheet instead of running off to a bound, while data that do pin it down win easily."""
     from scipy.optimize import least_squares
 
     fit = [r for r in rows if not r.heldout and not r.unstable]
@@ -178,9 +185,13 @@ def _fit_group(rows: list[Row], matmul: bool, combines=("sum", "max")):
         nparams = len(x0)
         if n_fit < nparams:
             continue
+        lp, lw = math.log(prior[0]), math.log(prior[1])
         res = least_squares(
-            lambda th: np.log(_predict(th, F, B, m, k, n, idx, n_fit, combine, cache, shape, rep)) - y,
+            lambda th: np.concatenate([
+                np.log(_predict(th, F, B, m, k, n, idx, n_fit, combine, cache, shape, rep)) - y,
+                PRIOR_WEIGHT * np.array([th[0] - lp, th[1] - lw])]),
             np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.1)
+        res.fun = res.fun[:-2]  # the data residuals only, for the error and the model choice
         err = float(np.median(np.abs(np.expm1(res.fun))))
         # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1% noise
         # so an exact fit cannot buy extra terms): a term must pay for itself. AICc needs
@@ -319,7 +330,9 @@ def fit(df, base: Hardware, source: str = "") -> FitResult:
     fits = {}
     for name in dict.fromkeys(r.group for r in rows if r.group != COMPOSITE):
         members = [r for r in rows if r.group == name]
-        by = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats))
+        dtype = members[0].dtype
+        prior = (base.peak_flops.get(dtype) or max(base.peak_flops.values()), base.hbm_bandwidth)
+        by = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats), prior=prior)
         if by:
             fits[name] = by
     groups = {name: min(by.values(), key=lambda sb: sb[0])[1] for name, by in fits.items()}
