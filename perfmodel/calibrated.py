@@ -123,6 +123,9 @@ def column(hw, op) -> Callable | None:
     def kt(*a):
         return kernel_time(*a, overhead=ovh)
 
+    if op.kind == "matmul" and op.calibrate_as is None:
+        gemv = group(matmul_group(op.m, op.n), op.dtype)  # matrix-vector: its own group if fitted
+        key = gemv if gemv in kinds else key
     if op.kind == "matmul" and key in kinds:
         return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes,
                             (e.m, e.k, e.n))
