@@ -50,7 +50,7 @@ from typing import Callable
 
 from pydantic import ValidationError
 
-from ..specs import OP_SPECS, ElementwiseOp, SpecError
+from ..specs import DTYPE_BYTES, OP_SPECS, ElementwiseOp, SpecError
 
 JAX_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 MODES = ("full", "quick", "tiny")
@@ -62,11 +62,14 @@ class Built:
 
     ``donate``: fn consumes ``args[0]`` (donated buffer) and returns one array of the same shape
     and dtype, which the timer passes back as ``args[0]`` of the next call.
+    ``cycle``: other argument tuples the timer rotates through, call by call, so operands come
+    from memory rather than a cache warmed by the previous call (as in a real step).
     """
 
     fn: Callable
     args: tuple
     donate: bool = False
+    cycle: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,10 @@ def _data(shape, dtype: str, seed: int):
 
 # ---- builders -----------------------------------------------------------------------------
 
+GEMV_ROWS = 8            # as calibrated.GEMV_ROWS: at most this many rows or columns
+COLD_BYTES = 1 << 30     # operand bytes rotated through to defeat caches (L3 here: 480 MiB)
+
+
 @_kind("matmul", "matmul")
 def _matmul(p, dtype):
     import jax
@@ -208,7 +215,15 @@ def _matmul(p, dtype):
     b, m, k, n = p.get("batch", 1), p["m"], p["k"], p["n"]
     lead = (b,) if b > 1 else ()
     fn = _jit("matmul", lambda: jax.jit(lambda x, y: x @ y))
-    return Built(fn, (_data(lead + (m, k), dtype, 1), _data(lead + (k, n), dtype, 2)))
+    x = _data(lead + (m, k), dtype, 1)
+    if min(m, n) <= GEMV_ROWS:
+        # a matrix-vector product streams its weights: rotate through enough copies to exceed
+        # the last-level cache, or repeated calls would time a cache-resident matrix
+        w_bytes = b * k * n * DTYPE_BYTES[dtype]
+        copies = max(2, min(16, math.ceil(COLD_BYTES / w_bytes)))
+        ws = [_data(lead + (k, n), dtype, 2 + i) for i in range(copies)]
+        return Built(fn, (x, ws[0]), cycle=tuple((x, w) for w in ws))
+    return Built(fn, (x, _data(lead + (k, n), dtype, 2)))
 
 
 @_kind("matmul_pallas", "matmul", meta=("interpret", "block_m", "block_k", "block_n"))

@@ -98,6 +98,8 @@ def time_kernel(built: Built, budget: Budget = Budget()) -> Timing:
     try:
         start = time.perf_counter()
         while True:
+            if built.cycle:  # cold operands: the next tuple of the rotation
+                args = list(built.cycle[len(samples) % len(built.cycle)])
             t0 = time.perf_counter()
             out = fn(*args)
             jax.block_until_ready(out)
