@@ -31,7 +31,7 @@ PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth
 SOFTMAX_FLOPS = 5  # as the attention model counts it
 
 
-GEMV_ROWS = 8  # a matmul with at most this many rows or columns is a matrix-vector kernel (kernels.GEMV_ROWS)
+GEMV_ROWS = 4  # a matmul with at most this many rows or columns is a matrix-vector kernel (kernels.GEMV_ROWS)
 
 
 def matmul_group(m, n) -> str:

@@ -204,7 +204,7 @@ def _data(shape, dtype: str, seed: int):
 
 # ---- builders -----------------------------------------------------------------------------
 
-GEMV_ROWS = 8            # as calibrated.GEMV_ROWS: at most this many rows or columns
+GEMV_ROWS = 4            # as calibrated.GEMV_ROWS: at most this many rows or columns
 COLD_BYTES = 1 << 30     # operand bytes rotated through to defeat caches (L3 here: 480 MiB)
 
 
