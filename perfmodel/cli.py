@@ -242,6 +242,8 @@ def compare(hardware, workload, sets, output, as_json):
 @click.option("--totals", is_flag=True, help="CSV/terminal: one row per (configuration, chip) instead of per op.")
 def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     """Evaluate every combination of the varied fields, vectorised; print the crossovers."""
+    import pandas as pd
+
     from . import api
     from .sweeps import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
 
@@ -255,28 +257,29 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     table = tot if totals else df
     fields = [c for c in df.columns if c not in ("op", "hardware") and c in
               [v.split("=")[0].strip() for v in varies]]
+    # refuse oversized outputs before writing any of them
+    if csv_path and len(table) > 10 * EXCEL_ROWS:
+        raise api.SpecError(f"{csv_path}: {len(table):,} rows is more than the CSV limit "
+                            f"{10 * EXCEL_ROWS:,}; use --totals or vary fewer values.")
+    if output and len(table) + 1 > EXCEL_ROWS:
+        raise api.SpecError(f"{output}: {len(table):,} rows do not fit an Excel sheet "
+                            f"({EXCEL_ROWS:,} rows); use --totals, vary fewer values, or --csv.")
     click.echo(f"{len(df):,} rows ({len(tot):,} configuration x chip totals)")
-    with __import__("pandas").option_context("display.width", 160, "display.max_columns", 20):
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
         click.echo(tot.head(20).to_string(index=False))
-    numeric = [f for f in fields if __import__("pandas").api.types.is_numeric_dtype(df[f])]
+    numeric = [f for f in fields if pd.api.types.is_numeric_dtype(df[f])]
     for f in numeric[:1]:
         lines = crossovers(df, f)
         click.echo("\ncrossovers:" if lines else "\nno crossovers in this range")
         for line in lines:
             click.echo("  " + line)
     if csv_path:
-        if len(table) > 10 * EXCEL_ROWS:
-            raise api.SpecError(f"{csv_path}: {len(table):,} rows is more than the CSV limit "
-                                f"{10 * EXCEL_ROWS:,}; use --totals or vary fewer values.")
         from .atomic import atomic_path
 
         with atomic_path(Path(csv_path)) as tmp:
             table.to_csv(tmp, index=False)
         click.echo(f"wrote {csv_path}")
     if output:
-        if len(table) + 1 > EXCEL_ROWS:
-            raise api.SpecError(f"{output}: {len(table):,} rows do not fit an Excel sheet "
-                                f"({EXCEL_ROWS:,} rows); use --totals, vary fewer values, or --csv.")
         from .report.sweep_report import write_sweep
 
         for p in write_sweep(Path(output), table, tot, fields, hws):

@@ -162,9 +162,10 @@ def test_sweep_cli_refuses_oversized_excel(tmp_path):
     wl = tmp_path / "w.yaml"
     wl.write_text("name: x\nops:\n  - {name: a, kind: matmul, m: 1, k: 8, n: 8}\n")
     r = CliRunner().invoke(main, ["sweep", "-w", str(wl), "-H", "tpu-v5e", "--vary", "m=1..1100000:1",
-                                  "--output", str(tmp_path / "s.xlsx")])
+                                  "--output", str(tmp_path / "s.xlsx"), "--csv", str(tmp_path / "s.csv")])
     assert r.exit_code == 2 and "Excel" in r.output
-    assert not (tmp_path / "s.xlsx").exists()
+    # refused before anything is written: neither the workbook nor the CSV
+    assert not (tmp_path / "s.xlsx").exists() and not (tmp_path / "s.csv").exists()
 
 
 def test_sweep_cli_writes_csv_and_plots(tmp_path):
