@@ -85,16 +85,20 @@ def parse_vary(arg: str) -> Vary:
     return Vary(field, tuple(vals))
 
 
+def _unknown_field(field: str, known, what: str) -> SpecError:
+    import difflib
+
+    close = difflib.get_close_matches(field, sorted(known), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return SpecError(f"--vary {field}: {what}.{hint} Fields: {', '.join(sorted(known))}.")
+
+
 def _validate(wl: Workload, varies: list[Vary]) -> None:
     fields_any = {f for op in wl.ops for f in type(op).model_fields}
     for v in varies:
         if v.field not in fields_any:
-            import difflib
-
-            close = difflib.get_close_matches(v.field, sorted(fields_any), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise SpecError(f"--vary {v.field}: no op in workload {wl.name!r} has a field "
-                            f"{v.field!r}.{hint} Fields: {', '.join(sorted(fields_any))}.")
+            raise _unknown_field(v.field, fields_any, f"no op in workload {wl.name!r} has a field "
+                                                      f"{v.field!r}")
         for op in wl.ops:
             if v.field not in type(op).model_fields:
                 continue
@@ -166,12 +170,8 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
     fields = TransformerOp.model_fields
     for v in varies:
         if v.field not in fields:
-            import difflib
-
-            close = difflib.get_close_matches(v.field, sorted(fields), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise SpecError(f"--vary {v.field}: workload {workload.name!r} is a transformer; vary "
-                            f"its fields (e.g. batch, seq, d_model, layers).{hint}")
+            raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
+                                                  f"vary its fields (e.g. batch, seq, d_model)")
     combos = list(itertools.product(*[v.values for v in varies]))
     if len(combos) * len(hardware) > MAX_MODEL_CONFIGS:
         raise SpecError(f"a transformer sweep of {len(combos) * len(hardware):,} configurations is "
