@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .atomic import check_output
-from .catalog import all_hardware, all_workloads, builtin_names, load_hardware, load_workload
+from .catalog import all_hardware, all_workloads, builtin_names, load_hardware, load_workload  # noqa: F401
 from .engine import evaluate, evaluate_rows, to_json, totals
 from .specs import Hardware, SpecError, Workload
 
@@ -13,7 +13,7 @@ __all__ = [
     "check_output", "load_hardware", "load_workload", "evaluate", "evaluate_rows", "to_json",
     "totals", "select_hardware", "select_workloads", "json_schema", "write_workbook",
     "roofline_png", "Hardware", "Workload", "SpecError", "builtin_names", "sweep", "sweep_totals",
-    "measure_collectives",
+    "measure_collectives", "all_hardware",
 ]
 
 

@@ -10,9 +10,14 @@ from pathlib import Path
 from .specs import SpecError
 
 
-def check_output(path: Path) -> Path:
-    """Refuse output paths that cannot be written, before any work is done."""
+def check_output(path: Path, suffix: str | tuple | None = None) -> Path:
+    """Refuse output paths that cannot be written (or, with ``suffix``, that name another file
+    type), before any work is done."""
     path = Path(path)
+    ok = (suffix,) if isinstance(suffix, str) else suffix
+    if ok and path.suffix.lower() not in ok and not path.is_dir():
+        raise SpecError(f"output {path}: expected a {ok[0]} file name (this writes {ok[0]}); "
+                        f"use e.g. {path.with_suffix(ok[0])}.")
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise SpecError(f"output {path}: is a directory; give a file name such as {path / 'out.xlsx'}.")

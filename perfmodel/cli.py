@@ -34,7 +34,9 @@ def main():
     """perfmodel: roofline models of LLM kernels on TPUs and GPUs, as tables, JSON, PNG plots
     and live Excel workbooks.
 
-    Exit status: 0 success, 2 bad input (file, field or value; the message says which).
+    Exit status: 0 success, 2 bad input (file, field or value; the message says which),
+    1 a failed check (`check` found an unexplained mismatch, a `bench` kernel failed),
+    130 interrupted.
     """
 
 
@@ -55,13 +57,20 @@ def roofline(hardware, workload, as_json, output, slice_):
     from . import api
 
     if output:
-        api.check_output(Path(output))
+        api.check_output(Path(output), ".xlsx")
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
     if slice_ is not None:
         from .specs import with_slice
 
         wl = with_slice(wl, slice_)
     rows = api.evaluate_rows(hw, wl)
+    if hw.calibration is not None:
+        missing = sorted({r["name"] for r in rows if "t_calibrated" not in r})
+        if missing:
+            click.echo(f"perfmodel: note: {hw.name} has no fitted group for {len(missing)} op(s) "
+                       f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): no "
+                       f"t_calibrated for them (groups are per kind and dtype: "
+                       f"{', '.join(hw.calibration.kinds)}).", err=True)
     if as_json:
         _json_out(api.to_json(hw, wl, rows))
     else:
@@ -123,7 +132,7 @@ def hardware(ctx):
         from . import api
         from .units import fmt_si
 
-        for hw in api.select_hardware(None):
+        for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
             click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_si(hw.hbm_capacity, 'B')} at "
                        f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; {peaks}")
@@ -216,7 +225,7 @@ def compare(hardware, workload, sets, output, as_json):
     from .report.tables import compare_table
 
     if output:
-        api.check_output(Path(output))
+        api.check_output(Path(output), ".xlsx")
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
     results = {hw.name: api.evaluate_rows(hw, wl) for hw in hws}
@@ -247,9 +256,9 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     from . import api
     from .sweeps import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
 
-    for p in (csv_path, output):
+    for p, suffix in ((csv_path, ".csv"), (output, ".xlsx")):
         if p:
-            api.check_output(Path(p))
+            api.check_output(Path(p), suffix)
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
     df = run(wl, hws, list(varies), progress=True)
@@ -304,9 +313,9 @@ def calibrate(measurements, hardware, output, workbook, name):
     from .calibrate.bench import read_measurements
     from .calibrate.fit import bench_workload, fit, report_text
 
-    for p in (output, workbook):
+    for p, suffix in ((output, (".yaml", ".yml")), (workbook, ".xlsx")):
         if p:
-            api.check_output(Path(p))
+            api.check_output(Path(p), suffix)
     base = api.load_hardware(hardware)
     df = read_measurements(measurements)
     res = fit(df, base, source=str(measurements))

@@ -108,9 +108,11 @@ def _validate(wl: Workload, varies: list[Vary]) -> None:
                 try:
                     type(op).model_validate({**op.model_dump(), v.field: x})
                 except Exception as e:  # pydantic ValidationError
-                    msg = str(e).splitlines()[2].strip() if len(str(e).splitlines()) > 2 else str(e)
+                    errs = getattr(e, "errors", lambda: [])()
+                    msg = errs[0]["msg"].removeprefix("Value error, ") if errs else str(e)
                     raise SpecError(f"--vary {v.field}: value {x!r} is invalid for op "
-                                    f"{op.name!r}: {msg}.") from None
+                                    f"{op.name!r} ({msg}); write FIELD=LO..HI:STEP, "
+                                    f"FIELD=LO..HI:log2 or FIELD=a,b,c.") from None
 
 
 def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = False,

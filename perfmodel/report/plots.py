@@ -27,7 +27,9 @@ def roofline_png(hw, series: dict[str, list[dict]], path: Path) -> Path:
     for i, (label, rows) in enumerate(series.items()):
         xs = [r["intensity"] for r in rows if r.get("intensity") and r.get("t_lower")]
         ys = [r["flops"] / r["t_lower"] for r in rows if r.get("intensity") and r.get("t_lower")]
-        ax.scatter(xs, ys, marker=markers[i % len(markers)], s=40, zorder=3, label=label)
+        # marker and colour cycle at different lengths: every series gets its own pair
+        ax.scatter(xs, ys, marker=markers[i % len(markers)], color=plt.cm.tab20(i % 20), s=40,
+                   zorder=3, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / HBM byte)")

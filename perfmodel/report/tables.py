@@ -98,7 +98,7 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
         for n in names:
             r = results[n][i]
             sp = results[base][i]["t_lower"] / r["t_lower"] if r["t_lower"] else None
-            cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound'][:3]}" +
+            cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound']}" +
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
     tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
