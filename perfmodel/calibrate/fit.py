@@ -125,18 +125,20 @@ SHAPES = {"none": (), "mn": ("small_dim",), "k": ("small_k",), "mnk": ("small_di
 
 def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, shape="none",
              rep=1.0):
+    """Kernel times of a group's (row, op) entries for parameters ``theta`` (log space), summed
+    per row: calibrated.kernel_time itself, on numpy arrays, so the fit and the engine and
+    workbook share one formula."""
     P, W, t0 = np.exp(theta[:3])
+    e = NS({"cal_x_peak_flops": P, "cal_x_bandwidth": W, "cal_x_overhead": t0,
+            "cal_x_small_dim": 0.0, "cal_x_small_k": 0.0, "cal_x_cache_bytes": 0.0,
+            "cal_x_cache_bandwidth": W})
     i = 3
-    knees = dict.fromkeys(("small_dim", "small_k"), 0.0)
     for name in SHAPES[shape]:
-        knees[name] = np.exp(theta[i]); i += 1
-    if shape != "none":
-        P = P / (1 + knees["small_dim"] / m + knees["small_dim"] / n + knees["small_k"] / k)
-    bw = np.full_like(B, W)
+        e[f"cal_x_{name}"] = np.exp(theta[i]); i += 1
     if cache is not None:
-        bw = np.where(B <= cache, np.exp(theta[i]), W)
-    tc, tm = F / P, B / bw
-    t = t0 + (tc + tm if combine == "sum" else np.maximum(tc, tm))
+        e["cal_x_cache_bytes"], e["cal_x_cache_bandwidth"] = cache, np.exp(theta[i])
+    dims = (m, k, n) if shape != "none" else None
+    t = calibrated.kernel_time(e, "x", combine, F, B, dims)
     return np.bincount(row_idx, weights=t * rep, minlength=nrows)
 
 

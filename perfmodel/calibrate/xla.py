@@ -185,6 +185,15 @@ def _converts(backend: str, dtype: str, converts: float | None, what: str) -> fl
     return float(converts)
 
 
+def _exact_or_converts(backend, dtype, F, converts, what: str, conv_note: str, exact: str,
+                       exact_note: str) -> Relation:
+    """XLA counts exactly our F, plus (bf16 on CPU) the converts it inserts."""
+    conv = _converts(backend, dtype, converts, what)
+    if conv:
+        return Relation("bf16-cpu-converts", f"{BF16_NOTE}{conv_note}", F, converts=conv, roofline=F)
+    return Relation(exact, exact_note, F, roofline=F)
+
+
 def _padded(R: int, C: int, reductions: int) -> tuple[float, int, str]:
     """The padded-reduction artefact of ``reductions`` row reductions over R rows of C."""
     pad = (-C) % 32 if C > 32 else 0
@@ -197,11 +206,9 @@ BF16_NOTE = "bf16 emulated in f32 on CPU: +1 flop per converted element"
 @_relation("matmul")
 def _rel_matmul(kernel, p, dtype, backend, F):
     b, m, k, n = p.get("batch", 1), p["m"], p["k"], p["n"]
-    conv = _converts(backend, dtype, b * (m * k + k * n + m * n), "matmul")
-    if conv:
-        return Relation("bf16-cpu-converts", f"{BF16_NOTE} (x, y in; result out): "
-                        f"+batch(MK+KN+MN)", F, converts=conv, roofline=F)
-    return Relation("matmul-exact", "dot = 2MNK", F, roofline=F)
+    return _exact_or_converts(backend, dtype, F, b * (m * k + k * n + m * n), "matmul",
+                              " (x, y in; result out): +batch(MK+KN+MN)", "matmul-exact",
+                              "dot = 2MNK")
 
 
 @_relation("matmul_pallas")
@@ -223,21 +230,17 @@ def _rel_pallas(kernel, p, dtype, backend, F):
 @_relation("ew_scale")
 def _rel_ew_scale(kernel, p, dtype, backend, F):
     N = _prod(p["shape"])
-    conv = _converts(backend, dtype, 2 * 2 * N, "x*0.5+1")
-    if conv:
-        return Relation("bf16-cpu-converts", f"{BF16_NOTE}: 2 ops x (operand + result) = +4N",
-                        F, converts=conv, roofline=F)
-    return Relation("elementwise-exact", "1 flop per element per op", F, roofline=F)
+    return _exact_or_converts(backend, dtype, F, 2 * 2 * N, "x*0.5+1",
+                              ": 2 ops x (operand + result) = +4N", "elementwise-exact",
+                              "1 flop per element per op")
 
 
 @_relation("ew_add_fused", "ew_add_unfused")
 def _rel_ew_add(kernel, p, dtype, backend, F):
     N, n = _prod(p["shape"]), p["inputs"]
-    conv = _converts(backend, dtype, 3 * (n - 1) * N, "a sum chain")
-    if conv:
-        return Relation("bf16-cpu-converts", f"{BF16_NOTE}: {n - 1} add(s) x (2 operands + "
-                        f"result) = +{3 * (n - 1)}N", F, converts=conv, roofline=F)
-    return Relation("elementwise-exact", "1 flop per element per add", F, roofline=F)
+    return _exact_or_converts(backend, dtype, F, 3 * (n - 1) * N, "a sum chain",
+                              f": {n - 1} add(s) x (2 operands + result) = +{3 * (n - 1)}N",
+                              "elementwise-exact", "1 flop per element per add")
 
 
 @_relation("reduce_sum")

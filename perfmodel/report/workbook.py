@@ -824,7 +824,7 @@ class _Writer:
             self.text(ws, r, c, h, self.fmt["head"])
         ws.set_row(r, 30)
         groups = list(dict.fromkeys(x.groups.get(self.rows[i].op.name, "") for i in idx))
-        gcells = []
+        gcells, t_lower = [], 0.0
         for j, g in enumerate(groups):
             rr = r + 1 + j
             sel = [self.rows[i] for i in idx if x.groups.get(self.rows[i].op.name, "") == g]
@@ -838,11 +838,8 @@ class _Writer:
                              sum(s.values["t_upper"] for s in sel))
             self.formula_cells += 4
             gcells.append(rr)
+            t_lower += max(kern, coll)
         r = r + 2 + len(groups)
-        t_lower = sum(max(sum(self.rows[i].values["t_lower"] for i in idx if x.groups.get(self.rows[i].op.name) == g
-                              and self.rows[i].op.kind != "collective"),
-                          sum(self.rows[i].values["t_lower"] for i in idx if x.groups.get(self.rows[i].op.name) == g
-                              and self.rows[i].op.kind == "collective")) for g in groups)
         t_upper = sum(self.rows[i].values["t_upper"] for i in idx)
         flops = sum(self.rows[i].values["flops"] for i in idx)
         from ..model.transformer import memory_parts
@@ -924,20 +921,22 @@ def _show(v):
     return "" if v is None else str(v)
 
 
-def write_workbook(path: Path, workloads, hardware, active: str | None = None,
-                   measured_collectives=None, calibration=None) -> Path:
-    """Write the workbook atomically; return its path. Raises SpecError on bad input/paths."""
+def _write(path: Path, workloads, hardware, active=None, measured_collectives=None,
+           calibration=None) -> _Writer:
     path = check_output(Path(path))
     with atomic_path(path) as tmp:
         w = _Writer(tmp, list(workloads), list(hardware), active, measured_collectives, calibration)
         w.write()
-    return path
+    return w
+
+
+def write_workbook(path: Path, workloads, hardware, active: str | None = None,
+                   measured_collectives=None, calibration=None) -> Path:
+    """Write the workbook atomically; return its path. Raises SpecError on bad input/paths."""
+    _write(path, workloads, hardware, active, measured_collectives, calibration)
+    return Path(path)
 
 
 def write_workbook_stats(path: Path, workloads, hardware, active=None) -> int:
     """Write and return the number of formula cells (for the benchmark)."""
-    path = check_output(Path(path))
-    with atomic_path(path) as tmp:
-        w = _Writer(tmp, list(workloads), list(hardware), active)
-        w.write()
-    return w.formula_cells
+    return _write(path, workloads, hardware, active).formula_cells
