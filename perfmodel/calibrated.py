@@ -2,9 +2,19 @@
 
 For one kernel of a fitted group:
 
-    t = overhead + combine(flops_exec / P_eff, hbm_bytes / W_eff),  combine = sum or max
+    t = overhead + combine(flops_exec / P_eff, t_mem),  combine = sum or max
     P_eff = peak / (1 + d0/m + d0/n + dk/k)          matmuls: small dims run below peak
-    W_eff = cache_bandwidth while hbm_bytes <= cache_bytes, else bandwidth
+    t_mem = hbm_bytes * (hit / cache_bandwidth + (1 - hit) / bandwidth)   with a cache term,
+    hit   = 1 / (1 + (working_set / cache_bytes) ^ cache_sharpness)       else hbm_bytes / bandwidth
+
+``hit`` is the share of the bytes served at cache speed: about 1 while the working set is well
+inside the cache, falling smoothly past ``cache_bytes`` (a step as the sharpness grows), so a
+shape just past the cache's edge is priced between the two speeds rather than on one side of
+a cliff placed from a few samples. The working set (working_set) is what a cache must hold,
+not the bytes moved: an in-place elementwise op's inputs only (its outputs overwrite them),
+and one (batch, head) slice of naive attention, which works a head at a time (measured here:
+the same total bytes run 2x faster when one head's 1.6 MiB of scores fit the 2 MiB L2 than at
+2.3 MiB); otherwise the op's bytes.
 
 Attention uses its own fitted group when there is one (attention_naive, attention_decode for a
 single query row, ...); otherwise naive attention is predicted as the sum of its parts, as it
@@ -24,10 +34,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .formula import fmax, where
+from .formula import fmax
 
-PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth", "small_dim",
-          "small_k"]
+PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth",
+          "cache_sharpness", "small_dim", "small_k"]
+# a cache term given without its sharpness (older calibrated specs) is close to a step
+DEFAULT_CACHE_SHARPNESS = 50.0
 SOFTMAX_FLOPS = 5  # as the attention model counts it
 
 
@@ -55,25 +67,47 @@ def env(hw) -> dict[str, float]:
         out[f"cal_{key}_overhead"] = k.overhead
         out[f"cal_{key}_cache_bytes"] = k.cache_bytes or 0.0  # 0: no cache term
         out[f"cal_{key}_cache_bandwidth"] = k.cache_bandwidth or k.bandwidth
+        out[f"cal_{key}_cache_sharpness"] = k.cache_sharpness or DEFAULT_CACHE_SHARPNESS
         out[f"cal_{key}_small_dim"] = k.small_dim or 0.0
         out[f"cal_{key}_small_k"] = k.small_k or 0.0
     return out
 
 
-def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None, overhead: bool = True):
+def has_cache(hw, key: str) -> bool:
+    k = hw.calibration.kinds.get(key) if hw.calibration is not None else None
+    return bool(k is not None and k.cache_bytes)
+
+
+def kernel_time(e, key: str, combine: str, flops, hbm_bytes, dims=None, overhead: bool = True,
+                cache: bool = False, working_set=None):
     """One kernel of group ``key``; ``dims`` = (m, k, n) for a matmul's shape term;
-    ``overhead`` False for a kernel inside a compiled step (see column)."""
+    ``overhead`` False for a kernel inside a compiled step (see column); ``cache`` True when
+    the group has a cache term (a structural choice, like ``combine``)."""
     c = lambda p: e[f"cal_{key}_{p}"]  # noqa: E731
     peak = c("peak_flops")
     if dims is not None:  # few output rows/columns, or a short reduction, run below peak
         d0, dk = c("small_dim"), c("small_k")
         m, k, n = dims
         peak = peak / (1 + d0 / m + d0 / n + dk / k)
-    bw = where(hbm_bytes <= c("cache_bytes"), c("cache_bandwidth"), c("bandwidth"))
     tc = flops / peak
-    tm = hbm_bytes / bw
+    if cache:
+        ws = hbm_bytes if working_set is None else working_set
+        hit = 1 / (1 + (ws / c("cache_bytes")) ** c("cache_sharpness"))
+        tm = hbm_bytes * (hit / c("cache_bandwidth") + (1 - hit) / c("bandwidth"))
+    else:
+        tm = hbm_bytes / c("bandwidth")
     t = tc + tm if combine == "sum" else fmax(tc, tm)
     return c("overhead") + t if overhead else t
+
+
+def working_set(op, e):
+    """The bytes a cache must hold for ``op`` to run from it, or None for its hbm_bytes."""
+    if op.kind == "elementwise" and getattr(op, "in_place", False):
+        return e.elem_bytes * e.elements * fmax(e.inputs, e.outputs)
+    if op.kind == "attention" and op.impl == "naive" and op.seq > 1:
+        S, T, D = e.seq, e.kv_seq, e.head_dim  # one (batch, head): scores, q, k, v, output
+        return e.elem_bytes * (S * T + 2 * S * D + 2 * T * D)
+    return None
 
 
 def naive_attention_parts(e):
@@ -81,10 +115,11 @@ def naive_attention_parts(e):
     naive attention model's flops and bytes."""
     B, H, K, S, T, D, b = e.batch, e.heads, e.kv_heads, e.seq, e.kv_seq, e.head_dim, e.elem_bytes
     scores = B * H * S * T
+    rows = S * H / K  # the query rows that share one kv head form one product's rows
     return [
-        ("matmul", 2 * scores * D, b * (B * H * S * D + B * K * T * D + scores), (S, D, T)),
+        ("matmul", 2 * scores * D, b * (B * H * S * D + B * K * T * D + scores), (rows, D, T)),
         ("softmax", SOFTMAX_FLOPS * scores, b * 2 * scores, None),
-        ("matmul", 2 * scores * D, b * (scores + B * K * T * D + B * H * S * D), (S, T, D)),
+        ("matmul", 2 * scores * D, b * (scores + B * K * T * D + B * H * S * D), (rows, T, D)),
     ]
 
 
@@ -109,6 +144,14 @@ def naive_attention_bwd_parts(e):
     ]
 
 
+def attention_matmul_group(op) -> str:
+    """The group of naive attention's two products: their rows are the query rows of one kv
+    head (seq x heads/kv_heads), so a decode step (one query token, a few heads per kv head)
+    runs them as matrix-vector products."""
+    rows = op.seq * (op.heads // (op.kv_heads or op.heads))
+    return matmul_group(rows, min(op.kv_seq or op.seq, op.head_dim))
+
+
 def column(hw, op) -> Callable | None:
     """The t_calibrated formula (env -> expression) for ``op`` on ``hw``, or None when no
     fitted group covers it."""
@@ -120,39 +163,41 @@ def column(hw, op) -> Callable | None:
     # argument handling, waking the thread pool); kernels of one compiled step do not
     ovh = not getattr(op, "in_step", False)
 
-    def kt(*a):
-        return kernel_time(*a, overhead=ovh)
+    def kt(e, key, flops, hbm_bytes, dims=None, working_set=None):
+        return kernel_time(e, key, kinds[key].combine, flops, hbm_bytes, dims, overhead=ovh,
+                           cache=has_cache(hw, key), working_set=working_set)
+
+    def summed(parts_fn, keys):
+        def total(e):
+            t = [kt(e, keys[g], f, b, dims) for g, f, b, dims in parts_fn(e)]
+            out = t[0]
+            for x in t[1:]:
+                out = out + x
+            return out
+        return total
 
     if op.kind == "matmul" and op.calibrate_as is None:
         gemv = group(matmul_group(op.m, op.n), op.dtype)  # matrix-vector: its own group if fitted
         key = gemv if gemv in kinds else key
     if op.kind == "matmul" and key in kinds:
-        return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes,
-                            (e.m, e.k, e.n))
+        return lambda e: kt(e, key, e.flops_exec, e.hbm_bytes, (e.m, e.k, e.n))
     if op.kind == "elementwise" and key in kinds:
-        return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
-    if op.kind == "attention":
-        # a fitted attention kernel of its own (decode, one query row, is a different kernel);
-        # a backward runs the same kinds of products and score passes as its forward, so it
-        # takes the forward's group on its own (backward) FLOPs and bytes
-        key = group("attention_decode" if op.seq == 1 else f"attention_{op.impl}", op.dtype)
-        if op.calibrate_as is None and key in kinds:
-            return lambda e: kt(e, key, kinds[key].combine, e.flops_exec, e.hbm_bytes)
-    if op.kind == "attention" and op.impl == "naive" and not getattr(op, "backward", False):
-        keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
-        if all(k in kinds for k in keys.values()):
-            def naive(e):
-                parts = [kt(e, keys[g], kinds[keys[g]].combine, f, b, dims)
-                         for g, f, b, dims in naive_attention_parts(e)]
-                return parts[0] + parts[1] + parts[2]
-            return naive
-    if op.kind == "attention" and op.impl == "naive" and getattr(op, "backward", False):
-        keys = {g: group(g, op.dtype) for g in ("matmul", "softmax")}
-        if all(k in kinds for k in keys.values()):
-            def naive_bwd(e):
-                parts = [kt(e, keys[g], kinds[keys[g]].combine, f, b, dims)
-                         for g, f, b, dims in naive_attention_bwd_parts(e)]
-                return parts[0] + parts[1] + parts[2] + parts[3] + parts[4]
-            return naive_bwd
-    return None
-
+        return lambda e: kt(e, key, e.flops_exec, e.hbm_bytes, working_set=working_set(op, e))
+    if op.kind != "attention":
+        return None
+    # a fitted attention kernel of its own (a calibration from a host that fitted one); a
+    # backward runs the same kinds of products and score passes as its forward, so it takes
+    # the forward's group on its own (backward) FLOPs and bytes
+    key = group("attention_decode" if op.seq == 1 else f"attention_{op.impl}", op.dtype)
+    if op.calibrate_as is None and key in kinds:
+        return lambda e: kt(e, key, e.flops_exec, e.hbm_bytes, working_set=working_set(op, e))
+    if op.impl != "naive":
+        return None
+    backward = getattr(op, "backward", False)
+    mm = "matmul" if backward else attention_matmul_group(op)
+    keys = {"matmul": group(mm, op.dtype), "softmax": group("softmax", op.dtype)}
+    if mm == "gemv" and keys["matmul"] not in kinds:
+        keys["matmul"] = group("matmul", op.dtype)
+    if not all(k in kinds for k in keys.values()):
+        return None
+    return summed(naive_attention_bwd_parts if backward else naive_attention_parts, keys)

@@ -121,6 +121,8 @@ class KindCalibration(Spec):
     combine: Literal["sum", "max"] = "sum"
     cache_bytes: Optional[Bytes] = None
     cache_bandwidth: Optional[Bandwidth] = None
+    cache_sharpness: Optional[Annotated[float, Field(strict=True, gt=0, le=60, allow_inf_nan=False)]] = Field(
+        None, description="how sharply the cache hit share falls past cache_bytes (default 50, about a step)")
     small_dim: Optional[NonNegFloat] = Field(None, description="matmul efficiency knee of m and n, elements")
     small_k: Optional[NonNegFloat] = Field(None, description="matmul efficiency knee of k, elements")
 
@@ -187,6 +189,8 @@ class ElementwiseOp(OpBase):
     inputs: NonNegCount = 1
     outputs: NonNegCount = 1
     flops_per_element: NonNegFloat = 1.0
+    in_place: bool = Field(False, description="outputs overwrite inputs (donated buffers): the "
+                                              "working set a cache must hold is the inputs only")
 
     @model_validator(mode="after")
     def _moves(self):

@@ -123,3 +123,47 @@ def test_calibrated_spec_round_trips_and_predicts(tmp_path):
             checked += 1
     assert checked > 20
     assert any(r.group == "gemv" for r in res.rows)
+
+
+def test_recovers_a_smooth_cache_term():
+    """A group whose bytes are fast while they fit a cache: in-place softmax shapes from 2 MiB
+    to 256 MiB of input (the working set), true hit share 1 / (1 + (input / 20 MiB)^3) at
+    16 GB/s, 5 GB/s beyond. The fit finds the cache term (AICc), its gradual sharpness, its
+    size and both bandwidths."""
+    true = {"peak_flops": 3.0e11, "bandwidth": 5.0e9, "overhead": 5e-5,
+            "cache_bytes": 20.0 * 2**20, "cache_bandwidth": 1.6e10, "cache_sharpness": 3.0}
+    e = NS({f"cal_softmax_{k}": np.float64(true.get(k, 0.0)) for k in calibrated.PARAMS})
+    rng = np.random.default_rng(3)
+    base = catalog.load_hardware("cpu-local")
+    rows = []
+    # rows x 2048 fp32, 8 KiB of input per row: 256 rows = 2 MiB ... 32768 rows = 256 MiB
+    for r in (256, 384, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304, 2560, 2816, 3072, 3584,
+              4096, 5120, 6144, 8192, 12288, 16384, 24576, 32768):
+        params = {"shape": [r, 2048], "inputs": 1, "outputs": 1, "flops_per_element": 5.0}
+        (op,) = F.ops_list("softmax", params, "fp32")
+        (f,) = F._parts("softmax", op, F.OpContext(None, base))
+        t = float(calibrated.kernel_time(e, "softmax", "sum", np.float64(f["flops_exec"]),
+                                         np.float64(f["hbm_bytes"]), cache=True,
+                                         working_set=np.float64(f["working_set"])))
+        for p in (1, 2, 3):
+            meas = t * float(np.exp(rng.normal(0, 0.02)))
+            rows.append({"kernel": "softmax", "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
+                         "dtype": "fp32", "median_s": meas, "min_s": meas, "p20_s": meas, "cv": 0.02,
+                         "reps": 20, "pass": p, "backend": "cpu", "device_kind": "cpu", "n_devices": 1,
+                         "jax_version": "synthetic", "host": "test"})
+    res = F.fit(pd.DataFrame(rows, columns=COLUMNS), base, "synthetic")
+    got = res.groups["softmax"].params
+    assert got.get("cache_bytes"), "the cache term was not chosen"
+    for k in ("bandwidth", "cache_bytes", "cache_bandwidth"):
+        assert got[k] == pytest.approx(true[k], rel=0.05), k
+    assert got["cache_sharpness"] == true["cache_sharpness"]
+    # the calibrated spec carries it and the engine prices a held-out shape the same way
+    hw = res.hardware()
+    assert hw.calibration.kinds["softmax"].cache_sharpness == pytest.approx(got["cache_sharpness"])
+    for r in res.rows:
+        assert r.predicted_s == pytest.approx(r.measured_s, rel=0.08), r.params
+    # and the engine prices every one of them the same way (one formula, working set included)
+    from perfmodel import engine
+    for r in res.rows:
+        (op,) = F.ops_list(r.kernel, json.loads(r.params), r.dtype)
+        assert engine.evaluate_op(op, hw)["t_calibrated"] == pytest.approx(r.predicted_s, rel=1e-9)

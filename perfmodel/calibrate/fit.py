@@ -3,15 +3,18 @@
 Per group of kernels (matmul, elementwise, softmax, ...) we fit, by least squares on log time
 (scipy, soft-L1 so one odd shape cannot drag the fit):
 
-    t(op) = overhead + combine(flops_exec / P_eff, hbm_bytes / W_eff)
-    P_eff = P / (1 + d0/m + d0/k + d0/n)                     (matmuls only)
-    W_eff = W_cache if hbm_bytes <= cache_bytes else W      (cache size picked from a grid)
+    t(op) = overhead + combine(flops_exec / P_eff, t_mem)
+    P_eff = P / (1 + d0/m + d0/n + dk/k)                                 (matmuls only)
+    t_mem = hbm_bytes * (hit / W_cache + (1 - hit) / W),  hit = 1 / (1 + (bytes / C)^h)
 
-and a kernel's time is the sum over its ops (an unfused chain pays the overhead per call).
-``combine`` (sum or max) and the cache size are chosen per group by the fit error. Shapes are
-split deterministically into fit and held-out sets per group: the largest shape is held out
-(flagged as extrapolation) and every third of the rest. Unstable rows (cv > 0.2 in most passes)
-are reported but not fitted. Pure numpy/scipy: no jax here.
+(calibrated.py) and a kernel's time is the sum over its ops (an unfused chain pays the overhead
+per call). ``combine`` (sum or max), the shape knees and the cache term are chosen per group by
+AICc; the cache size C is continuous (several starting points, since the fit is not convex in
+it), its sharpness h a choice between a gradual fall and a cliff (SHARPNESS). Shapes are split deterministically into fit and held-out sets per group: the largest shape
+is held out (flagged as extrapolation) and every third of the rest. Unstable rows (cv > 0.2 in
+most passes) are reported but not fitted. Decode attention is not fitted: it is predicted from
+its parts' groups (QK^T, softmax, AV), an out-of-sample test of the composition. Pure
+numpy/scipy: no jax here.
 """
 
 from __future__ import annotations
@@ -33,18 +36,17 @@ from .kernels import ops_list
 
 # kernel -> calibration group of its elementwise/matmul ops. matmul, elementwise and softmax
 # calibrate workload ops (calibrated.column); reductions and interpreted Pallas describe only
-# their own kernels. Attention kernels (naive, jax.nn.dot_product_attention, which is not a
-# flash kernel on CPU, and decode) are never fitted: they are predicted from their matmul and
-# softmax parts, an honest out-of-sample test of the composition.
+# their own kernels. Naive attention (and jax.nn.dot_product_attention, which is XLA's naive
+# attention on CPU, recipes.md) has a group of its own: measured here it runs ~35% slower than
+# the sum of its QK^T, softmax and AV parts. Decode attention is not in it: one query row per
+# kv head (or a few) makes its products matrix-vector kernels, so it is predicted from its parts
+# (gemv, softmax, gemv), an out-of-sample test of the composition.
 GROUP = {"matmul": "matmul", "matmul_pallas": "matmul_pallas", "ew_scale": "elementwise",
          "ew_add_fused": "elementwise", "ew_add_unfused": "elementwise", "reduce_sum": "reduction",
          "softmax": "softmax", "attention_naive": "attention_naive",
-         # jax.nn.dot_product_attention on CPU is XLA's naive attention (recipes.md)
-         "attention_dpa": "attention_naive", "attention_decode": "attention_decode"}
+         "attention_dpa": "attention_naive"}
 COMPOSITE = "composite"
-# cache sizes tried (none, then 1 MiB ... 256 MiB in half-octave steps): the cliff of a cache
-# level as the kernels see it, not the nominal size of one level
-CACHE_GRID = [None] + sorted(float(f * 2**e) for e in range(20, 29) for f in (1.0, 1.5))
+CACHE_STARTS = 6  # starting points for the cache size, spread over the fit set's working sets
 UNSTABLE_CV = 0.2
 LONG_S = 1e-3  # the acceptance metric is over held-out kernels of 1 ms or more
 
@@ -75,6 +77,7 @@ class GroupFit:
     params: dict              # peak_flops, bandwidth, overhead, small_dim, cache_bytes, cache_bandwidth
     combine: str
     fit_error: float          # median relative error on the fit set
+    pinned: tuple = ()        # rates the kernels do not measure, kept at the spec sheet's value
 
 
 @dataclass
@@ -101,6 +104,7 @@ class FitResult:
             if p.get("cache_bytes"):
                 k["cache_bytes"] = float(p["cache_bytes"])
                 k["cache_bandwidth"] = f"{p['cache_bandwidth']!r} B/s"
+                k["cache_sharpness"] = float(p["cache_sharpness"])
             kinds[g] = k
         data["calibration"] = {"kinds": kinds, "provenance": self.provenance()}
         data.setdefault("sources", {})["calibration"] = (
@@ -115,7 +119,8 @@ class FitResult:
                 "where": self.errors.get("where", {}),
                 "heldout_error_1ms": self.errors.get("heldout_1ms", {}),
                 "noise_floor": self.noise,
-                "combine": {g: f.combine for g, f in self.groups.items()}}
+                "combine": {g: f.combine for g, f in self.groups.items()},
+                "pinned_to_spec": {g: list(f.pinned) for g, f in self.groups.items() if f.pinned}}
 
 
 # ---- model, vectorised over a group's (row, op) entries -------------------------------------
@@ -123,25 +128,35 @@ class FitResult:
 SHAPES = {"none": (), "mn": ("small_dim",), "k": ("small_k",), "mnk": ("small_dim", "small_k")}
 
 
-def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache, shape="none",
-             rep=1.0):
+def _predict(theta: np.ndarray, F, B, m, k, n, row_idx, nrows, combine, cache,
+             shape="none", rep=1.0, ws=None):
     """Kernel times of a group's (row, op) entries for parameters ``theta`` (log space), summed
     per row: calibrated.kernel_time itself, on numpy arrays, so the fit and the engine and
     workbook share one formula."""
     P, W, t0 = np.exp(theta[:3])
     e = NS({"cal_x_peak_flops": P, "cal_x_bandwidth": W, "cal_x_overhead": t0,
-            "cal_x_small_dim": 0.0, "cal_x_small_k": 0.0, "cal_x_cache_bytes": 0.0,
-            "cal_x_cache_bandwidth": W})
+            "cal_x_small_dim": 0.0, "cal_x_small_k": 0.0})
     i = 3
     for name in SHAPES[shape]:
         e[f"cal_x_{name}"] = np.exp(theta[i]); i += 1
-    if cache is not None:
-        e["cal_x_cache_bytes"], e["cal_x_cache_bandwidth"] = cache, np.exp(theta[i])
+    if cache is not None:  # the cache's sharpness
+        for name in CACHE_PARAMS:
+            e[f"cal_x_{name}"] = np.exp(theta[i]); i += 1
+        e["cal_x_cache_sharpness"] = cache
     dims = (m, k, n) if shape != "none" else None
-    t = calibrated.kernel_time(e, "x", combine, F, B, dims)
+    t = calibrated.kernel_time(e, "x", combine, F, B, dims, cache=cache is not None,
+                               working_set=ws)
     return np.bincount(row_idx, weights=t * rep, minlength=nrows)
 
 
+CACHE_PARAMS = ("cache_bytes", "cache_bandwidth")
+# the cache's sharpness is a structural choice, like sum or max: a gradual fall (the hit share
+# goes from 90% to 10% over a 4x range of working sets) or a cliff (over 9%). Fitting it as a
+# third continuous cache parameter costs more AICc than a dozen shapes per group can pay.
+SHARPNESS = (3.0, 50.0)
+
+
+UNDETERMINED_SHARE = 0.1
 PRIOR_WEIGHT = 0.05  # a weak pull of log peak / log bandwidth toward the base spec's values
 
 
@@ -159,6 +174,7 @@ def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combin
     ent = [(j, f) for j, r in enumerate(fit) for f in r.feats]
     F = np.array([f["flops_exec"] / f.get("repeat", 1) for _, f in ent], float)  # per instance
     B = np.array([f["hbm_bytes"] / f.get("repeat", 1) for _, f in ent], float)
+    WS = np.array([f.get("working_set", f["hbm_bytes"] / f.get("repeat", 1)) for _, f in ent], float)
     m, k, n = (np.array([f["dims"][i] if f["dims"] else np.inf for _, f in ent], float)
                for i in range(3))
     idx = np.array([j for j, _ in ent])
@@ -167,63 +183,98 @@ def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combin
     tmin = min(r.measured_s for r in fit)
     p0 = max(max(f["flops_exec"] for f in r.feats) / r.measured_s for r in fit)
     w0 = max(sum(f["hbm_bytes"] for f in r.feats) / r.measured_s for r in fit)
-    best = None
     n_fit = len(fit)
     # a per-call overhead is microseconds: capped at 1 ms (and below the fastest kernel) so a
     # poorly fitting group cannot hide its error in a constant
     t0_hi = math.log(max(min(tmin * 1.5, 1e-3), 1e-7))
+    # cache sizes to start from: between neighbouring working sets of the fit set
+    sizes = np.unique(np.log(WS))
+    mids = (sizes[1:] + sizes[:-1]) / 2
+    starts = mids[np.unique(np.linspace(0, len(mids) - 1, min(CACHE_STARTS, len(mids))).astype(int))] \
+        if len(mids) else []
     best_by = {}
-    for combine, cache, shape in itertools.product(combines, CACHE_GRID,
+    lp, lw = math.log(prior[0]), math.log(prior[1])
+    for combine, cache, shape in itertools.product(combines, (None,) + SHARPNESS,
                                                    list(SHAPES) if matmul else ["none"]):
-        if cache is not None and not (B.min() <= cache < B.max()):
-            continue  # a cache term needs shapes on both sides of it
         x0 = [math.log(max(p0, 1.0)), math.log(max(w0, 1.0)), min(math.log(tmin / 3), t0_hi)]
         lo = [math.log(1e3), math.log(1e3), math.log(1e-8)]
         hi = [math.log(1e18), math.log(1e16), t0_hi]
         for _ in SHAPES[shape]:
             x0.append(math.log(16.0)); lo.append(math.log(1e-3)); hi.append(math.log(1e5))
-        if cache is not None:
-            x0.append(math.log(max(w0, 1.0) * 2)); lo.append(math.log(1e3)); hi.append(math.log(1e17))
-        nparams = len(x0)
+        nparams = len(x0) + len(CACHE_PARAMS) * (cache is not None)
         if n_fit < nparams:
             continue
-        lp, lw = math.log(prior[0]), math.log(prior[1])
-        res = least_squares(
-            lambda th: np.concatenate([
-                np.log(_predict(th, F, B, m, k, n, idx, n_fit, combine, cache, shape, rep)) - y,
-                PRIOR_WEIGHT * np.array([th[0] - lp, th[1] - lw])]),
-            np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.1)
-        res.fun = res.fun[:-2]  # the data residuals only, for the error and the model choice
-        err = float(np.median(np.abs(np.expm1(res.fun))))
-        # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1% noise
-        # so an exact fit cannot buy extra terms): a term must pay for itself. AICc needs
-        # n > k + 1; with fewer shapes only the 3-parameter model is allowed (plain AIC).
-        rss = max(float(np.mean(res.fun ** 2)), 1e-4)
+        # AICc needs n > k + 1; with fewer shapes only the 3-parameter model is allowed
         if n_fit - nparams - 1 > 0:
             corr = 2 * nparams * (nparams + 1) / (n_fit - nparams - 1)
         elif nparams == 3:
             corr = 0.0
         else:
             continue
-        # sum and no cache are the default structure: an alternative must win by strong
-        # evidence (6 AICc units), so noisy groups do not flip structure from run to run
-        score = n_fit * math.log(rss) + 2 * nparams + corr + 6 * (combine == "max") + 6 * (cache is not None)
-        if combine not in best_by or score < best_by[combine][0]:
-            best_by[combine] = (score, err, res.x, combine, cache, shape)
+        # start from the spec sheet's peak and from the fastest kernel's FLOP/s: where FLOPs
+        # and bytes grow together (softmax) either term can explain the time, and the local
+        # optimum found depends on where the search starts
+        tries = []
+        for lp0, c0 in itertools.product((min(max(lp, lo[0]), hi[0]), x0[0]),
+                                         starts if cache is not None else [None]):
+            if c0 is None:
+                tries.append(([lp0] + x0[1:], lo, hi))
+            else:  # the cache spans the fit set's working sets
+                tries.append(([lp0] + x0[1:] + [c0, math.log(max(w0, 1.0) * 2)],
+                              lo + [sizes[0], math.log(1e3)], hi + [sizes[-1], math.log(1e17)]))
+        def solve(x, lo_, hi_):
+            return least_squares(
+                lambda th: np.concatenate([
+                    np.log(_predict(th, F, B, m, k, n, idx, n_fit, combine, cache, shape, rep, WS)) - y,
+                    PRIOR_WEIGHT * np.array([th[0] - lp, th[1] - lw])]),
+                np.clip(x, lo_, hi_), bounds=(lo_, hi_), loss="soft_l1", f_scale=0.1)
+
+        def share(th, i):
+            """The largest share of a fitted kernel's time that rate ``i`` accounts for."""
+            t = _predict(th, F, B, m, k, n, idx, n_fit, combine, cache, shape, rep, WS)
+            th2 = th.copy()
+            th2[i] = 60.0  # the rate taken to infinity
+            return float(np.max(1 - _predict(th2, F, B, m, k, n, idx, n_fit, combine, cache,
+                                             shape, rep, WS) / t))
+
+        for x, lo_, hi_ in tries:
+            res = solve(x, lo_, hi_)
+            # a rate whose term never makes up UNDETERMINED_SHARE of any fitted kernel's time
+            # is not measured by these kernels (an elementwise chain's FLOP/s): pin it to the
+            # spec sheet's value rather than report noise as a fitted parameter
+            pinned = tuple(name for i, name in ((0, "peak_flops"), (1, "bandwidth"))
+                           if share(res.x, i) < UNDETERMINED_SHARE)
+            if pinned:
+                x, lo_, hi_ = list(res.x), list(lo_), list(hi_)
+                for name in pinned:
+                    i, v = (0, lp) if name == "peak_flops" else (1, lw)
+                    x[i], lo_[i], hi_[i] = v, v - 1e-9, v + 1e-9
+                res = solve(x, lo_, hi_)
+            fun = res.fun[:-2]  # the data residuals only, for the error and the model choice
+            err = float(np.median(np.abs(np.expm1(fun))))
+            # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1%
+            # noise so an exact fit cannot buy extra terms): a term must pay for itself. Sum and
+            # no cache are the default structure: an alternative must win by strong evidence (6
+            # AICc units), so noisy groups do not flip structure from run to run.
+            rss = max(float(np.mean(fun ** 2)), 1e-4)
+            score = (n_fit * math.log(rss) + 2 * nparams + corr + 6 * (combine == "max")
+                     + 6 * (cache is not None))
+            # (a later start must do clearly better: equal fits keep the spec-sheet start)
+            if combine not in best_by or score < best_by[combine][0] - 0.01:
+                best_by[combine] = (score, err, res.x, combine, cache, shape, pinned)
     return {c: (b[0], _group_fit(rows[0].group, b)) for c, b in best_by.items()}
 
 
 def _group_fit(group: str, best) -> GroupFit:
-    _, err, th, combine, cache, shape = best
+    _, err, th, combine, cache, shape, pinned = best
     params = {"peak_flops": float(np.exp(th[0])), "bandwidth": float(np.exp(th[1])),
               "overhead": float(np.exp(th[2]))}
     i = 3
-    for name in SHAPES[shape]:
+    for name in SHAPES[shape] + (CACHE_PARAMS if cache is not None else ()):
         params[name] = float(np.exp(th[i])); i += 1
     if cache is not None:
-        params["cache_bytes"] = cache
-        params["cache_bandwidth"] = float(np.exp(th[i]))
-    return GroupFit(group, params, combine, err)
+        params["cache_sharpness"] = cache
+    return GroupFit(group, params, combine, err, pinned)
 
 
 def _predict_row(r: Row, groups: dict) -> float:
@@ -232,13 +283,13 @@ def _predict_row(r: Row, groups: dict) -> float:
         return math.nan
     e = NS()
     for g, gf in groups.items():
-        p = gf.params
         for k in calibrated.PARAMS:
-            e[f"cal_{g}_{k}"] = np.float64(p.get(k) or 0.0)
-        e[f"cal_{g}_cache_bandwidth"] = np.float64(p.get("cache_bandwidth") or p["bandwidth"])
+            e[f"cal_{g}_{k}"] = np.float64(gf.params.get(k) or 0.0)
     return float(sum(f.get("repeat", 1) * calibrated.kernel_time(
         e, f["group"], groups[f["group"]].combine, np.float64(f["flops_exec"] / f.get("repeat", 1)),
-        np.float64(f["hbm_bytes"] / f.get("repeat", 1)), f["dims"]) for f in r.feats))
+        np.float64(f["hbm_bytes"] / f.get("repeat", 1)), f["dims"],
+        cache=bool(groups[f["group"]].params.get("cache_bytes")),
+        working_set=f.get("working_set")) for f in r.feats))
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -249,7 +300,9 @@ def _parts(kernel: str, op, ctx, params: dict | None = None) -> list[dict]:
     p = REGISTRY[op.kind].inputs(op, ctx)
     if op.kind == "attention" and kernel not in GROUP:
         e = NS({k: np.float64(v) for k, v in p.items()})
-        return [{"group": calibrated.group(g, op.dtype), "flops_exec": float(f), "hbm_bytes": float(b),
+        mm = calibrated.attention_matmul_group(op)
+        return [{"group": calibrated.group(mm if g == "matmul" else g, op.dtype),
+                 "flops_exec": float(f), "hbm_bytes": float(b),
                  "dims": None if d is None else tuple(float(x) for x in d)}
                 for g, f, b, d in calibrated.naive_attention_parts(e)]
     ev = evaluate_op(op, ctx.hardware)
@@ -259,6 +312,9 @@ def _parts(kernel: str, op, ctx, params: dict | None = None) -> list[dict]:
         base = calibrated.matmul_group(op.m, op.n)
     part = {"group": calibrated.group(base, op.dtype),
             "flops_exec": ev["flops_exec"], "hbm_bytes": ev["hbm_bytes"], "dims": dims}
+    ws = calibrated.working_set(op, NS({k: np.float64(v) for k, v in p.items()}))
+    if ws is not None:  # as calibrated.column prices it
+        part["working_set"] = float(ws)
     if kernel == "matmul_pallas" and params.get("interpret"):
         # the Pallas interpreter runs the grid as a loop: each step a (block_m, block_k,
         # block_n) matmul whose slicing touches the whole operands (measured here: at a fixed
@@ -377,13 +433,20 @@ def report_text(res: FitResult) -> str:
                      ("unstable held-out rows: calibrated", u["calibrated"])):
         lines.append(f"{label:44s} {s['n']:3d}   {pct(s['median']):>6} {pct(s['p90']):>6} {pct(s['worst']):>6}")
     lines.append("")
-    lines.append("group              combine  peak FLOP/s  bandwidth B/s  overhead  d_mn   d_k  cache   fit err")
+    lines.append("group              combine  peak FLOP/s  bandwidth B/s  overhead  d_mn   d_k"
+                 "   cache  cache B/s  sharp  fit err")
     for g, f in res.groups.items():
         p = f.params
-        cache = f"{p['cache_bytes'] / 2**20:.0f}MiB" if p.get("cache_bytes") else "-"
+        if p.get("cache_bytes"):
+            cache = (f"{p['cache_bytes'] / 2**20:6.1f}MiB {p['cache_bandwidth']:10.3e} "
+                     f"{p['cache_sharpness']:5.1f}")
+        else:
+            cache = f"{'-':>9} {'-':>10} {'-':>5}"
         lines.append(f"{g:18s} {f.combine:7s} {p['peak_flops']:11.3e} {p['bandwidth']:14.3e} "
-                     f"{p['overhead'] * 1e6:7.1f}us {p.get('small_dim', 0):5.1f} {p.get('small_k', 0):5.1f} {cache:>6} "
-                     f"{100 * f.fit_error:7.1f}%")
+                     f"{p['overhead'] * 1e6:7.1f}us {p.get('small_dim', 0):5.1f} {p.get('small_k', 0):5.1f} "
+                     f"{cache} {100 * f.fit_error:7.1f}%"
+                     + (f"  ({', '.join(f.pinned)} = spec: not measured by these kernels)"
+                        if f.pinned else ""))
     return "\n".join(lines)
 
 

@@ -79,14 +79,15 @@ class KernelKind:
     build: Callable[[dict, str], Built]       # (params, dtype) -> Built
     meta: frozenset = frozenset()             # params keys that are not op fields
     ops: Callable | None = None               # (fields, dtype) -> op(s); default one op
+    in_place: bool = False                    # donates its input: elementwise ops in_place
 
 
 KINDS: dict[str, KernelKind] = {}
 
 
-def _kind(name: str, op_kind: str, meta=(), ops=None):
+def _kind(name: str, op_kind: str, meta=(), ops=None, in_place=False):
     def deco(build):
-        KINDS[name] = KernelKind(name, op_kind, build, frozenset(meta), ops)
+        KINDS[name] = KernelKind(name, op_kind, build, frozenset(meta), ops, in_place)
         return build
     return deco
 
@@ -121,6 +122,8 @@ def op_for(kernel: str, params: dict, dtype: str):
         raise SpecError(f"params of kernel {kernel!r} must be a JSON object of op fields, "
                         f"got {type(params).__name__}")
     fields = {k: v for k, v in params.items() if k not in kind.meta}
+    if kind.in_place:
+        fields.setdefault("in_place", True)
     try:
         if kind.ops is not None:
             return kind.ops(fields, dtype)
@@ -159,7 +162,8 @@ def _unfused_ops(fields: dict, dtype: str):
                         f"flops_per_element = inputs - 1 (got inputs {full.inputs}, outputs "
                         f"{full.outputs}, flops_per_element {full.flops_per_element})")
     return [ElementwiseOp(name=f"ew_add_unfused.{i}", kind="elementwise", dtype=dtype,
-                          shape=full.shape, inputs=2, outputs=1, flops_per_element=1)
+                          shape=full.shape, inputs=2, outputs=1, flops_per_element=1,
+                          in_place=full.in_place)
             for i in range(full.inputs - 1)]
 
 
@@ -262,7 +266,7 @@ def _matmul_pallas(p, dtype):
     return Built(fn, (_data((m, k), dtype, 1), _data((k, n), dtype, 2)))
 
 
-@_kind("ew_scale", "elementwise")
+@_kind("ew_scale", "elementwise", in_place=True)
 def _ew_scale(p, dtype):
     import jax
 
@@ -274,7 +278,7 @@ def _terms(p, dtype):
     return tuple(_data(p["shape"], dtype, i + 1) for i in range(p["inputs"]))
 
 
-@_kind("ew_add_fused", "elementwise")
+@_kind("ew_add_fused", "elementwise", in_place=True)
 def _ew_add_fused(p, dtype):
     import jax
 
@@ -288,7 +292,7 @@ def _ew_add_fused(p, dtype):
     return Built(fn, _terms(p, dtype), donate=True)
 
 
-@_kind("ew_add_unfused", "elementwise", ops=_unfused_ops)
+@_kind("ew_add_unfused", "elementwise", ops=_unfused_ops, in_place=True)
 def _ew_add_unfused(p, dtype):
     import jax
 
@@ -310,7 +314,7 @@ def _reduce_sum(p, dtype):
     return Built(fn, (_data(p["shape"], dtype, 1),))
 
 
-@_kind("softmax", "elementwise")
+@_kind("softmax", "elementwise", in_place=True)
 def _softmax(p, dtype):
     import jax
 
@@ -438,6 +442,8 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
         raise SpecError(f"unknown bench mode {mode!r}; valid: {', '.join(MODES)}")
     interpret = backend not in ("tpu", "gpu")  # no Pallas compiler on CPU
     Q, T = frozenset({"quick"}), frozenset({"tiny"})
+    # decode attention is predicted from matrix-vector parts: the quick suite needs some too
+    QUICK_GEMV = {(1, 2048, 8192), (2, 4096, 4096), (4, 8192, 4096), (1, 1024, 4096)}
     ks: list[Kernel] = []
 
     def add(name, params, dtype="fp32", tags=frozenset()):
@@ -452,12 +458,18 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
                        (128, 2048, 2048, 1), (256, 4096, 4096, 0),
                        (8192, 512, 512, 1), (16384, 256, 1024, 0), (4096, 1024, 256, 0),
                        (12288, 768, 768, 0), (32768, 128, 256, 0),
-                       (2048, 128, 2048, 1), (4096, 64, 4096, 0), (512, 1024, 8192, 1)):
+                       (2048, 128, 2048, 1), (4096, 64, 4096, 0), (512, 1024, 8192, 1),
+                       # skinny shapes with small operands too, so that a skinny product's
+                       # cost is not mistaken for the size of its operands
+                       (16, 1024, 1024, 0), (32, 1024, 2048, 0), (8, 2048, 2048, 0),
+                       (64, 2048, 1024, 0), (16, 2048, 4096, 0), (24, 1536, 1536, 0)):
         add("matmul", _mm(m, k, n), tags=Q if q else ())
     # one-row products (a decode step's projections: weight reads dominate)
     for m, k, n in ((1, 4096, 4096), (1, 4096, 11008), (1, 2048, 8192), (2, 4096, 4096),
-                    (4, 8192, 4096)):
-        add("matmul", _mm(m, k, n))
+                    (4, 8192, 4096), (1, 1024, 4096), (1, 2048, 2048), (2, 2048, 8192),
+                    (4, 4096, 4096), (1, 8192, 8192), (2, 8192, 4096), (4, 2048, 2048),
+                    (3, 4096, 4096)):
+        add("matmul", _mm(m, k, n), tags=Q if (m, k, n) in QUICK_GEMV else ())
     add("matmul", _mm(512, 512, 512, batch=8), tags=Q)
     add("matmul", _mm(256, 256, 256, batch=32))
     # matmul bf16 (emulated on CPU)
@@ -467,7 +479,7 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
         add("matmul", _mm(m, k, n), "bf16", tags=Q if q else ())
     # Pallas tiled matmul (interpreted on CPU: slow, keep it small)
     for n, b, q in ((256, 128, 1), (256, 64, 0), (384, 128, 0), (512, 256, 0), (512, 128, 0),
-                    (768, 256, 0)):
+                    (768, 256, 0), (128, 32, 0), (192, 64, 0), (128, 64, 0), (384, 64, 0)):
         add("matmul_pallas", {**_mm(n, n, n), "block_m": b, "block_k": b, "block_n": b,
                               "interpret": interpret}, tags=Q if q else ())
 
@@ -491,9 +503,12 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
                      ((1024, 16384), 0), ((256, 65536), 0)):
         add("reduce_sum", _ew(shape, 1, 0, 1), tags=Q if q else ())
     # softmax over the last axis: 4 MiB ... 256 MiB
+    # (densest around the last-level cache, where the cost per element changes)
     for shape, q in (((512, 2048), 1), ((256, 4096), 0), ((1024, 2048), 0), ((2048, 2048), 0),
                      ((3072, 2048), 0), ((4096, 2048), 1), ((4096, 4096), 1), ((8192, 2048), 0),
-                     ((2048, 8192), 0), ((8192, 4096), 0), ((16384, 4096), 0)):
+                     ((2048, 8192), 0), ((8192, 4096), 0), ((16384, 4096), 0),
+                     ((1536, 2048), 0), ((2560, 2048), 0), ((3584, 2048), 0), ((1792, 4096), 0),
+                     ((6144, 2048), 0), ((12288, 2048), 0)):
         add("softmax", _ew(shape, 1, 1, 5), tags=Q if q else ())
 
     # attention [B, S, H, D]
@@ -501,7 +516,9 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
                                   (2, 512, 8, 64, False, 0), (1, 768, 8, 64, False, 0),
                                   (1, 1024, 8, 64, False, 1), (1, 1024, 8, 64, True, 1),
                                   (1, 1024, 8, 128, False, 0), (1, 1536, 8, 64, False, 0),
-                                  (1, 2048, 8, 64, False, 0)):
+                                  (1, 2048, 8, 64, False, 0), (2, 256, 8, 64, False, 0),
+                                  (1, 384, 8, 64, False, 0), (1, 640, 8, 64, False, 0),
+                                  (4, 512, 8, 64, False, 0)):
         add("attention_naive", _attn(b, s, h, d, causal=causal), tags=Q if q else ())
     for b, s, h, d, kvh, causal, q in ((1, 512, 8, 64, None, False, 1),
                                        (2, 512, 8, 128, None, False, 0),
