@@ -166,4 +166,5 @@ def test_recovers_a_smooth_cache_term():
     from perfmodel import engine
     for r in res.rows:
         (op,) = F.ops_list(r.kernel, json.loads(r.params), r.dtype)
+        op = op.model_copy(update={"calibrate_as": "softmax"})  # as the workbook's kernel ops
         assert engine.evaluate_op(op, hw)["t_calibrated"] == pytest.approx(r.predicted_s, rel=1e-9)
