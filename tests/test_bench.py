@@ -47,7 +47,7 @@ def test_suite_modes_and_op_models():
     assert not {k.key for k in tiny} & {k.key for k in full}
     for ks in (full, quick, tiny):
         assert len({k.key for k in ks}) == len(ks), "duplicate kernels"
-    assert 25 <= len(quick) < len(full) <= 160
+    assert 25 <= len(quick) < len(full) <= 200  # the full bench must stay well under 15 min (~5 here)
     pallas = [k for k in full if k.name == "matmul_pallas"]
     assert pallas and all(k.params["interpret"] is True for k in pallas)
     assert all(k.params["interpret"] is False for k in K.suite("full", "tpu")

@@ -475,7 +475,9 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
     # matmul bf16 (emulated on CPU)
     for m, k, n, q in ((256, 256, 256, 0), (512, 512, 512, 1), (768, 768, 768, 0),
                        (1024, 1024, 1024, 1), (2048, 2048, 2048, 0), (32, 2048, 2048, 0),
-                       (64, 4096, 4096, 0), (4096, 512, 512, 0)):
+                       (64, 4096, 4096, 0), (4096, 512, 512, 0), (1536, 1536, 1536, 0),
+                       (128, 2048, 2048, 0), (2048, 128, 2048, 0), (256, 4096, 1024, 0),
+                       (16, 4096, 4096, 0), (384, 384, 384, 0)):
         add("matmul", _mm(m, k, n), "bf16", tags=Q if q else ())
     # Pallas tiled matmul (interpreted on CPU: slow, keep it small)
     for n, b, q in ((256, 128, 1), (256, 64, 0), (384, 128, 0), (512, 256, 0), (512, 128, 0),
@@ -500,7 +502,9 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
     # reductions over the last axis
     for shape, q in (((1024, 1024), 0), ((2048, 2048), 0), ((4096, 1024), 0), ((4096, 4096), 1),
                      ((8192, 4096), 0), ((16384, 4096), 0), ((65536, 256), 1),
-                     ((1024, 16384), 0), ((256, 65536), 0)):
+                     ((1024, 16384), 0), ((256, 65536), 0), ((512, 32768), 0),
+                     ((2048, 8192), 0), ((8192, 1024), 0), ((32768, 512), 0), ((4096, 2048), 0),
+                     ((12288, 4096), 0)):
         add("reduce_sum", _ew(shape, 1, 0, 1), tags=Q if q else ())
     # softmax over the last axis: 4 MiB ... 256 MiB
     # (densest around the last-level cache, where the cost per element changes)
