@@ -30,10 +30,13 @@ def main(a: str, b: str) -> None:
         o = pb.get(key(r))
         if r.heldout and o is not None and np.isfinite(r.predicted_s) and np.isfinite(o.predicted_s):
             diffs.append((abs(r.predicted_s - o.predicted_s) / min(r.predicted_s, o.predicted_s), r))
-    d = np.array([x for x, _ in diffs])
-    print(f"held-out kernels predicted by both: {len(d)}; prediction A vs B: median {100 * np.median(d):.1f}%, "
-          f"p90 {100 * np.percentile(d, 90):.1f}%, worst {100 * d.max():.0f}%; within 15%: "
-          f"{(d <= 0.15).sum()} of {len(d)}")
+    for label, sel in (("held-out kernels predicted by both", diffs),
+                       ("of them >= 1 ms and stable (the acceptance set)",
+                        [(x, r) for x, r in diffs if r.measured_s >= F.LONG_S and not r.unstable])):
+        d = np.array([x for x, _ in sel])
+        print(f"{label}: {len(d)}; prediction A vs B: median {100 * np.median(d):.1f}%, "
+              f"p90 {100 * np.percentile(d, 90):.1f}%, worst {100 * d.max():.0f}%; within 15%: "
+              f"{(d <= 0.15).sum()} of {len(d)}")
     for x, r in sorted(diffs, key=lambda t: -t[0])[:5]:
         print(f"  {100 * x:5.0f}%  {r.group:16s} {r.kernel} {r.params}")
     print("\nfitted parameters, A vs B (relative difference)")

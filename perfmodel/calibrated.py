@@ -43,7 +43,7 @@ DEFAULT_CACHE_SHARPNESS = 50.0
 SOFTMAX_FLOPS = 5  # as the attention model counts it
 
 
-GEMV_ROWS = 4  # a matmul with at most this many rows or columns is a matrix-vector kernel (kernels.GEMV_ROWS)
+GEMV_ROWS = 1  # one row or column: XLA runs it as a matrix-vector product; 2+ rows are small GEMMs
 
 
 def matmul_group(m, n) -> str:

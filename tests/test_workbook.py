@@ -32,7 +32,7 @@ def _book(tmp_path, workloads=WORKLOADS, chips=CHIPS, active="tpu-v4"):
     return write_workbook(tmp_path / "book.xlsx", wls, hws, active=active), wls, hws
 
 
-def _same(a, b, rel=1e-9):
+def _same(a, b, rel=1e-9, abs_tol=1e-300):
     """Recalculated vs expected: errors (#DIV/0!, #N/A) match Python's non-finite."""
     def norm(x):
         if isinstance(x, str) and x.startswith("#"):
@@ -45,7 +45,7 @@ def _same(a, b, rel=1e-9):
         return a == b
     if a is None or b is None:
         return a is b
-    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-300)
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)
 
 
 def _ops_expected(ws, rows):
@@ -58,7 +58,7 @@ def _ops_expected(ws, rows):
                 yield cell.coordinate, row[name]
 
 
-def _assert_parity(path, tmp_path, min_cells):
+def _assert_parity(path, tmp_path, min_cells, abs_tol=1e-300):
     """Every formula cell, recalculated by LibreOffice, equals the value Python cached."""
     recalced = lo.convert(path, tmp_path / "lo")
     formulas = openpyxl.load_workbook(path)
@@ -72,7 +72,7 @@ def _assert_parity(path, tmp_path, min_cells):
                     n += 1
                     want = cached[ws.title][c.coordinate].value
                     got = fresh[ws.title][c.coordinate].value
-                    if not _same(got, want):
+                    if not _same(got, want, abs_tol=abs_tol):
                         bad.append((ws.title, c.coordinate, c.value, want, got))
     assert n > min_cells, n
     assert not bad, bad[:10]
@@ -258,3 +258,41 @@ def test_model_sheet_recalculates_and_matches_step_totals(tmp_path):
     assert vals["t_upper per step (no overlap)"] == pytest.approx(total["t_upper"], rel=1e-9)
     assert vals["total"] == pytest.approx(total["memory_bytes_per_chip"], rel=1e-9)
     assert vals["fits in HBM"] == ("yes" if total["fits_memory"] else "NO")
+
+
+@lo.needs_lo
+def test_calibration_workbook_recalculates(tmp_path):
+    """`perfmodel calibrate --workbook` on measurements of the whole suite: every formula cell,
+    including the smooth cache term over working sets (in-place elementwise, one attention
+    head) and decode attention priced from its gemv parts, recalculates to Python's value."""
+    import json
+
+    from perfmodel.calibrate import kernels as K
+    from perfmodel.calibrate.bench import COLUMNS
+
+    base = catalog.load_hardware("cpu-local")
+    rows = []
+    for i, k in enumerate(K.suite("full")):
+        c = K.op_costs(k.name, k.params, k.dtype, base)
+        # made-up times: a per-call cost, bytes 3x slower past a 32 MiB cliff, and a scatter
+        # (an exact fit would leave relative errors of 1e-10, compared at rounding level)
+        t = (5e-5 + c["t_compute"] + c["t_memory"] * (1 if c["hbm_bytes"] < 2**25 else 3)) \
+            * (1 + 0.1 * math.sin(i))
+        for p in (1, 2):
+            rows.append({"kernel": k.name, "params": json.dumps(k.params, sort_keys=True, separators=(",", ":")),
+                         "dtype": k.dtype, "median_s": t * (1 + 0.01 * p), "min_s": t, "p20_s": t,
+                         "cv": 0.02, "reps": 10, "pass": p, "backend": "cpu", "device_kind": "cpu",
+                         "n_devices": 1, "jax_version": "synthetic", "host": "test"})
+    csv = tmp_path / "m.csv"
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, index=False)
+    out = CliRunner().invoke(main, ["calibrate", "-m", str(csv), "-o", str(tmp_path / "cal.yaml"),
+                                    "--workbook", str(tmp_path / "cal.xlsx")])
+    assert out.exit_code == 0, out.output
+    assert "MiB" in out.output  # some group chose a cache term
+    # (a group with as many shapes as parameters fits exactly: its relative errors are ~1e-9
+    # and agree only to rounding, hence an absolute tolerance far below any real error)
+    _assert_parity(tmp_path / "cal.xlsx", tmp_path, 500, abs_tol=1e-12)
+    formulas = [c.value for row in openpyxl.load_workbook(tmp_path / "cal.xlsx")["Ops"].iter_rows()
+                for c in row if isinstance(c.value, str) and c.value.startswith("=")]
+    assert any("cal_gemv_" in f and "cal_softmax_" in f for f in formulas)  # decode from parts
+    assert any("_cache_sharpness" in f for f in formulas)

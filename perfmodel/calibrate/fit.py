@@ -153,7 +153,8 @@ CACHE_PARAMS = ("cache_bytes", "cache_bandwidth")
 # the cache's sharpness is a structural choice, like sum or max: a gradual fall (the hit share
 # goes from 90% to 10% over a 4x range of working sets) or a cliff (over 9%). Fitting it as a
 # third continuous cache parameter costs more AICc than a dozen shapes per group can pay.
-SHARPNESS = (3.0, 50.0)
+GRADUAL, CLIFF = 3.0, 50.0
+SHARPNESS = (CLIFF, GRADUAL)
 
 
 UNDETERMINED_SHARE = 0.1
@@ -253,12 +254,13 @@ def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combin
             fun = res.fun[:-2]  # the data residuals only, for the error and the model choice
             err = float(np.median(np.abs(np.expm1(fun))))
             # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1%
-            # noise so an exact fit cannot buy extra terms): a term must pay for itself. Sum and
-            # no cache are the default structure: an alternative must win by strong evidence (6
-            # AICc units), so noisy groups do not flip structure from run to run.
+            # noise so an exact fit cannot buy extra terms): a term must pay for itself. Sum, no
+            # cache and a cliff are the default structure: each alternative (max, a cache term,
+            # a gradual cache) must win by strong evidence (6 AICc units), so noisy groups do
+            # not flip structure from run to run.
             rss = max(float(np.mean(fun ** 2)), 1e-4)
             score = (n_fit * math.log(rss) + 2 * nparams + corr + 6 * (combine == "max")
-                     + 6 * (cache is not None))
+                     + 6 * (cache is not None) + 6 * (cache == GRADUAL))
             # (a later start must do clearly better: equal fits keep the spec-sheet start)
             if combine not in best_by or score < best_by[combine][0] - 0.01:
                 best_by[combine] = (score, err, res.x, combine, cache, shape, pinned)
@@ -279,16 +281,19 @@ def _group_fit(group: str, best) -> GroupFit:
 
 def _predict_row(r: Row, groups: dict) -> float:
     """A row's calibrated time through the same formula the engine and workbook use."""
-    if any(f["group"] not in groups for f in r.feats):
+    def key(g):  # without a gemv group, matrix-vector parts take the matmul group's (as column)
+        return g.replace("gemv", "matmul", 1) if g not in groups and g.startswith("gemv") else g
+
+    if any(key(f["group"]) not in groups for f in r.feats):
         return math.nan
     e = NS()
     for g, gf in groups.items():
         for k in calibrated.PARAMS:
             e[f"cal_{g}_{k}"] = np.float64(gf.params.get(k) or 0.0)
     return float(sum(f.get("repeat", 1) * calibrated.kernel_time(
-        e, f["group"], groups[f["group"]].combine, np.float64(f["flops_exec"] / f.get("repeat", 1)),
-        np.float64(f["hbm_bytes"] / f.get("repeat", 1)), f["dims"],
-        cache=bool(groups[f["group"]].params.get("cache_bytes")),
+        e, key(f["group"]), groups[key(f["group"])].combine,
+        np.float64(f["flops_exec"] / f.get("repeat", 1)), np.float64(f["hbm_bytes"] / f.get("repeat", 1)),
+        f["dims"], cache=bool(groups[key(f["group"])].params.get("cache_bytes")),
         working_set=f.get("working_set")) for f in r.feats))
 
 
@@ -461,8 +466,9 @@ def bench_workload(res: FitResult):
         idx = []
         for j, op in enumerate(ops_list(r.kernel, json.loads(r.params), r.dtype)):
             upd = {"name": f"{r.kernel}#{i}.{j}"}
-            if op.kind != "attention":
-                upd["calibrate_as"] = op.calibrate_as or GROUP.get(r.kernel, r.kernel)
+            base = op.calibrate_as or GROUP.get(r.kernel, r.kernel)
+            if op.kind != "attention" and base != op.kind:  # else the op's own kind picks it
+                upd["calibrate_as"] = base                   # (matmul or gemv, as the fitter)
             data = {**op.model_dump(exclude_none=True), **upd}
             idx.append(len(ops))
             ops.append(data)

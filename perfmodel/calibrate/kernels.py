@@ -208,7 +208,7 @@ def _data(shape, dtype: str, seed: int):
 
 # ---- builders -----------------------------------------------------------------------------
 
-GEMV_ROWS = 4            # as calibrated.GEMV_ROWS: at most this many rows or columns
+COLD_ROWS = 4            # products this skinny stream their weights (a decode step's): timed cold
 COLD_BYTES = 1 << 30     # operand bytes rotated through to defeat caches (L3 here: 480 MiB)
 
 
@@ -220,7 +220,7 @@ def _matmul(p, dtype):
     lead = (b,) if b > 1 else ()
     fn = _jit("matmul", lambda: jax.jit(lambda x, y: x @ y))
     x = _data(lead + (m, k), dtype, 1)
-    if min(m, n) <= GEMV_ROWS:
+    if min(m, n) <= COLD_ROWS:
         # a matrix-vector product streams its weights: rotate through enough copies to exceed
         # the last-level cache, or repeated calls would time a cache-resident matrix
         w_bytes = b * k * n * DTYPE_BYTES[dtype]
@@ -443,7 +443,8 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
     interpret = backend not in ("tpu", "gpu")  # no Pallas compiler on CPU
     Q, T = frozenset({"quick"}), frozenset({"tiny"})
     # decode attention is predicted from matrix-vector parts: the quick suite needs some too
-    QUICK_GEMV = {(1, 2048, 8192), (2, 4096, 4096), (4, 8192, 4096), (1, 1024, 4096)}
+    QUICK_GEMV = {(1, 2048, 8192), (2, 4096, 4096), (4, 8192, 4096), (1, 1024, 4096),
+                  (4, 2048, 2048)}
     ks: list[Kernel] = []
 
     def add(name, params, dtype="fp32", tags=frozenset()):

@@ -721,7 +721,17 @@ class _Writer:
             m, p_, s_ = (xl_rowcol_to_cell(rr, c) for c in (6, 9, 8))
             ws.write_formula(rr, 11, f"=ABS({s_}-{m})/{m}", self.fmt["pct"], _num(abs(r.spec_s - r.measured_s) / r.measured_s))
             ok = tc is not None and all("t_calibrated" in self.rows[j].values for j in idx) and np.isfinite(r.predicted_s)
-            if ok:
+            if ok and any(f.get("repeat", 1) > 1 for f in r.feats):
+                # interpreted Pallas: the fitter prices each grid step (a block matmul touching
+                # the whole operands), which no workbook op expresses: its number, not a formula
+                ws.write_number(rr, 9, r.predicted_s, self.fmt["eng"])
+                ws.write_formula(rr, 10, f"=ABS({p_}-{m})/{m}", self.fmt["pct"],
+                                 _num(abs(r.predicted_s - r.measured_s) / r.measured_s))
+                ws.write_comment(rr, 9, "Interpreted Pallas: the fitter's per-grid-step prediction "
+                                        "(steps x a block matmul over the whole operands); a value, not "
+                                        "a formula of the Ops sheet.")
+                self.formula_cells += 1
+            elif ok:
                 cells = ",".join("Ops!" + xl_rowcol_to_cell(1 + j, tc) for j in idx)
                 ws.write_formula(rr, 9, f"=SUM({cells})", self.fmt["eng"], _num(r.predicted_s))
                 ws.write_formula(rr, 10, f"=ABS({p_}-{m})/{m}", self.fmt["pct"],
