@@ -395,7 +395,11 @@ def fit(df, base: Hardware, source: str = "") -> FitResult:
         members = [r for r in rows if r.group == name]
         dtype = members[0].dtype
         prior = (base.peak_flops.get(dtype) or max(base.peak_flops.values()), base.hbm_bandwidth)
-        by = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats), prior=prior)
+        # naive attention runs as a sequence of kernels (QK^T, the softmax passes, AV): its
+        # compute and memory phases follow one another, so they add (no max)
+        combines = ("sum",) if name.startswith("attention") else ("sum", "max")
+        by = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats), prior=prior,
+                        combines=combines)
         if by:
             fits[name] = by
     groups = {name: min(by.values(), key=lambda sb: sb[0])[1] for name, by in fits.items()}

@@ -523,7 +523,11 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
                                   (1, 1024, 8, 128, False, 0), (1, 1536, 8, 64, False, 0),
                                   (1, 2048, 8, 64, False, 0), (2, 256, 8, 64, False, 0),
                                   (1, 384, 8, 64, False, 0), (1, 640, 8, 64, False, 0),
-                                  (4, 512, 8, 64, False, 0)):
+                                  (4, 512, 8, 64, False, 0),
+                                  # short sequences, many heads x batches (a small model's step)
+                                  (4, 128, 4, 128, True, 0), (16, 128, 4, 128, True, 0),
+                                  (8, 128, 4, 128, False, 0), (4, 256, 4, 128, True, 0),
+                                  (16, 256, 4, 64, False, 0)):
         add("attention_naive", _attn(b, s, h, d, causal=causal), tags=Q if q else ())
     for b, s, h, d, kvh, causal, q in ((1, 512, 8, 64, None, False, 1),
                                        (2, 512, 8, 128, None, False, 0),
@@ -531,7 +535,8 @@ def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
                                        (1, 1024, 8, 64, None, False, 0),
                                        (1, 1024, 8, 64, None, True, 1),
                                        (1, 1024, 16, 64, 4, False, 0),
-                                       (1, 2048, 8, 64, None, False, 0)):
+                                       (1, 2048, 8, 64, None, False, 0),
+                                       (4, 256, 8, 64, 2, True, 0), (8, 128, 8, 64, 2, True, 0)):
         add("attention_dpa", _attn(b, s, h, d, kv_heads=kvh, causal=causal,
                                    implementation="xla"), tags=Q if q else ())
     # decode: one token over a KV cache, grouped-query
