@@ -110,6 +110,11 @@ def working_set(op, e):
     return None
 
 
+def attention_dims(e):
+    """(m, k, n) of naive attention's QK^T product per kv head, for the shape term."""
+    return (e.seq * e.heads / e.kv_heads, e.head_dim, e.kv_seq)
+
+
 def naive_attention_parts(e):
     """(group base, flops, hbm_bytes, dims) of QK^T, softmax and AV: together exactly the
     naive attention model's flops and bytes."""
@@ -190,7 +195,8 @@ def column(hw, op) -> Callable | None:
     # the forward's group on its own (backward) FLOPs and bytes
     key = group("attention_decode" if op.seq == 1 else f"attention_{op.impl}", op.dtype)
     if op.calibrate_as is None and key in kinds:
-        return lambda e: kt(e, key, e.flops_exec, e.hbm_bytes, working_set=working_set(op, e))
+        dims = attention_dims if kinds[key].small_dim or kinds[key].small_k else (lambda e: None)
+        return lambda e: kt(e, key, e.flops_exec, e.hbm_bytes, dims(e), working_set=working_set(op, e))
     if op.impl != "naive":
         return None
     backward = getattr(op, "backward", False)

@@ -311,7 +311,9 @@ def _parts(kernel: str, op, ctx, params: dict | None = None) -> list[dict]:
                  "dims": None if d is None else tuple(float(x) for x in d)}
                 for g, f, b, d in calibrated.naive_attention_parts(e)]
     ev = evaluate_op(op, ctx.hardware)
-    dims = (p["m"], p["k"], p["n"]) if op.kind == "matmul" else None
+    e = NS({k: np.float64(v) for k, v in p.items()})
+    dims = ((p["m"], p["k"], p["n"]) if op.kind == "matmul" else
+            tuple(float(x) for x in calibrated.attention_dims(e)) if op.kind == "attention" else None)
     base = op.calibrate_as or GROUP.get(kernel, kernel)
     if base == "matmul":
         base = calibrated.matmul_group(op.m, op.n)
