@@ -687,12 +687,15 @@ class _Writer:
                           ("calibrated model (t_calibrated)", e["heldout_1ms"]["calibrated"]),
                           ("noise floor (one pass vs the others)", res.noise)):
             summary.append((label, str(st["n"]), pct(st["median"]), pct(st["p90"]), pct(st["worst"])))
-        for i, row in enumerate(summary):
-            for c, v in enumerate(row):
+        for i, row in enumerate(summary):  # the label spans three columns: it is long
+            ws.merge_range(2 + i, 0, 2 + i, 2, row[0], self.fmt["head" if i == 0 else "text"])
+            for c, v in enumerate(row[1:], start=3):
                 self.text(ws, 2 + i, c, v, self.fmt["head" if i == 0 else "text"])
         self.para(ws, 6, 0, "Relative error = |predicted - measured| / measured. Fit rows trained the parameters; "
-                  "held-out rows did not ('extrapolation': outside the fitted size range; 'composite': attention "
-                  "predicted from its matmul and softmax parts, never fitted). The fitted parameters are the "
+                  "held-out rows did not ('extrapolation': outside the fitted size range; 'composite': decode "
+                  "attention, predicted from its matrix-vector and softmax parts, never fitted). Interpreted "
+                  "Pallas predictions are the fitter's per-grid-step values (see their cell comments). "
+                  "The fitted parameters are the "
                   "cal_<group>_<param> rows on Inputs/Hardware: edit one and every prediction below recomputes. "
                   "Summary figures were computed when fitted. Measurements: " + res.source, 110)
         ws.merge_range(6, 0, 6, 10, None)
