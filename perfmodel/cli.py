@@ -302,7 +302,8 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="Calibrated hardware spec to write (YAML; usable by every command).")
 @click.option("--workbook", type=click.Path(dir_okay=False), help="Also write a workbook with a Calibration sheet.")
-@click.option("--name", default=None, help="Name of the calibrated spec [default: <base>-calibrated].")
+@click.option("--name", default=None, help="Name of the calibrated spec [default: the output file's "
+                                           "name without its suffix].")
 def calibrate(measurements, hardware, output, workbook, name):
     """Fit per-kind achievable FLOP/s, bandwidth, overhead, matmul shape and cache terms to the
     measurements; print held-out error beside the spec roofline's and the noise floor."""
@@ -324,6 +325,10 @@ def calibrate(measurements, hardware, output, workbook, name):
                             f"more (perfmodel bench) before calibrating.")
     hw = res.hardware(name or (Path(output).stem if Path(output).stem != "measurements" else None))
     click.echo(report_text(res))
+    unfitted = sorted({r.group for r in res.rows if r.group != "composite"} - set(res.groups))
+    if unfitted:
+        click.echo(f"not fitted (too few stable shapes; ops of these groups get no t_calibrated): "
+                   f"{', '.join(unfitted)}")
     with atomic_path(Path(output)) as tmp:
         tmp.write_text(f"# calibrated by perfmodel from {measurements}; base {base.name}\n"
                        + yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))

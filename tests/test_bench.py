@@ -325,6 +325,14 @@ def test_read_measurements_rejects(tmp_path, header, rows, needles):
         assert needle in msg, msg
 
 
+def test_missing_columns_hint_only_names_foreign_columns(tmp_path):
+    # 'pass' is close to 'params', but params is a column of ours and present: no hint
+    path = _write(tmp_path, "kernel,params,dtype", ['matmul,"{}",fp32'])
+    with pytest.raises(SpecError) as info:
+        bench.read_measurements(path)
+    assert "missing column(s) median_s" in str(info.value) and "looks like" not in str(info.value)
+
+
 def test_read_measurements_missing_or_empty(tmp_path):
     with pytest.raises(SpecError, match="no such file"):
         bench.read_measurements(tmp_path / "none.csv")

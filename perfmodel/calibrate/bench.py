@@ -393,7 +393,9 @@ def read_measurements(path: Path | str):
     header = [c.strip() for c in rows[0]]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        close = {m: difflib.get_close_matches(m, header, n=1) for m in missing}
+        # a near-miss can only be a column that is not one of ours (a misspelling)
+        spare = [h for h in header if h not in COLUMNS]
+        close = {m: difflib.get_close_matches(m, spare, n=1) for m in missing}
         hints = "".join(f" ('{m}' looks like '{c[0]}')" for m, c in close.items() if c)
         raise SpecError(f"{path} line 1: missing column(s) {', '.join(missing)}{hints}. The "
                         f"header must name {','.join(COLUMNS)} (the order written by "
