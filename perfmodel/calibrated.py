@@ -16,10 +16,12 @@ and one (batch, head) slice of naive attention, which works a head at a time (me
 the same total bytes run 2x faster when one head's 1.6 MiB of scores fit the 2 MiB L2 than at
 2.3 MiB); otherwise the op's bytes.
 
-Attention uses its own fitted group when there is one (attention_naive, attention_decode for a
-single query row, ...); otherwise naive attention is predicted as the sum of its parts, as it
-runs: the QK^T matmul, the softmax over the scores and the AV matmul, each with its own group's
-parameters (matmul, softmax). A backward takes its forward's fitted group on the backward's
+Attention uses its own fitted group when there is one (attention_naive, with the matmul shape
+knee on its per-kv-head product; attention_decode if a calibration has one); otherwise naive
+attention is predicted as the sum of its parts, as it runs: the QK^T product, the softmax over
+the scores and the AV product, each with its own group's parameters. The products' rows are
+the query rows sharing one kv head, so a decode step (one token, 1-4 heads per kv head) runs
+them on the gemv group (one row) or as small GEMMs on the matmul group. A backward takes its forward's fitted group on the backward's
 FLOPs and bytes, or else (naive) is predicted as dV, dP, the softmax backward, dQ and dK the
 same way (naive_attention_bwd_parts).
 A kernel of a compiled step (``in_step``: a transformer's expanded ops) leaves out the

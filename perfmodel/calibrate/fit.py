@@ -5,13 +5,15 @@ Per group of kernels (matmul, elementwise, softmax, ...) we fit, by least square
 
     t(op) = overhead + combine(flops_exec / P_eff, t_mem)
     P_eff = P / (1 + d0/m + d0/n + dk/k)                                 (matmuls only)
-    t_mem = hbm_bytes * (hit / W_cache + (1 - hit) / W),  hit = 1 / (1 + (bytes / C)^h)
+    t_mem = hbm_bytes * (hit / W_cache + (1 - hit) / W),  hit = 1 / (1 + (working_set / C)^h)
 
 (calibrated.py) and a kernel's time is the sum over its ops (an unfused chain pays the overhead
 per call). ``combine`` (sum or max), the shape knees and the cache term are chosen per group by
 AICc; the cache size C is continuous (several starting points, since the fit is not convex in
-it), its sharpness h a choice between a gradual fall and a cliff (SHARPNESS). Shapes are split deterministically into fit and held-out sets per group: the largest shape
-is held out (flagged as extrapolation) and every third of the rest. Unstable rows (cv > 0.2 in
+it), its sharpness h a choice between a gradual fall and a cliff (SHARPNESS). A rate the
+group's kernels never exercise is pinned to the spec sheet (UNDETERMINED_SHARE). Shapes are
+split deterministically into fit and held-out sets per group: the largest shape is held out
+(flagged as extrapolation) and every third of the rest. Unstable rows (cv > 0.2 in
 most passes) are reported but not fitted. Decode attention is not fitted: it is predicted from
 its parts' groups (QK^T, softmax, AV), an out-of-sample test of the composition. Pure
 numpy/scipy: no jax here.
@@ -312,14 +314,14 @@ def _parts(kernel: str, op, ctx, params: dict | None = None) -> list[dict]:
                 for g, f, b, d in calibrated.naive_attention_parts(e)]
     ev = evaluate_op(op, ctx.hardware)
     e = NS({k: np.float64(v) for k, v in p.items()})
-    dims = ((p["m"], p["k"], p["n"]) if op.kind == "matmul" else
+    dims = ((p["m"], p["k"], p["n"]) if op.kind == "matmul" else  # the shape knees' dims
             tuple(float(x) for x in calibrated.attention_dims(e)) if op.kind == "attention" else None)
     base = op.calibrate_as or GROUP.get(kernel, kernel)
     if base == "matmul":
         base = calibrated.matmul_group(op.m, op.n)
     part = {"group": calibrated.group(base, op.dtype),
             "flops_exec": ev["flops_exec"], "hbm_bytes": ev["hbm_bytes"], "dims": dims}
-    ws = calibrated.working_set(op, NS({k: np.float64(v) for k, v in p.items()}))
+    ws = calibrated.working_set(op, e)
     if ws is not None:  # as calibrated.column prices it
         part["working_set"] = float(ws)
     if kernel == "matmul_pallas" and params.get("interpret"):
