@@ -544,10 +544,34 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
             problem += ("; fix the YAML syntax (indentation, a missing ':' or closing bracket, "
                         "or quote values containing ': ' or '#')")
         raise SpecError(f"{path}:{where}: YAML error: {problem}.") from None
+    dup = _duplicate_key(node)
+    if dup is not None:
+        key, first, again = dup
+        raise SpecError(f"{path}: line {again}: key '{key}' appears twice in one mapping (first "
+                        f"on line {first}); YAML would keep only the last and silently drop the "
+                        f"other: remove or rename one of them.")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping of keys to values "
                         f"(name: ..., ...), got {type(data).__name__}.")
     return data, node
+
+
+def _duplicate_key(node) -> tuple[str, int, int] | None:
+    """The first key written twice in one mapping: (key, first line, second line)."""
+    stack = [node] if node is not None else []
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                    if k.value in seen:
+                        return k.value, seen[k.value], k.start_mark.line + 1
+                    seen[k.value] = k.start_mark.line + 1
+                stack.append(v)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return None
 
 
 def _line(node: yaml.Node | None, loc: tuple) -> int | None:

@@ -89,6 +89,18 @@ def test_yaml_unclosed_bracket_says_where_it_opened(tmp_path):
     assert str(p) in msg and "started on line 2" in msg
 
 
+@pytest.mark.parametrize("text,key,first,again", [
+    ("name: w\nops:\n  - {name: a, kind: matmul, m: 1, k: 1, n: 1}\nname: v\n", "name", 1, 4),
+    # inside an op (a flow mapping): m twice on line 3
+    ("name: w\nops:\n  - {name: a, kind: matmul, m: 1, k: 1, n: 1, m: 2}\n", "m", 3, 3),
+])
+def test_duplicate_keys_are_an_error_not_silently_dropped(tmp_path, text, key, first, again):
+    p = workload(tmp_path, text)
+    msg = bad_workload(p)
+    assert str(p) in msg and f"line {again}: key '{key}' appears twice" in msg
+    assert f"first on line {first}" in msg and "remove or rename" in msg
+
+
 def test_tab_indentation_is_a_syntax_error(tmp_path):
     p = workload(tmp_path, "name: w\nops:\n\t- {name: a}\n")
     msg = bad_workload(p)
