@@ -23,32 +23,15 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchutil import pin_one_core, timed  # noqa: E402
 from perfmodel import catalog, engine  # noqa: E402
 from perfmodel.specs import AttentionOp, MatmulOp  # noqa: E402
-
-
-def pin_one_core() -> str:
-    if hasattr(os, "sched_setaffinity"):
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    return "not pinned (no sched_setaffinity)"
 
 
 def spread(xs: list[float]) -> str:
     med = statistics.median(xs)
     return (f"median {med * 1e3:.1f} ms, min {min(xs) * 1e3:.1f} ms, max {max(xs) * 1e3:.1f} ms "
             f"(spread {(max(xs) - min(xs)) / med:.1%} of median, {len(xs)} runs)")
-
-
-def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up (imports, first-touch allocations)
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def bench_matmul(hw, n: int, runs: int) -> None:

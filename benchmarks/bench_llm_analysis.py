@@ -50,7 +50,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -63,6 +62,7 @@ except ImportError:  # pragma: no cover - the message is the point
              "  python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install -e "
              "/work/main llm-analysis\nthen run this script with /tmp/bench-venv/bin/python.")
 
+from benchutil import pin_one_core, timed  # noqa: E402
 from perfmodel import Workload, evaluate_rows, load_hardware, to_json  # noqa: E402
 from perfmodel.engine import op_columns  # noqa: E402
 from perfmodel.model import expand_workload  # noqa: E402
@@ -177,23 +177,6 @@ class Vectorised:
 
 
 # ---- timing and formatting ------------------------------------------------------------------
-
-def timed(fn, reps: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def pin_one_core() -> str:
-    if hasattr(os, "sched_setaffinity"):
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    return "not pinned"
 
 
 def fmt_t(s: float) -> str:

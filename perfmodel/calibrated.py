@@ -75,6 +75,11 @@ def env(hw) -> dict[str, float]:
     return out
 
 
+def relative_error(predicted, measured):
+    """|predicted - measured| / measured: the error every calibration figure reports."""
+    return fmax(predicted - measured, measured - predicted) / measured
+
+
 def has_cache(hw, key: str) -> bool:
     k = hw.calibration.kinds.get(key) if hw.calibration is not None else None
     return bool(k is not None and k.cache_bytes)

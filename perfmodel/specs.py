@@ -232,20 +232,25 @@ COLLECTIVE_ALIASES = {"psum": "all_reduce", "psum_scatter": "reduce_scatter",
                       "collective_permute": "ppermute", "sendrecv": "ppermute"}
 
 
-def _collective(v: Any) -> Any:
-    if isinstance(v, str):
-        v = v.strip().lower().replace("-", "_").replace(" ", "_")
-        return COLLECTIVE_ALIASES.get(v, v)
-    return v
+def _aliased(aliases: dict[str, str]):
+    """A before-validator: a name in any case, '-' or ' ' for '_', or one of its aliases."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().lower().replace("-", "_").replace(" ", "_")
+            return aliases.get(v, v)
+        return v
+    return norm
 
 
-def _axes(v: Any) -> Any:
-    if isinstance(v, str):
-        v = [v]
-    if isinstance(v, (list, tuple)) and len(v) == 0:
-        raise ValueError("is empty: a collective runs over one or more mesh axes; name them, "
-                         "e.g. axes: [model] (the axes of the workload's top-level mesh)")
-    return v
+def _one_or_more(hint: str):
+    """A before-validator for a list of names: one name alone is a list of one; none is an error."""
+    def names(v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, (list, tuple)) and len(v) == 0:
+            raise ValueError(f"is empty: {hint}")
+        return v
+    return names
 
 
 PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
@@ -259,8 +264,10 @@ class CollectiveOp(OpBase):
     device sends; broadcast the message."""
 
     kind: Literal["collective"]
-    collective: Annotated[Literal[COLLECTIVES], BeforeValidator(_collective)]
-    axes: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_axes)]
+    collective: Annotated[Literal[COLLECTIVES], BeforeValidator(_aliased(COLLECTIVE_ALIASES))]
+    axes: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_one_or_more(
+        "a collective runs over one or more mesh axes; name them, e.g. axes: [model] (the axes "
+        "of the workload's top-level mesh)"))]
     bytes: Optional[PosBytes] = None
     shape: Optional[list[Count]] = Field(None, min_length=1)
 
@@ -288,20 +295,8 @@ _STRATEGY_ALIASES = {"dp": "data", "tp": "tensor", "model": "tensor", "sp": "seq
                      "context": "sequence", "ep": "expert", "pp": "pipeline"}
 
 
-def _strategy(v: Any) -> Any:
-    if isinstance(v, str):
-        v = v.strip().lower()
-        return _STRATEGY_ALIASES.get(v, v)
-    return v
-
-
-def _axis_names(v: Any) -> Any:
-    if isinstance(v, str):
-        v = [v]
-    if isinstance(v, (list, tuple)) and len(v) == 0:
-        raise ValueError("is empty: name the mesh axis (or axes) this strategy runs over, "
-                         "e.g. fsdp: fsdp or data: [replica, data]")
-    return v
+_axis_names = _one_or_more("name the mesh axis (or axes) this strategy runs over, e.g. fsdp: "
+                           "fsdp or data: [replica, data]")
 
 
 AxisNames = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_axis_names),
@@ -338,7 +333,7 @@ class TransformerOp(Spec):
                                               "fp32 moments, sgd no state")
     remat: Literal["none", "full"] = Field("none", description="full: recompute the forward "
                                            "once in the backward (train only)")
-    parallelism: dict[Annotated[Literal[STRATEGIES], BeforeValidator(_strategy)], AxisNames] = \
+    parallelism: dict[Annotated[Literal[STRATEGIES], BeforeValidator(_aliased(_STRATEGY_ALIASES))], AxisNames] = \
         Field({}, description="strategy -> mesh axis name or list of names")
     overlap: bool = Field(True, description="headline figures at t_lower (true) or t_upper")
     microbatches: Optional[Count] = Field(None, description="pipeline microbatches per step "

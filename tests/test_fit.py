@@ -110,7 +110,6 @@ def test_calibrated_spec_round_trips_and_predicts(tmp_path):
     assert back.calibration.kinds["matmul"].peak_flops == pytest.approx(res.groups["matmul"].params["peak_flops"])
     # engine's t_calibrated for a kernel equals the fitter's prediction (one formula, two paths)
     from perfmodel import engine
-    from perfmodel.specs import MatmulOp
 
     # every single-op kernel: the engine's t_calibrated (which picks the group from the op,
     # e.g. gemv for m <= 8) equals the fitter's prediction

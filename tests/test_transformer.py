@@ -21,7 +21,7 @@ from perfmodel.model import expand_workload, expansion, source_workload
 from perfmodel.model.summary import bubble_fraction, model_flops
 from perfmodel.model.transformer import (ADAM_MOMENT_BYTES, make_plan, memory_parts,
                                          param_ledger, params_6pt)
-from perfmodel.specs import SpecError, TransformerOp, Workload, with_slice
+from perfmodel.specs import TransformerOp, Workload, with_slice
 
 REPO = Path(__file__).resolve().parents[1]
 V4_PEAK = 2.75e14  # reference.md section 7: the course's v4 numbers

@@ -17,7 +17,7 @@ from perfmodel import calibrated, catalog, engine
 from perfmodel.calibrate import validate as V
 from perfmodel.cli import main
 from perfmodel.formula import NS
-from perfmodel.model import expand_workload, expansion
+from perfmodel.model import expand_workload
 from perfmodel.ops import REGISTRY, OpContext
 from perfmodel.specs import AttentionOp, ElementwiseOp, Hardware
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from perfmodel import catalog, engine, whatif
 from perfmodel.cli import main
-from perfmodel.specs import MatmulOp, SpecError, Workload
+from perfmodel.specs import SpecError, Workload
 from perfmodel.sweeps import crossovers, parse_vary, sweep, sweep_totals
 
 from . import lo

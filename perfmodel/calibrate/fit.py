@@ -416,7 +416,7 @@ def fit(df, base: Hardware, source: str = "") -> FitResult:
 
 def summarize(rows: list[Row]) -> dict:
     def errs(sel, attr):
-        return [abs(getattr(r, attr) - r.measured_s) / r.measured_s for r in sel
+        return [float(calibrated.relative_error(getattr(r, attr), r.measured_s)) for r in sel
                 if np.isfinite(getattr(r, attr))]
     held = [r for r in rows if r.heldout]
     # the acceptance metric: held-out kernels of 1 ms or more whose timing is stable (cv <= 0.2

@@ -211,7 +211,6 @@ def _rms(x, g):
 
 def _mlp(d: Dims, lp, h):
     import jax
-    import jax.numpy as jnp
 
     with _scope("layer/mlp/up"):  # gated: the gate and up projections (one row, n = 2F)
         u = h @ lp["w_up"]

@@ -26,6 +26,7 @@ it. Memory per chip sums params, grads, optimizer state, activations and KV cach
 from __future__ import annotations
 
 from ..engine import op_columns
+from ..formula import fmax
 from ..specs import OP_SPECS, Hardware, Workload
 from . import expansion
 from .transformer import (Plan, expand_op, group_of, make_plan, memory_parts, param_ledger,
@@ -88,6 +89,16 @@ def bubble_fraction(stages: int, microbatches: int) -> float:
     return (stages - 1) / (microbatches + stages - 1)
 
 
+def group_time(kernels, collectives):
+    """A ledger group's time: its collectives run beside its kernels (numbers or Excel refs)."""
+    return fmax(kernels, collectives)
+
+
+def pipeline_stretch(plan: Plan) -> float:
+    """How much the bubble stretches the pipelined groups: (m+p-1)/m (1 without a pipeline)."""
+    return (plan.microbatches + plan.pp - 1) / plan.microbatches
+
+
 def _group_times(rows: list[dict], x, plan: Plan) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in rows:
@@ -105,12 +116,12 @@ def _group_times(rows: list[dict], x, plan: Plan) -> dict[str, dict]:
             g["cal_busy"] += cal
             g["compute" if r["bound"] == "compute" else "memory"] += t
         g["upper"] += r["t_upper"]
-    stretch = (plan.microbatches + plan.pp - 1) / plan.microbatches
+    stretch = pipeline_stretch(plan)
     for name, g in out.items():
         f = 1.0 if name == "optimizer" else stretch  # the bubble idles the pipelined part
-        g["t_lower"] = f * max(g["busy"], g["comm"])
+        g["t_lower"] = f * float(group_time(g["busy"], g["comm"]))
         g["t_upper"] = f * g["upper"]
-        g["t_calibrated"] = f * max(g["cal_busy"], g["cal_comm"])
+        g["t_calibrated"] = f * float(group_time(g["cal_busy"], g["cal_comm"]))
         g["bound"] = ("comm" if g["comm"] > g["busy"] else
                       "compute" if g["compute"] >= g["memory"] else "memory")
     return out

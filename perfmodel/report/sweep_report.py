@@ -9,10 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
-from .plots import save  # noqa: E402
+from .plots import plot_roofline, save  # noqa: E402
 
 
 def write_sweep(path: Path, table, totals, fields: list[str], hardware) -> list[Path]:
@@ -63,21 +62,10 @@ def _plot_vs(tot, field: str, path: Path) -> Path:
 
 
 def _plot_roofline(table, hardware, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    x = table["intensity"].to_numpy(dtype=float)
-    ok = np.isfinite(x) & (x > 0)
-    lo, hi = (x[ok].min() / 2, x[ok].max() * 2) if ok.any() else (0.1, 1e4)
-    xs = np.logspace(np.log10(lo), np.log10(hi), 200)
+    roofs, points = [], []
     for hw in hardware:
-        peak = max(hw.peak_flops.values())
-        ax.plot(xs, np.minimum(peak, xs * hw.hbm_bandwidth), lw=2, label=f"{hw.name} roof")
-        g = table[(table.hardware == hw.name)]
-        gi = g["intensity"].to_numpy(dtype=float)
-        ax.scatter(gi, g["flops"] / g["t_lower"], s=8, alpha=0.6)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity [FLOP/byte]")
-    ax.set_ylabel("achieved FLOP/s at t_lower")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    return save(fig, path)
+        g = table[table.hardware == hw.name]
+        roofs.append((f"{hw.name} roof", max(hw.peak_flops.values()), hw.hbm_bandwidth))
+        points.append((hw.name, g["intensity"].to_numpy(dtype=float),
+                       (g["flops"] / g["t_lower"]).to_numpy(dtype=float)))
+    return plot_roofline(roofs, points, path, marker_size=8)

@@ -102,7 +102,6 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
     tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
-    flops = sum(r["flops"] for r in results[base])
     body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{tot[base] / tot[n]:.2f}" if n != base else "")
                                      for n in names])
     totals = totals or {}

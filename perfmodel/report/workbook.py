@@ -25,8 +25,10 @@ from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell
 
 from .. import __version__
 from ..atomic import atomic_path, check_output
+from ..calibrated import relative_error
 from ..engine import HW_PARAMS, hw_env, op_columns
-from ..formula import to_excel
+from ..formula import NS, Ref, symbols, to_excel
+from ..roofline import COLUMNS as ROOFLINE_COLUMNS
 from ..specs import SpecError
 from ..units import fmt_si
 
@@ -586,7 +588,12 @@ class _Writer:
             pk = "Hardware!" + xl_rowcol_to_cell(self.hw_row[key], self.hw_col[hw.name], True, True)
             bw = "Hardware!" + xl_rowcol_to_cell(self.hw_row["hbm_bandwidth"], self.hw_col[hw.name], True, True)
             self.text(ws, r, 0, hw.name)
-            cells = [(f"={xmin!r}", xmin, "eng"), (f"={xmin!r}*{bw}", xmin * W, "eng"), (f"={pk}/{bw}", P / W, "num"),
+            # the ridge through roofline's own formula, its inputs bound to this chip's cells
+            ridge = dict(ROOFLINE_COLUMNS)["ridge"]
+            ridge_f = to_excel(ridge(symbols(["peak", "hbm_bandwidth"])),
+                               {"peak": pk, "hbm_bandwidth": bw}.__getitem__)
+            cells = [(f"={xmin!r}", xmin, "eng"), (f"={xmin!r}*{bw}", xmin * W, "eng"),
+                     (ridge_f, ridge(NS(peak=P, hbm_bandwidth=W)), "num"),
                      (f"={pk}", P, "eng"), (f"={xmax!r}", xmax, "eng"), (f"={pk}", P, "eng")]
             for c, (f, v, fk) in enumerate(cells):
                 ws.write_formula(r, 1 + c, f, self.fmt[fk], v)
@@ -711,6 +718,13 @@ class _Writer:
             return "composite" if r.group == "composite" else "extrapolation" if r.extrapolation else \
                 "held-out" if r.heldout else "fit"
         order = sorted(range(len(res.rows)), key=lambda i: list(series).index(kind_of(res.rows[i])))
+        rel = relative_error(Ref("predicted"), Ref("measured"))
+
+        def rel_error(rr, col, pred_col, pred, meas):
+            """calibrated.relative_error of the row's cells, rendered, with its value cached."""
+            cells = {"predicted": xl_rowcol_to_cell(rr, pred_col), "measured": xl_rowcol_to_cell(rr, 6)}
+            ws.write_formula(rr, col, to_excel(rel, cells.__getitem__), self.fmt["pct"],
+                             _num(relative_error(pred, meas)))
         for i, (r, idx) in enumerate((res.rows[o], index[o]) for o in order):
             rr = h + 1 + i
             kind = kind_of(r)
@@ -721,15 +735,13 @@ class _Writer:
             ws.write_number(rr, 7, r.cv, self.fmt["num"])
             cells = ",".join("Ops!" + xl_rowcol_to_cell(1 + j, tl) for j in idx)
             ws.write_formula(rr, 8, f"=SUM({cells})", self.fmt["eng"], _num(r.spec_s))
-            m, p_, s_ = (xl_rowcol_to_cell(rr, c) for c in (6, 9, 8))
-            ws.write_formula(rr, 11, f"=ABS({s_}-{m})/{m}", self.fmt["pct"], _num(abs(r.spec_s - r.measured_s) / r.measured_s))
+            rel_error(rr, 11, 8, r.spec_s, r.measured_s)
             ok = tc is not None and all("t_calibrated" in self.rows[j].values for j in idx) and np.isfinite(r.predicted_s)
             if ok and any(f.get("repeat", 1) > 1 for f in r.feats):
                 # interpreted Pallas: the fitter prices each grid step (a block matmul touching
                 # the whole operands), which no workbook op expresses: its number, not a formula
                 ws.write_number(rr, 9, r.predicted_s, self.fmt["eng"])
-                ws.write_formula(rr, 10, f"=ABS({p_}-{m})/{m}", self.fmt["pct"],
-                                 _num(abs(r.predicted_s - r.measured_s) / r.measured_s))
+                rel_error(rr, 10, 9, r.predicted_s, r.measured_s)
                 ws.write_comment(rr, 9, "Interpreted Pallas: the fitter's per-grid-step prediction "
                                         "(steps x a block matmul over the whole operands); a value, not "
                                         "a formula of the Ops sheet.")
@@ -737,8 +749,7 @@ class _Writer:
             elif ok:
                 cells = ",".join("Ops!" + xl_rowcol_to_cell(1 + j, tc) for j in idx)
                 ws.write_formula(rr, 9, f"=SUM({cells})", self.fmt["eng"], _num(r.predicted_s))
-                ws.write_formula(rr, 10, f"=ABS({p_}-{m})/{m}", self.fmt["pct"],
-                                 _num(abs(r.predicted_s - r.measured_s) / r.measured_s))
+                rel_error(rr, 10, 9, r.predicted_s, r.measured_s)
                 self.formula_cells += 2
             else:
                 self.text(ws, rr, 9, "n/a (group not fitted)")
@@ -788,6 +799,9 @@ class _Writer:
             r = self._model_block(ws, r, wl, x) + 3
 
     def _model_block(self, ws, r, wl, x):
+        from ..model.summary import group_time, pipeline_stretch
+        from ..model.transformer import memory_parts
+
         spec, plan = x.spec, x.plan
         self.text(ws, r, 0, f"{wl.name}: {spec.name} ({spec.mode}) on {self.active.name} x {plan.chips}",
                   self.fmt["title"])
@@ -846,20 +860,19 @@ class _Writer:
             self.text(ws, rr, 0, g)
             ws.write_formula(rr, 1, f'=SUMIFS({rng(7)},{rng(1)},"{g}",{rng(3)},"<>collective")', self.fmt["eng"], kern)
             ws.write_formula(rr, 2, f'=SUMIFS({rng(7)},{rng(1)},"{g}",{rng(3)},"collective")', self.fmt["eng"], coll)
-            ws.write_formula(rr, 3, f"=MAX({xl_rowcol_to_cell(rr, 1)},{xl_rowcol_to_cell(rr, 2)})", self.fmt["eng"], max(kern, coll))
+            gt = group_time(Ref("kernels"), Ref("collectives"))  # summary.py's rule, rendered
+            ws.write_formula(rr, 3, to_excel(gt, {"kernels": xl_rowcol_to_cell(rr, 1),
+                                                  "collectives": xl_rowcol_to_cell(rr, 2)}.__getitem__),
+                             self.fmt["eng"], float(group_time(kern, coll)))
             ws.write_formula(rr, 4, f'=SUMIFS({rng(8)},{rng(1)},"{g}")', self.fmt["eng"],
                              sum(s.values["t_upper"] for s in sel))
             self.formula_cells += 4
             gcells.append(rr)
-            t_lower += max(kern, coll)
+            t_lower += float(group_time(kern, coll))
         r = r + 2 + len(groups)
         t_upper = sum(self.rows[i].values["t_upper"] for i in idx)
         flops = sum(self.rows[i].values["flops"] for i in idx)
-        from ..model.transformer import memory_parts
-
-        stretch = 1.0
-        if plan.pp > 1:  # pipeline bubble stretches everything but the optimizer
-            stretch = (plan.microbatches + plan.pp - 1) / plan.microbatches
+        stretch = pipeline_stretch(plan)  # the bubble stretches everything but the optimizer
         gl = ",".join(xl_rowcol_to_cell(g, 3) for g in gcells)
         gu = ",".join(xl_rowcol_to_cell(g, 4) for g in gcells)
         step = [("step FLOPs per chip", f"=SUM({rng(5)})", flops, "eng"),
