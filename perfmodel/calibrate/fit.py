@@ -163,7 +163,8 @@ UNDETERMINED_SHARE = 0.1
 PRIOR_WEIGHT = 0.05  # a weak pull of log peak / log bandwidth toward the base spec's values
 
 
-def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combines=("sum", "max")):
+def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combines=("sum", "max"),
+               rss_floor: float = 1e-4):
     """Best model of a group for each combine rule: {combine: (score, GroupFit)}.
 
     ``prior`` = the base spec's (peak, bandwidth): a weak regulariser, so a parameter the data
@@ -255,12 +256,13 @@ def _fit_group(rows: list[Row], matmul: bool, prior: tuple[float, float], combin
                 res = solve(x, lo_, hi_)
             fun = res.fun[:-2]  # the data residuals only, for the error and the model choice
             err = float(np.median(np.abs(np.expm1(fun))))
-            # model choice by AICc on the log residuals (small-sample AIC, with a floor at 1%
-            # noise so an exact fit cannot buy extra terms): a term must pay for itself. Sum, no
+            # model choice by AICc on the log residuals (small-sample AIC, with a floor at the
+            # measured noise: fits closer than the timings repeat are ties, so an extra term
+            # cannot buy its way in on noise): a term must pay for itself. Sum, no
             # cache and a cliff are the default structure: each alternative (max, a cache term,
             # a gradual cache) must win by strong evidence (6 AICc units), so noisy groups do
             # not flip structure from run to run.
-            rss = max(float(np.mean(fun ** 2)), 1e-4)
+            rss = max(float(np.mean(fun ** 2)), rss_floor)
             score = (n_fit * math.log(rss) + 2 * nparams + corr + 6 * (combine == "max")
                      + 6 * (cache is not None) + 6 * (cache == GRADUAL))
             # (a later start must do clearly better: equal fits keep the spec-sheet start)
@@ -394,6 +396,10 @@ def _stats(errs) -> dict:
 def fit(df, base: Hardware, source: str = "") -> FitResult:
     rows = rows_from_measurements(df, base)
     split(rows)
+    noise = noise_floor(rows)
+    # no structure is told apart below the noise of the timings (one pass vs the others; at
+    # least 1%): two models fitting within it tie, and the default structure is kept
+    rss_floor = max(noise["median"] or 0.0, 0.01) ** 2
     fits = {}
     for name in dict.fromkeys(r.group for r in rows if r.group != COMPOSITE):
         members = [r for r in rows if r.group == name]
@@ -403,13 +409,13 @@ def fit(df, base: Hardware, source: str = "") -> FitResult:
         # compute and memory phases follow one another, so they add (no max)
         combines = ("sum",) if name.startswith("attention") else ("sum", "max")
         by = _fit_group(members, matmul=any(f["dims"] for r in members for f in r.feats), prior=prior,
-                        combines=combines)
+                        combines=combines, rss_floor=rss_floor)
         if by:
             fits[name] = by
     groups = {name: min(by.values(), key=lambda sb: sb[0])[1] for name, by in fits.items()}
     for r in rows:
         r.predicted_s = _predict_row(r, groups)
-    res = FitResult(base, rows, groups, noise_floor(rows), source=source)
+    res = FitResult(base, rows, groups, noise, source=source)
     res.errors = summarize(rows)
     return res
 
