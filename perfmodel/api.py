@@ -36,16 +36,39 @@ def sweep_totals(df):
     return _totals(df)
 
 
+def _names(names: str, what: str) -> list[str]:
+    """A comma-separated list of names or paths: none empty, none twice."""
+    out = [n.strip() for n in names.split(",")]
+    if not any(out):
+        raise SpecError(f"--{what} {names!r}: no names given; write one or more, separated by "
+                        f"commas, e.g. --{what} {'tpu-v5e,h100' if what == 'hardware' else 'course-attention'}.")
+    if not all(out):
+        raise SpecError(f"--{what} {names!r}: an empty name between commas; remove the extra comma.")
+    twice = sorted({n for n in out if out.count(n) > 1})
+    if twice:
+        raise SpecError(f"--{what} {names!r}: {', '.join(twice)} given twice; name each once "
+                        f"(for a variant of a chip use --set CHIP.FIELD=VALUE).")
+    return out
+
+
 def select_hardware(names: str | None) -> list[Hardware]:
-    if not names:
+    if names is None or names == "":
         return [h for h in all_hardware() if h.kind != "cpu"]
-    return [load_hardware(n.strip()) for n in names.split(",") if n.strip()]
+    hws = [load_hardware(n) for n in _names(names, "hardware")]
+    seen: dict[str, str] = {}
+    for n, hw in zip(_names(names, "hardware"), hws):
+        if hw.name in seen:  # two paths to one chip, or a file named like a built-in
+            raise SpecError(f"--hardware {names!r}: {seen[hw.name]!r} and {n!r} are both chip "
+                            f"{hw.name!r}; name each chip once (rename one spec's name: field).")
+        seen[hw.name] = n
+    return hws
 
 
 def select_workloads(names: str | None) -> list[Workload]:
-    if not names:
+    if names is None or names == "":
         return all_workloads()
-    return [load_workload(n.strip()) for n in names.split(",") if n.strip()]
+    wls = [load_workload(n) for n in _names(names, "workload")]
+    return wls
 
 
 def json_schema(what: str) -> dict:

@@ -13,19 +13,75 @@ from pathlib import Path
 import click
 
 EXIT_BAD_INPUT = 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report them
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` (temporary files) runs on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def interrupt_status(e: BaseException) -> int:
+    return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
 
 
 class _Group(click.Group):
-    """Turns SpecError (bad input) into a one-paragraph message and exit status 2."""
+    """Turns SpecError (bad input) and OS errors on output into a one-paragraph message and
+    exit status 2, Ctrl-C and SIGTERM into 130 and 143 (after temporary files are removed)."""
 
     def invoke(self, ctx):
+        import signal
+        import warnings
+
+        from .atomic import os_error
         from .specs import SpecError
 
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # numpy's divide/overflow warnings: a non-finite value is shown as "-" or null
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = super().invoke(ctx)
+                sys.stdout.flush()  # a full or closed stdout fails here, not at exit
+                return out
         except SpecError as e:
-            click.echo(f"perfmodel: error: {e}", err=True)
+            _error(f"perfmodel: error: {e}")
             ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt as e:
+            _error("\nperfmodel: interrupted.")
+            ctx.exit(interrupt_status(e))
+        except Exception as e:
+            err = os_error(e)
+            if err is None:
+                raise
+            _stdout_gone()
+            where = err.filename or "standard output"
+            _error(f"perfmodel: error: {where}: {err.strerror or err} (an operating-system error); "
+                   f"check the path, its permissions and free space.")
+            ctx.exit(EXIT_BAD_INPUT)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _error(msg: str) -> None:
+    try:
+        click.echo(msg, err=True)
+    except OSError:
+        pass  # stderr itself is gone: the exit status still tells
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null so the interpreter's flush at exit does not fail again."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests' captured output)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,13 +112,13 @@ def roofline(hardware, workload, as_json, output, slice_):
     """Roofline of one workload on one chip: a table, --json, or a workbook (--output)."""
     from . import api
 
-    if output:
-        api.check_output(Path(output), ".xlsx")
+    if output is not None:
+        api.check_output(output, ".xlsx")
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
     if slice_ is not None:
         from .specs import with_slice
 
-        wl = with_slice(wl, slice_)
+        wl = with_slice(wl, slice_, source=workload)
     rows = api.evaluate_rows(hw, wl)
     if hw.calibration is not None:
         missing = sorted({r["name"] for r in rows if "t_calibrated" not in r})
@@ -75,7 +131,7 @@ def roofline(hardware, workload, as_json, output, slice_):
         _json_out(api.to_json(hw, wl, rows))
     else:
         click.echo(roofline_table_for(wl, hw, rows))
-    if output:
+    if output is not None:
         path = api.write_workbook(Path(output), [wl], [hw], active=hw.name)
         if not as_json:
             click.echo(f"wrote {path}")
@@ -184,6 +240,9 @@ def bench(quick, output, passes, kernels, tiny, no_progress):
     """
     from .calibrate import bench as _bench
 
+    from .atomic import check_output
+
+    check_output(output, ".csv")
     mode = "tiny" if tiny else "quick" if quick else "full"
     try:
         res = _bench.run_bench(Path(output), mode=mode, passes=passes, kernels=kernels,
@@ -196,10 +255,10 @@ def bench(quick, output, passes, kernels, tiny, no_progress):
         click.echo(f"\nperfmodel: interrupted: kept {e.rows_kept} row(s) in {e.path} "
                    f"({e.rows_new} measured this run, {e.rows_todo} still to do). "
                    f"To resume, run the same command again: {again}", err=True)
-        click.get_current_context().exit(130)
-    except KeyboardInterrupt:  # before the first kernel ran (jax import, set-up)
+        click.get_current_context().exit(interrupt_status(e.__context__ or e))
+    except KeyboardInterrupt as e:  # before the first kernel ran (jax import, set-up)
         click.echo("\nperfmodel: interrupted before any kernel was measured.", err=True)
-        click.get_current_context().exit(130)
+        click.get_current_context().exit(interrupt_status(e))
     click.echo(_bench.summary_text(res))
     if res.failed:
         click.get_current_context().exit(1)
@@ -224,8 +283,8 @@ def compare(hardware, workload, sets, output, as_json):
     from . import api
     from .report.tables import compare_table
 
-    if output:
-        api.check_output(Path(output), ".xlsx")
+    if output is not None:
+        api.check_output(output, ".xlsx")
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
     results = {hw.name: api.evaluate_rows(hw, wl) for hw in hws}
@@ -234,7 +293,7 @@ def compare(hardware, workload, sets, output, as_json):
         _json_out(list(objs.values()))
     else:
         click.echo(compare_table(wl.name, hws, results, {n: o["total"] for n, o in objs.items()}))
-    if output:
+    if output is not None:
         path = api.write_workbook(Path(output), [wl], hws, active=hws[0].name)
         if not as_json:
             click.echo(f"wrote {path}")
@@ -257,8 +316,8 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     from .sweeps import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
 
     for p, suffix in ((csv_path, ".csv"), (output, ".xlsx")):
-        if p:
-            api.check_output(Path(p), suffix)
+        if p is not None:
+            api.check_output(p, suffix)
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
     df = run(wl, hws, list(varies), progress=True)
@@ -288,7 +347,7 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
         with atomic_path(Path(csv_path)) as tmp:
             table.to_csv(tmp, index=False)
         click.echo(f"wrote {csv_path}")
-    if output:
+    if output is not None:
         from .report.sweep_report import write_sweep
 
         for p in write_sweep(Path(output), table, tot, fields, hws):
@@ -315,8 +374,8 @@ def calibrate(measurements, hardware, output, workbook, name):
     from .calibrate.fit import bench_workload, fit, report_text
 
     for p, suffix in ((output, (".yaml", ".yml")), (workbook, ".xlsx")):
-        if p:
-            api.check_output(Path(p), suffix)
+        if p is not None:
+            api.check_output(p, suffix)
     base = api.load_hardware(hardware)
     df = read_measurements(measurements)
     res = fit(df, base, source=str(measurements))
@@ -333,7 +392,7 @@ def calibrate(measurements, hardware, output, workbook, name):
         tmp.write_text(f"# calibrated by perfmodel from {measurements}; base {base.name}\n"
                        + yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
     click.echo(f"wrote {output} (hardware spec {hw.name!r})")
-    if workbook:
+    if workbook is not None:
         wl, index = bench_workload(res)
         path = api.write_workbook(Path(workbook), [wl], [hw], active=hw.name, calibration=(res, index))
         click.echo(f"wrote {path}")

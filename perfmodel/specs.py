@@ -454,6 +454,10 @@ class Workload(Spec):
         if not v:
             raise ValueError("is empty: name the mesh axes and their sizes, e.g. "
                              "mesh: {data: 16, model: 16}")
+        if math.prod(v.values()) > limits.MAX_DEVICES:
+            raise ValueError(f"mesh {dict(v)} has {math.prod(v.values()):,} devices, more than "
+                             f"the limit of {limits.MAX_DEVICES:,} (MAX_DEVICES; larger than any "
+                             f"machine built): check the sizes")
         if info.data.get("slice"):
             from .topology import job_lengths, map_mesh
             try:
@@ -518,11 +522,15 @@ class Workload(Spec):
     _expansion: Any = PrivateAttr(default=None)
 
 
-def with_slice(wl: "Workload", slice_shape: str) -> "Workload":
+def with_slice(wl: "Workload", slice_shape: str, source: str | None = None) -> "Workload":
     """The workload with its slice replaced (the CLI's --slice), validated again."""
     from .model import expand_workload, source_workload
 
     src = source_workload(wl)  # a transformer is expanded again from the workload as written
+    if not src.mesh and not any(isinstance(op, (CollectiveOp, TransformerOp)) for op in src.ops):
+        raise SpecError(f"--slice {slice_shape!r}: workload {source or wl.name!r} has no mesh "
+                        f"and no collective or transformer op, so the slice would change "
+                        f"nothing; drop --slice, or add a mesh and collectives to the workload.")
     try:
         return expand_workload(Workload.model_validate({**src.model_dump(), "slice": slice_shape}))
     except ValidationError as e:
