@@ -308,49 +308,78 @@ def compare(hardware, workload, sets, output, as_json):
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the per-op table as CSV.")
 @click.option("--output", "-o", type=click.Path(), help="Write a Sweep workbook and PNG plots beside it.")
 @click.option("--totals", is_flag=True, help="CSV/terminal: one row per (configuration, chip) instead of per op.")
-def sweep(workload, hardware, varies, sets, csv_path, output, totals):
-    """Evaluate every combination of the varied fields, vectorised; print the crossovers."""
+@click.option("--max-rows", type=click.IntRange(min=1), default=None,
+              help="Refuse sweeps of more rows than this (per op, all chips) [default: 20,000,000].")
+def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
+    """Evaluate every combination of the varied fields, vectorised; print the crossovers.
+    --csv is written in pieces as they are computed, so memory stays bounded."""
+    import contextlib
+
     import pandas as pd
 
     from . import api
-    from .sweeps import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
+    from .atomic import atomic_path
+    from .limits import EXCEL_ROWS, MAX_ROWS
+    from .sweeps import Crossovers, parse_varies, sweep_chunks, sweep_rows, sweep_totals
 
     for p, suffix in ((csv_path, ".csv"), (output, ".xlsx")):
         if p is not None:
             api.check_output(p, suffix)
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
-    df = run(wl, hws, list(varies), progress=True)
-    tot = sweep_totals(df)
-    table = tot if totals else df
-    fields = [c for c in df.columns if c not in ("op", "hardware") and c in
-              [v.split("=")[0].strip() for v in varies]]
-    # refuse oversized outputs before writing any of them
-    if csv_path and len(table) > 10 * EXCEL_ROWS:
-        raise api.SpecError(f"{csv_path}: {len(table):,} rows is more than the CSV limit "
-                            f"{10 * EXCEL_ROWS:,}; use --totals or vary fewer values.")
-    if output and len(table) + 1 > EXCEL_ROWS:
-        raise api.SpecError(f"{output}: {len(table):,} rows do not fit an Excel sheet "
-                            f"({EXCEL_ROWS:,} rows); use --totals, vary fewer values, or --csv.")
-    click.echo(f"{len(df):,} rows ({len(tot):,} configuration x chip totals)")
+    vary = parse_varies(list(varies))
+    max_rows = max_rows or MAX_ROWS
+    # refuse oversized outputs before computing or writing any of them
+    rows = sweep_rows(wl, hws, vary)
+    if output is not None:
+        listed = rows // max(1, len(wl.ops)) if totals else rows
+        if listed + 1 > EXCEL_ROWS:
+            raise api.SpecError(f"{output}: {listed:,} rows do not fit an Excel sheet "
+                                f"({EXCEL_ROWS:,} rows, EXCEL_ROWS); use --totals, vary fewer "
+                                f"values, or --csv.")
+    fields = [v.field for v in vary]
+    numeric = [v.field for v in vary if v.numeric]
+    found = Crossovers(numeric[0]) if numeric else None
+    kept, tots, head, n, ntot = [], [], [], 0, 0
+    with contextlib.ExitStack() as stack:
+        out = None
+        if csv_path is not None:
+            tmp = stack.enter_context(atomic_path(Path(csv_path)))
+            out = stack.enter_context(open(tmp, "w", newline=""))
+        for df in sweep_chunks(wl, hws, vary, progress=True, max_rows=max_rows):
+            tot = sweep_totals(df)
+            n, ntot = n + len(df), ntot + len(tot)
+            if out is not None:
+                (tot if totals else df).to_csv(out, index=False, header=out.tell() == 0)
+            if found is not None:
+                found.feed(df)
+            if output is not None:  # the workbook needs the whole table (at most EXCEL_ROWS)
+                kept.append(df)
+                tots.append(tot)
+            elif sum(len(t) for t in head) < 20:
+                head.append(tot.head(20))
+        if out is not None:
+            out.close()
+    click.echo(f"{n:,} rows ({ntot:,} configuration x chip totals)")
+    shown = pd.concat(tots or head, ignore_index=True).head(20)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        click.echo(tot.head(20).to_string(index=False))
-    numeric = [f for f in fields if pd.api.types.is_numeric_dtype(df[f])]
-    for f in numeric[:1]:
-        lines = crossovers(df, f)
+        click.echo(shown.to_string(index=False))
+    if found is not None:
+        lines = found.lines()
         click.echo("\ncrossovers:" if lines else "\nno crossovers in this range")
         for line in lines:
             click.echo("  " + line)
-    if csv_path:
-        from .atomic import atomic_path
-
-        with atomic_path(Path(csv_path)) as tmp:
-            table.to_csv(tmp, index=False)
+    if csv_path is not None:
         click.echo(f"wrote {csv_path}")
     if output is not None:
         from .report.sweep_report import write_sweep
 
-        for p in write_sweep(Path(output), table, tot, fields, hws):
+        table = pd.concat(kept, ignore_index=True)
+        table.attrs = dict(kept[0].attrs)
+        tot = pd.concat(tots, ignore_index=True)
+        shown_fields = [f for f in fields if f in table.columns]
+        for p in write_sweep(Path(output), tot if totals else table, tot, shown_fields, hws,
+                             max_rows=max_rows):
             click.echo(f"wrote {p}")
 
 

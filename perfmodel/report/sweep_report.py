@@ -11,12 +11,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..atomic import atomic_path  # noqa: E402
+from ..limits import EXCEL_ROWS, MAX_ROWS  # noqa: E402
 from .plots import plot_roofline, save  # noqa: E402
 
 
-def write_sweep(path: Path, table, totals, fields: list[str], hardware) -> list[Path]:
+def write_sweep(path: Path, table, totals, fields: list[str], hardware,
+                max_rows: int = MAX_ROWS) -> list[Path]:
+    """The Sweep workbook and its PNGs; a table of more than ``max_rows`` rows (or more than an
+    Excel sheet holds) is refused before anything is written."""
     import xlsxwriter  # the Excel library stays in report/
 
+    from ..specs import SpecError
+
+    for what, df in (("table", table), ("totals", totals)):
+        if len(df) > max_rows or len(df) + 1 > EXCEL_ROWS:
+            raise SpecError(f"{path}: the sweep {what} has {len(df):,} rows, more than "
+                            f"{min(max_rows, EXCEL_ROWS - 1):,} (max_rows / EXCEL_ROWS) for a "
+                            f"workbook and its plots; vary fewer values or use --totals.")
     out = [Path(path)]
     with atomic_path(Path(path)) as tmp:
         wb = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "nan_inf_to_errors": True})
