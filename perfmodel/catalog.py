@@ -58,7 +58,11 @@ def _load(path: Path, model):
     if model is Workload:  # a transformer op becomes its kernels here, once per file
         from .model import expand_workload
 
-        return expand_workload(load_model(path, model))
+        wl = load_model(path, model)
+        try:
+            return expand_workload(wl)
+        except SpecError as e:
+            raise SpecError(f"{path}: {e}") from None
     return load_model(path, model)
 
 

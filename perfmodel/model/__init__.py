@@ -15,7 +15,9 @@ Pure Python: no jax, no hardware (the expansion depends on the mesh, not on the 
 
 from __future__ import annotations
 
-from ..specs import TransformerOp, Workload
+from pydantic import ValidationError
+
+from ..specs import SpecError, TransformerOp, Workload
 from .transformer import Expansion, Plan, expand_op, group_of, make_plan
 
 __all__ = ["expand_workload", "expansion", "source_workload", "Expansion", "Plan"]
@@ -45,7 +47,16 @@ def expand_workload(wl: Workload) -> Workload:
     before = [op.model_dump() for op in wl.ops[:i]]
     after = [op.model_dump() for op in wl.ops[i + 1:]]
     data = {**wl.model_dump(exclude={"ops"}), "ops": before + [d for d, _ in items] + after}
-    out = Workload.model_validate(data)
+    try:
+        out = Workload.model_validate(data)
+    except ValidationError as e:  # sizes each valid alone whose products are not (2**53)
+        x = e.errors()[0]
+        at = x["loc"][1] if len(x["loc"]) > 1 and isinstance(x["loc"][1], int) else None
+        kernel = data["ops"][at]["name"] if at is not None else "a kernel"
+        raise SpecError(f"workload {wl.name!r}: transformer {spec.name!r} expands to kernel "
+                        f"{kernel!r}, which is invalid: {x['msg'].removeprefix('Value error, ')}; "
+                        f"the model's sizes (batch, seq, d_model, d_ff, heads, head_dim, vocab) "
+                        f"are too large together: use realistic values.") from None
     out._expansion = Expansion(
         spec=spec, plan=plan, source=wl, names=[d["name"] for d, _ in items],
         roles={d["name"]: r for d, r in items}, groups={d["name"]: group_of(d["name"])
