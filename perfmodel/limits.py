@@ -13,7 +13,7 @@ MAX_FILE_BYTES = 64 * 2**20
 
 # YAML: nodes after expanding aliases (a "billion laughs" file of nested aliases stays a few
 # hundred bytes on disk but expands exponentially), and nesting depth of mappings/sequences.
-MAX_YAML_NODES = 1_000_000
+MAX_YAML_NODES = 1_000_000  # values aliases add beyond those written
 MAX_YAML_DEPTH = 100
 
 # Chips in one job (slices x slice) and in a mesh: above any machine built (a TPU v5p pod is

@@ -23,7 +23,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       PlainSerializer, PrivateAttr, ValidationError, WithJsonSchema,
                       field_validator, model_validator)
 
-from . import limits, units
+from . import gcpause, limits, units
 
 # ---- scalar types -------------------------------------------------------------------------
 
@@ -606,14 +606,16 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not content
     if not text.strip():
         raise SpecError(f"{path}: is empty; expected a YAML mapping with at least 'name'.")
-    loader = _Loader(text)
+    # libyaml reads UTF-8 bytes faster than a str
+    loader = _Loader(text.encode("utf-8") if YAML_C else text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            _check_tree(path, node)
-            data = loader.construct_document(node)
-        else:
-            data = None
+        with gcpause.paused():  # the collector would rescan the growing node tree again and again
+            node = loader.get_single_node()
+            if node is not None:
+                _check_tree(path, node)
+                data = loader.construct_document(node)
+            else:
+                data = None
     except yaml.YAMLError as e:
         raise SpecError(_yaml_problem(path, _python_parser_error(text, e))) from None
     except RecursionError:  # the pure-Python composer on deep nesting (libyaml stops at 1000)
@@ -672,36 +674,36 @@ def _too_deep(path: Path, line: int | None) -> str:
 
 def _check_tree(path: Path, root: yaml.Node) -> None:
     """Refuse a node tree nested too deep, whose aliases expand past ``limits.MAX_YAML_NODES``
-    nodes, or with a key written twice in one mapping. One iterative walk that visits each node
-    once (aliases share nodes, so the tree is a graph: a visited set, never a re-walk)."""
-    expanded: dict[int, int] = {}  # id(node) -> nodes it stands for once its aliases expand
-    depth_of = {id(root): 1}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    on_path: set[int] = set()
+    nodes, or with a key written twice in one mapping. One iterative walk that visits each
+    node once (aliases share nodes, so the tree is a graph: a visited set, never a re-walk);
+    scalars are counted where they sit, only mappings and sequences are walked."""
+    expanded: dict[int, int] = {}  # id(container) -> values it stands for, aliases expanded
+    on_path: set[int] = set()      # containers being walked: one met again is a cycle
+    # values written in the file (each counted once): what aliases add is expanded - written,
+    # and that is what the limit bounds (a large file is bounded by MAX_FILE_BYTES instead)
+    written = 0
+    stack: list = [(root, 1, False)] if not isinstance(root, yaml.ScalarNode) else []
+    cap, deep = limits.MAX_YAML_NODES, limits.MAX_YAML_DEPTH
+    Scalar, Mapping = yaml.ScalarNode, yaml.MappingNode
     while stack:
-        n, done = stack.pop()
+        n, depth, done = stack.pop()
         k = id(n)
+        kids = [x for kv in n.value for x in kv] if type(n) is Mapping else n.value
         if done:
             on_path.discard(k)
-            kids = _children(n)
-            size = 1 + sum(expanded[id(c)] for c in kids)
-            if size > limits.MAX_YAML_NODES:
+            size = 1 + sum(1 if type(c) is Scalar else expanded[id(c)] for c in kids)
+            if size - written > cap:  # so far written >= this value's own written part
                 raise SpecError(
-                    f"{path}: line {n.start_mark.line + 1}: expands to more than "
-                    f"{limits.MAX_YAML_NODES:,} values once its aliases (*name) are expanded "
-                    f"(the limit MAX_YAML_NODES); a spec needs far fewer: write the values out "
-                    f"or use fewer nested aliases.")
+                    f"{path}: line {n.start_mark.line + 1}: its aliases (*name) expand to more "
+                    f"than {cap:,} values beyond those written (the limit MAX_YAML_NODES); a "
+                    f"spec needs far fewer: write the values out or use fewer nested aliases.")
             expanded[k] = size
             continue
         if k in expanded:
             continue
-        if k in on_path:  # an alias inside its own anchor: infinite expansion
-            raise SpecError(f"{path}: line {n.start_mark.line + 1}: an alias refers to a "
-                            f"value that contains it, which expands without end; write the "
-                            f"value out.")
-        if depth_of[k] > limits.MAX_YAML_DEPTH:
+        if depth > deep:
             raise SpecError(_too_deep(path, n.start_mark.line + 1))
-        if isinstance(n, yaml.MappingNode):
+        if type(n) is Mapping:
             dup = _duplicate_key(n)
             if dup is not None:
                 key, first, again = dup
@@ -710,23 +712,18 @@ def _check_tree(path: Path, root: yaml.Node) -> None:
                                 f"last and silently drop the other: remove or rename one of "
                                 f"them.")
         on_path.add(k)
-        stack.append((n, True))
-        for c in _children(n):
-            if id(c) in on_path:
+        stack.append((n, depth, True))
+        written += 1
+        for c in kids:
+            if type(c) is Scalar:
+                written += 1
+                continue
+            if id(c) in on_path:  # an alias inside its own anchor: infinite expansion
                 raise SpecError(f"{path}: line {c.start_mark.line + 1}: an alias refers to a "
                                 f"value that contains it, which expands without end; write "
                                 f"the value out.")
             if id(c) not in expanded:
-                depth_of[id(c)] = depth_of[k] + 1
-                stack.append((c, False))
-
-
-def _children(n: yaml.Node) -> list:
-    if isinstance(n, yaml.MappingNode):
-        return [x for kv in n.value for x in kv]
-    if isinstance(n, yaml.SequenceNode):
-        return n.value
-    return []
+                stack.append((c, depth + 1, False))
 
 
 def _duplicate_key(n: yaml.MappingNode) -> tuple[str, int, int] | None:
@@ -911,7 +908,8 @@ def load_model(path: Path, model: type[BaseModel], data: dict | None = None, nod
     if data is None:
         data, node = read_yaml(path)
     try:
-        return model.model_validate(data)
+        with gcpause.paused():  # as in read_yaml: many new objects, none of them garbage yet
+            return model.model_validate(data)
     except ValidationError as e:
         raise SpecError(explain(e, Path(path), node, model)) from None
 
