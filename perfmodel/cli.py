@@ -240,9 +240,11 @@ def bench(quick, output, passes, kernels, tiny, no_progress):
     """
     from .calibrate import bench as _bench
 
-    from .atomic import check_output
+    from .specs import SpecError
 
-    check_output(output, ".csv")
+    if Path(output).suffix.lower() != ".csv":  # its directory is created if missing
+        raise SpecError(f"output {output!r}: expected a .csv file name (bench writes CSV); use "
+                        f"e.g. {Path(output).with_suffix('.csv') if output.strip() else 'm.csv'}.")
     mode = "tiny" if tiny else "quick" if quick else "full"
     try:
         res = _bench.run_bench(Path(output), mode=mode, passes=passes, kernels=kernels,
