@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -78,18 +79,20 @@ def remove_stale(path: Path) -> list[Path]:
 def atomic_path(path: Path):
     """Yield a temporary path in the target's directory; rename it onto ``path`` on success.
     An OS error while writing (permission, a full disk, a read-only or special file system)
-    becomes a SpecError naming the target."""
+    becomes a SpecError naming the target; an interrupt removes the temporary file."""
     path = check_output(path)
     remove_stale(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX,
-                                   dir=path.parent or ".")
-    except OSError as e:
-        raise output_error(path, e) from None
-    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
+    tmp = None
     try:
+        with _signals_held():  # an interrupt between creating the file and naming it: none
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX,
+                                           dir=path.parent or ".")
+            except OSError as e:
+                raise output_error(path, e) from None
+            os.close(fd)
         try:
             yield Path(tmp)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
@@ -100,8 +103,23 @@ def atomic_path(path: Path):
                 raise
             raise output_error(path, err) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM for the block (delivered as it ends), where the OS allows."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def os_error(e: BaseException | None) -> OSError | None:
