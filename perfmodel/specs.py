@@ -885,7 +885,10 @@ def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> s
         elif e["type"] == "less_than_equal":
             msg = f"must be at most {ctx.get('le')}"
             if ctx.get("le") == MAX_COUNT:
-                msg += " (2**53, the largest count a float64 holds exactly)"
+                msg += " (2**53, the largest count a float64 holds exactly: MAX_COUNT)"
+        elif e["type"] == "string_too_long" and ctx.get("max_length") == limits.MAX_NAME_CHARS:
+            msg = (f"is longer than {limits.MAX_NAME_CHARS} characters (MAX_NAME_CHARS); names "
+                   f"are shown in tables: shorten it")
         elif e["type"] == "list_type":
             msg = "must be a list (YAML lines starting with '- ', or [a, b])"
         elif e["type"] in ("dict_type", "model_type", "model_attributes_type"):

@@ -521,6 +521,16 @@ def test_control_characters_in_names(tmp_path, name):
     assert "control character" in msg and "line 3" in msg
 
 
+def test_name_and_count_limits_are_named(tmp_path):
+    p = one_op(tmp_path, "{name: " + "a" * (limits.MAX_NAME_CHARS + 1) + ", kind: matmul, m: 1, "
+               "k: 1, n: 1}")
+    assert "MAX_NAME_CHARS" in bad("roofline", "-H", "tpu-v4", "-w", str(p), cwd=tmp_path,
+                                   case="name of 201 characters")
+    p = one_op(tmp_path, f"{{name: a, kind: matmul, m: {2**53 + 1}, k: 1, n: 1}}")
+    assert "MAX_COUNT" in bad("roofline", "-H", "tpu-v4", "-w", str(p), cwd=tmp_path,
+                              case="m: 2**53 + 1")
+
+
 def test_exponent_without_a_dot_is_explained(tmp_path):
     p = one_op(tmp_path, "{name: a, kind: matmul, m: 1e3, k: 8, n: 8}")
     msg = bad("roofline", "-H", "tpu-v4", "-w", str(p), cwd=tmp_path, case="m: 1e3")
