@@ -613,7 +613,7 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
             node = loader.get_single_node()
             if node is not None:
                 _check_tree(path, node)
-                data = loader.construct_document(node)
+                data = _construct(loader, node)
             else:
                 data = None
     except yaml.YAMLError as e:
@@ -628,6 +628,62 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         raise SpecError(f"{path}: the top level must be a mapping of keys to values "
                         f"(name: ..., ...), got {type(data).__name__}.")
     return data, node
+
+
+# tags the C composer resolves plain scalars to (yaml.resolver); anything else is constructed by
+# PyYAML's SafeConstructor (timestamps, binary, sets, explicit tags, merge keys)
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_SEQ, _MAP = _TAG + "seq", _TAG + "map"
+_DEC = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")  # no '_', no octal '017', no sexagesimal
+_DECF = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?\Z")
+_BOOLS = {"yes": True, "no": False, "true": True, "false": False, "on": True, "off": False}
+
+
+def _construct(loader, root: yaml.Node) -> Any:
+    """Python data from a checked node tree: what ``loader.construct_document`` returns, built
+    about three times faster for the plain mappings, lists and scalars specs are made of
+    (aliases share one object, as PyYAML's do); any other node is left to PyYAML."""
+    memo: dict[int, Any] = {}
+    Scalar, Seq, Map = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+
+    def build(n):
+        t = type(n)
+        if t is Scalar:
+            tag, v = n.tag, n.value
+            if tag == _STR:
+                return v
+            if tag == _INT and _DEC.match(v):
+                return int(v)
+            if tag == _FLOAT and _DECF.match(v):
+                return float(v)
+            if tag == _BOOL and v.lower() in _BOOLS:
+                return _BOOLS[v.lower()]
+            if tag == _NULL:
+                return None
+            return loader.construct_object(n, deep=True)
+        k = id(n)
+        if k in memo:
+            return memo[k]
+        if t is Seq and n.tag == _SEQ:
+            out = memo[k] = []
+            out.extend(build(c) for c in n.value)
+            return out
+        if t is Map and n.tag == _MAP and not any(kn.tag == _TAG + "merge" for kn, _ in n.value):
+            out = memo[k] = {}
+            for kn, vn in n.value:
+                key = build(kn)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", n.start_mark, "found unhashable key",
+                        kn.start_mark) from None
+                out[key] = build(vn)
+            return out
+        return memo.setdefault(k, loader.construct_object(n, deep=True))
+
+    return build(root)
 
 
 # a syntax error in a file this small is parsed again by the pure-Python parser, whose messages
