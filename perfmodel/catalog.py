@@ -18,6 +18,8 @@ def builtin_names(what: str) -> list[str]:
 
 def _resolve(name_or_path: str | Path, what: str) -> Path:
     s = str(name_or_path)
+    if "\x00" in s:  # no file system takes it (Path.exists() would raise)
+        raise SpecError(f"{_NOUN[what]} {s!r}: a name or path cannot contain a NUL character.")
     p = Path(s)
     if p.suffix in (".yaml", ".yml") or "/" in s or p.exists():
         return p
@@ -70,6 +72,9 @@ def _base_ref(base: str, spec: Path) -> str | Path:
     """A ``base:`` as written in ``spec``: a path is relative to the spec's own directory (not
     the working directory); a bare name is a built-in chip unless a file of that name sits
     beside the spec."""
+    if "\x00" in base:
+        raise SpecError(f"{spec}: base: {base!r} cannot contain a NUL character; give the name or "
+                        f"path of a hardware spec.")
     p = Path(base).expanduser()
     beside = spec.parent / p
     if p.is_absolute():

@@ -585,9 +585,10 @@ VALUES = st.one_of(
     st.floats(allow_nan=True), st.booleans(), st.none(),
     st.sampled_from(["matmul", "elementwise", "attention", "collective", "transformer", "bf16",
                      "int8", "1.23 TB/s", "0 GB/s", "275 TFLOP/s", "-1 TB/s", "4x4", "16x16",
-                     "99999999x99999999", "tpu-v4", "h.yaml", "1e3", "nan", "\u202e", "a\nb",
+                     "99999999x99999999", "tpu-v4", "h.yaml", "a\x00b", "1e3", "nan", "\u202e", "a\nb",
                      "", "naive", "flash", "fused", "all_reduce", "train", "decode", "64 MiB"]),
     st.text(max_size=8))
+ARG_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=6)  # argv cannot hold NUL
 TREES = st.recursive(VALUES, lambda kids: st.one_of(
     st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=6), kids, max_size=3)),
     max_leaves=10)
@@ -611,15 +612,15 @@ HARDWARE = st.dictionaries(st.sampled_from(HW_FIELDS), st.one_of(VALUES, TREES),
     lambda changes: {**V4_DATA, **changes})
 SPEC = st.sampled_from(["w.yaml", "h.yaml"])
 HW = st.one_of(st.sampled_from(["tpu-v4", "h100", "h.yaml", "tpu-v4,h.yaml", "h100,h100", ",,",
-                                "nope"]), st.text(max_size=6))
+                                "nope"]), ARG_TEXT)
 WL = st.one_of(st.sampled_from(["w.yaml", "course-attention", "collectives-v5e",
-                                "llama2-7b-decode", "h.yaml"]), st.text(max_size=6))
+                                "llama2-7b-decode", "h.yaml"]), ARG_TEXT)
 VARY = st.one_of(st.sampled_from(["m=1..64:log2", "m=1..1024:0.5", "seq=1,2,3", "impl=naive,flash",
                                   "m=1..1e9:1", "batch=1..4:1", "d_model=64,128", "m", "=",
-                                  "m=1..10:0"]), st.text(max_size=8))
+                                  "m=1..10:0"]), ARG_TEXT)
 SET = st.one_of(st.sampled_from(["tpu-v4.hbm_bandwidth=2x", "tpu-v4.hbm_bandwidth=0x",
                                  "tpu-v4.interconnect.link_bandwidth=-2x", "h100.matmul_tile=0",
-                                 "tpu-v4.peak_flops.int8=1 PFLOP/s", "x"]), st.text(max_size=8))
+                                 "tpu-v4.peak_flops.int8=1 PFLOP/s", "x"]), ARG_TEXT)
 EXTRA = st.lists(st.sampled_from(["--json", "--totals", "--slice", "4x4", "--max-rows", "5",
                                   "--output", "o.xlsx", "--csv", "o.csv", "", "-x", "--"]), max_size=3)
 
