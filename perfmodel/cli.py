@@ -60,7 +60,7 @@ def roofline(hardware, workload, as_json, output, slice_):
         api.check_output(Path(output), ".xlsx")
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
     if slice_ is not None:
-        from .specs import with_slice
+        from .model import with_slice
 
         wl = with_slice(wl, slice_)
     rows = api.evaluate_rows(hw, wl)

@@ -40,7 +40,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .specs import SpecError
+from .errors import SpecError
 
 LINK_LEVELS = ("ici", "nvlink")  # axes whose bandwidth is the chip's own link_bandwidth
 TORUS_DIMS = {"torus2d": 2, "torus3d": 3}

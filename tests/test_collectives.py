@@ -13,10 +13,11 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine, topology
+from perfmodel import catalog, engine, results, topology
 from perfmodel.cli import main
 from perfmodel.formula import evaluate
-from perfmodel.specs import CollectiveOp, SpecError, Workload, with_slice
+from perfmodel.model import with_slice
+from perfmodel.specs import CollectiveOp, SpecError, Workload
 
 GiB = 2**30
 MiB = 2**20
@@ -268,7 +269,7 @@ JSON_KEYS = {"comm_bytes", "hops", "wraparound", "t_latency", "t_bandwidth", "t_
 @pytest.mark.parametrize("chip, wl", [("tpu-v5e", "collectives-v5e"), ("h100", "collectives-h100"),
                                       ("tpu-v4", "collectives-v5e"), ("b200", "collectives-h100")])
 def test_builtin_workloads_json(chip, wl):
-    js = engine.to_json(hw(chip), catalog.load_workload(wl))
+    js = results.to_json(hw(chip), catalog.load_workload(wl))
     json.dumps(js, allow_nan=False)  # no NaN/inf leaks (they become null)
     for row in js["ops"]:
         assert JSON_KEYS <= set(row), row["name"]

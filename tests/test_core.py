@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from perfmodel import catalog, engine
+from perfmodel import catalog, engine, results
 from perfmodel.specs import AttentionOp, ElementwiseOp, MatmulOp, SpecError
 
 
@@ -127,7 +127,7 @@ def test_unknown_dtype_peak_names_both(v4):
 
 def test_json_totals_are_sums(v4):
     wl = catalog.load_workload("course-attention")
-    js = engine.to_json(v4, wl)
+    js = results.to_json(v4, wl)
     assert js["total"]["flops"] == pytest.approx(sum(o["flops"] for o in js["ops"]))
     assert js["total"]["t_lower"] == pytest.approx(sum(o["t_lower"] for o in js["ops"]))
     for o in js["ops"]:

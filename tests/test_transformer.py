@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine
+from perfmodel import catalog, engine, results
 from perfmodel.cli import main
 from perfmodel.formula import evaluate
-from perfmodel.model import expand_workload, expansion, source_workload
+from perfmodel.model import expand_workload, expansion, source_workload, with_slice
 from perfmodel.model.summary import bubble_fraction, model_flops
 from perfmodel.model.transformer import (ADAM_MOMENT_BYTES, make_plan, memory_parts,
                                          param_ledger, params_6pt)
-from perfmodel.specs import TransformerOp, Workload, with_slice
+from perfmodel.specs import TransformerOp, Workload
 
 REPO = Path(__file__).resolve().parents[1]
 V4_PEAK = 2.75e14  # reference.md section 7: the course's v4 numbers
@@ -81,7 +81,7 @@ def test_training_flops_vs_6pt():
     assert 0 < ours - six_pt - attn < 0.01 * six_pt
     # so at T = 2048 our count is 6PT + 5.4% (attention), and the total says so
     assert ours / six_pt == pytest.approx(1 + attn / six_pt, abs=0.01)
-    js = engine.to_json(catalog.load_hardware("tpu-v4"), wl_of(op))
+    js = results.to_json(catalog.load_hardware("tpu-v4"), wl_of(op))
     assert js["total"]["flops_6pt"] == six_pt and js["total"]["flops_model"] == ours
 
 
@@ -97,8 +97,8 @@ def test_remat_adds_one_forward_but_not_model_flops():
         o.name + ".remat" for o in plain.ops
         if o.name.startswith("layer/") and expansion(plain).roles[o.name] == "fwd"
         and o.kind != "collective"}
-    tot_p = engine.to_json(hw, plain, rows_p)["total"]
-    tot_r = engine.to_json(hw, remat, rows_r)["total"]
+    tot_p = results.to_json(hw, plain, rows_p)["total"]
+    tot_r = results.to_json(hw, remat, rows_r)["total"]
     assert tot_p["flops_model"] == tot_r["flops_model"]  # MFU counts useful work only
     assert tot_r["memory_parts"]["activations"] < tot_p["memory_parts"]["activations"]
 
@@ -130,7 +130,7 @@ def test_course_70b_prefill_chip_count():
     # at T = 1000) and the elementwise work (norms, activation: well under 0.5%)
     v4 = catalog.load_hardware("tpu-v4")
     wl = wl_of({**LLAMA3_70B, "mode": "prefill", "batch": 1000, "seq": 1000})
-    tot = engine.to_json(v4, wl)["total"]
+    tot = results.to_json(v4, wl)["total"]
     P = tot["params"]
     assert P == pytest.approx(69.5e9, rel=0.001)
     assert tot["flops_2pt"] == 2 * P * 1e6
@@ -198,7 +198,7 @@ def test_pipeline_bubble_formula():
     assert (x.plan.pp, x.plan.layers, x.plan.microbatches, x.plan.micro_batch) == (4, 2, 8, 1)
     hw = catalog.load_hardware("h100")
     rows = engine.evaluate_rows(hw, wl)
-    tot = engine.to_json(hw, wl, rows)["total"]
+    tot = results.to_json(hw, wl, rows)["total"]
     assert tot["pipeline_bubble"] == 3 / 11
     busy = {}
     for r in rows:
@@ -285,7 +285,7 @@ def test_decode_is_memory_bound_and_turns_compute_bound_near_the_ridge():
     # layers turn compute-bound when tokens per step > peak / HBM bandwidth (~240 on v5e)
     hw = catalog.load_hardware("tpu-v5e")
     wl = catalog.load_workload("llama2-7b-decode")
-    tot = engine.to_json(hw, wl)["total"]
+    tot = results.to_json(hw, wl)["total"]
     params = 6_738_415_616 * 2
     kv = 16 * 2 * 2 * 2048 * 32 * 32 * 128
     assert tot["t_per_token"] == pytest.approx((params + kv) / hw.hbm_bandwidth, rel=0.01)
@@ -372,7 +372,7 @@ def test_ledger_totals_are_the_sums_of_rows_and_json_keys(workload, chip):
 def test_overlap_false_uses_t_upper_and_calibration_hook():
     op = {**LLAMA2_7B, "layers": 2, "mode": "train", "batch": 1, "seq": 256, "overlap": False}
     hw = catalog.load_hardware("tpu-v4")
-    tot = engine.to_json(hw, wl_of(op))["total"]
+    tot = results.to_json(hw, wl_of(op))["total"]
     assert tot["t_step_basis"] == "t_upper" and tot["t_step"] == tot["t_upper"]
     assert tot["tokens_per_s"] == pytest.approx(256 / tot["t_upper"])
     # rows that carry t_calibrated (a calibrated chip) set the headline time
@@ -390,10 +390,10 @@ def test_overlap_false_uses_t_upper_and_calibration_hook():
 def test_memory_fit_verdict():
     # Llama-2-7B training on one v4 (32 GiB): 10 bytes/param of params and Adam state alone is
     # 67 GB: does not fit; the FSDP-over-8 built-in fits a v5p (95 GB)
-    tot = engine.to_json(catalog.load_hardware("tpu-v4"),
+    tot = results.to_json(catalog.load_hardware("tpu-v4"),
                          wl_of({**LLAMA2_7B, "mode": "train", "batch": 1, "seq": 512}))["total"]
     assert tot["fits_memory"] is False and tot["memory_bytes_per_chip"] > 67e9
-    tot = engine.to_json(catalog.load_hardware("tpu-v5p"),
+    tot = results.to_json(catalog.load_hardware("tpu-v5p"),
                          catalog.load_workload("llama2-7b-train-fsdp"))["total"]
     assert tot["fits_memory"] is True
 
@@ -416,7 +416,7 @@ def test_expansion_is_idempotent_and_keeps_the_source():
     # a workload validated in code (not expanded) evaluates the same
     raw = Workload.model_validate(src.model_dump())
     hw = catalog.load_hardware("tpu-v5p")
-    assert engine.to_json(hw, raw)["total"] == engine.to_json(hw, wl)["total"]
+    assert results.to_json(hw, raw)["total"] == results.to_json(hw, wl)["total"]
 
 
 def test_cli_terminal_summary_block():
@@ -438,9 +438,9 @@ def test_model_package_is_pure():
         for name in ["jax", "jaxlib", "openpyxl", "xlsxwriter"]:
             sys.modules[name] = None
         import perfmodel.model, perfmodel.model.summary
-        from perfmodel import catalog, engine
-        js = engine.to_json(catalog.load_hardware("tpu-v5p"),
-                            catalog.load_workload("llama2-7b-train-fsdp"))
+        from perfmodel import catalog, results
+        js = results.to_json(catalog.load_hardware("tpu-v5p"),
+                             catalog.load_workload("llama2-7b-train-fsdp"))
         print(js["total"]["mfu"] > 0)
     """)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine, whatif
+from perfmodel import catalog, engine, results, whatif
 from perfmodel.cli import main
 from perfmodel.specs import SpecError, Workload
 from perfmodel.sweeps import crossovers, parse_vary, sweep, sweep_totals
@@ -222,7 +222,7 @@ def test_transformer_sweep_varies_the_model_not_the_ledger_ops():
         src = source_workload(wl)
         data = src.model_dump(exclude_none=True)
         data["ops"][0]["batch"] = b
-        want = engine.to_json(h100, expand_workload(Workload.model_validate(data)))["total"]
+        want = results.to_json(h100, expand_workload(Workload.model_validate(data)))["total"]
         got = tot[tot.batch == b].iloc[0]
         assert got.t_lower == pytest.approx(want["t_lower"], rel=1e-12)
         assert got.flops == pytest.approx(want["flops"], rel=1e-12)
@@ -235,10 +235,10 @@ def test_prices_give_cost_per_step_tokens_and_flop_per_dollar():
     base = catalog.load_hardware("h100")
     priced = whatif.apply_override(base, "price_per_hour", "3.6")
     wl = catalog.load_workload("llama2-7b-decode")
-    t = engine.to_json(priced, wl)["total"]
+    t = results.to_json(priced, wl)["total"]
     assert t["usd_per_step"] == pytest.approx(3.6 / 3600 * t["chips"] * t["t_step"], rel=1e-12)
     assert t["usd_per_mtok"] == pytest.approx(t["usd_per_step"] / t["tokens_per_step"] * 1e6, rel=1e-12)
-    assert "usd_per_step" not in engine.to_json(base, wl)["total"]  # no price, no cost
+    assert "usd_per_step" not in results.to_json(base, wl)["total"]  # no price, no cost
     # kernel workloads: per configuration in a sweep, from t_lower
     k = sweep_totals(sweep(catalog.load_workload("course-big-matmul"), [priced], ["batch=1,2"]))
     assert np.allclose(k.usd_per_step, 3.6 / 3600 * k.t_lower)

@@ -837,14 +837,14 @@ def predict(cfg: Config, hw) -> dict:
     and t_upper, the ledger rows, per breakdown component the sums of its rows' t_calibrated
     (t_lower where a row has none) and t_lower, and the FLOPs of the forward and of the step
     (products apart)."""
-    from .. import engine
+    from .. import results
     from ..model import expand_workload, expansion
 
     if cfg.devices > 1:
         hw = host_devices_hardware(hw, cfg.devices)
     wl = expand_workload(cfg.workload())
     x = expansion(wl)
-    js = engine.to_json(hw, wl)
+    js = results.to_json(hw, wl)
     tot = js["total"]
     comps: dict[str, dict] = {}
     rows: dict[str, dict] = {}
