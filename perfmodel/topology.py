@@ -198,8 +198,8 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
                     if per_node % dom == 0 else "")
             raise SpecError(
                 f"slice {shown!r} puts {per_node} GPUs in one NVLink node but {hw.name!r} has "
-                f"{dom} GPUs per NVLink domain (interconnect.domain_size){hint}: write 'MxN' "
-                f"with N <= {dom}")
+                f"{dom} GPUs per NVLink domain (interconnect.domain_size): a GPU slice 'MxN' is "
+                f"M nodes of N <= {dom} GPUs{hint}")
         if nodes > 1:
             if not ic.scale_out_bandwidth:
                 raise SpecError(
@@ -378,5 +378,6 @@ def workload_group(hw, wl, axes) -> Group:
     try:
         return group(hw, wl.slice, dict(wl.mesh), list(axes), wl.slices)
     except SpecError as e:
-        raise SpecError(f"workload {wl.name!r} (slice {wl.slice!r}, slices {wl.slices}, mesh "
-                        f"{dict(wl.mesh)}) on {hw.name!r}: {e}") from None
+        slices = f", {wl.slices} slices" if wl.slices > 1 else ""
+        raise SpecError(f"workload {wl.name!r} on {hw.name!r} (mesh {dict(wl.mesh)}{slices}): "
+                        f"{e}") from None
