@@ -200,7 +200,7 @@ def schema(what):
 
 
 @main.command()
-@click.option("--quick", is_flag=True, help="A subset of the suite: under 2 minutes on a 2-core CPU.")
+@click.option("--quick", is_flag=True, help="A subset of the suite, a few times shorter (times: docs/measurements.md).")
 @click.option("--output", "-o", default="reports/measurements.csv", show_default=True,
               type=click.Path(dir_okay=False), help="CSV to append to (resumed if it exists).")
 @click.option("--passes", type=click.IntRange(min=1), default=None,

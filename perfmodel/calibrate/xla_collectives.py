@@ -44,7 +44,7 @@ from fractions import Fraction
 
 N_DEVICES = 8
 XLA_FLAG = f"--xla_force_host_platform_device_count={N_DEVICES}"
-PER_DEVICE_BYTES = 1 << 20  # 1 MiB per device, as in reference.md
+PER_DEVICE_BYTES = 1 << 20  # 1 MiB per device
 MESHES = {"8": ((8,), ("x",)), "2x4": ((2, 4), ("x", "y"))}
 COLLECTIVES = ["all_gather", "psum", "psum_scatter", "ppermute", "all_to_all", "matmul_psum"]
 OURS = {"all_gather": "all_gather", "psum": "all_reduce", "psum_scatter": "reduce_scatter",
@@ -203,10 +203,10 @@ def _matmul_flops(m, k, n) -> float:
 
 def host_hardware(link_bandwidth: str = "1.25 GB/s", hop_latency: str = "20 us"):
     """cpu-local with a nominal switched interconnect for the 8 host devices: a "link" is a
-    memory copy between device buffers, and all 8 devices share the same 2 cores, so each gets
-    about 1/8 of the ~10 GB/s those cores copy at (shared/recipes.md: 20-40 GB/s streaming,
-    less with reads and writes); a "hop" is a synchronisation step (an empty jitted call costs
-    15-19 us here). Nominal, not fitted."""
+    memory copy between device buffers, and all 8 devices share the host's cores, so each gets
+    about 1/8 of what those cores copy at; a "hop" is a synchronisation step (about an empty
+    jitted call). The defaults suit a small CPU host (docs/measurements.md). Nominal, not
+    fitted."""
     from .. import catalog
     from ..specs import Hardware
 
@@ -217,9 +217,9 @@ def host_hardware(link_bandwidth: str = "1.25 GB/s", hop_latency: str = "20 us")
                          "link_bandwidth": link_bandwidth, "hop_latency": hop_latency,
                          "domain_size": N_DEVICES}
     d["sources"] = {**d["sources"], "interconnect": (
-        "NOMINAL for 8 XLA host devices on this machine: link_bandwidth ~ 1/8 of a 2-core "
-        "memory copy (~10 GB/s; shared/recipes.md), hop_latency ~ an empty jitted call "
-        "(15-19 us); not fitted, not an accuracy claim")}
+        "NOMINAL for 8 XLA host devices sharing one host's cores: link_bandwidth ~ 1/8 of the "
+        "host's memory-copy rate, hop_latency ~ an empty jitted call; not fitted, not an "
+        "accuracy claim")}
     return Hardware.model_validate(d)
 
 
