@@ -66,9 +66,11 @@ def host_devices(n: int = N_DEVICES):
     return jax
 
 
-def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collectives", **kwargs):
+def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collectives",
+                  stream_stderr: bool = False, **kwargs):
     """Run ``name(**kwargs)`` of ``perfmodel.calibrate.<module>`` in a fresh interpreter with 8
-    host devices (the device count must be set before jax starts); returns its JSON result."""
+    host devices (the device count must be set before jax starts); returns its JSON result.
+    ``stream_stderr``: its stderr (progress lines) goes straight to ours."""
     code = textwrap.dedent(f"""
         import json, sys
         from perfmodel.calibrate import {module} as m
@@ -78,10 +80,11 @@ def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collective
     env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + XLA_FLAG).strip(),
            "JAX_PLATFORMS": "cpu"}
     res = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=env,
-                         capture_output=True, text=True, timeout=timeout)
+                         stdout=subprocess.PIPE, stderr=None if stream_stderr else subprocess.PIPE,
+                         text=True, timeout=timeout)
     if res.returncode != 0 or "@@JSON@@" not in res.stdout:
-        raise RuntimeError(f"{name} failed in a subprocess (exit {res.returncode}):\n"
-                           f"{res.stderr[-3000:]}")
+        tail = "(its output is above)" if stream_stderr else res.stderr[-3000:]
+        raise RuntimeError(f"{name} failed in a subprocess (exit {res.returncode}):\n{tail}")
     return json.loads(res.stdout.split("@@JSON@@", 1)[1])
 
 
