@@ -86,7 +86,7 @@ def roofline(hardware, workload, as_json, output, slice_):
 @click.option("--hardware", "-H", default=None, help="Comma-separated chips (default: all built-in).")
 @click.option("--workload", "-w", default=None, help="Comma-separated workloads (default: all built-in).")
 @click.option("--measure-collectives", is_flag=True,
-              help="Also run the collectives on 8 JAX host devices (~1 min) and show measured vs predicted.")
+              help="Also run the collectives on 8 JAX host devices (needs jax; slow) and show measured vs predicted.")
 @click.option("--detail", is_flag=True,
               help="Also print every per-op table (they are always written to OUTPUT_DIR/tables/).")
 def report(output_dir, hardware, workload, measure_collectives, detail):
@@ -416,8 +416,8 @@ def check(as_json, kernels, quick, tiny):
 
 @main.command()
 @click.option("--quick", is_flag=True,
-              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (~40 s "
-                   "here, ~70 s without).")
+              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (run "
+                   "times: docs/measurements.md).")
 @click.option("--hardware", "-H", default=None,
               help="Calibrated hardware spec to predict with [default: "
                    "reports/cpu-local-calibrated.yaml, from perfmodel calibrate].")
