@@ -125,6 +125,19 @@ def test_readme_is_short_and_has_no_machine_paths():
         assert (REPO / doc).exists(), doc
 
 
+def test_the_yaml_reference_names_every_field():
+    # every field of the workload, op and hardware specs appears in the README in backticks
+    from perfmodel import specs
+
+    text = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.S | re.M)  # prose only
+    named = {tok for span in re.findall(r"`([^`]+)`", text) for tok in re.findall(r"[\w.]+", span)}
+    models = [specs.Workload, specs.Hardware, specs.Interconnect, *specs.OP_SPECS.values()]
+    missing = {f"{m.__name__}.{f}" for m in models for f in m.model_fields if f not in named}
+    assert not missing, f"document these in the README's YAML reference: {sorted(missing)}"
+    kinds = {k for k in specs.OP_SPECS}
+    assert kinds <= named
+
+
 def test_blocks_are_found_and_marked():
     # the harness: the parser sees the README's shell, YAML and Python blocks and its markers
     blocks = readme_blocks()
