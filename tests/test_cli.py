@@ -190,3 +190,19 @@ def test_report_detail_prints_the_per_op_tables(tmp_path):
     for name in ("course-attention", "course-elementwise"):
         table = (tmp_path / "tables" / f"{name}--tpu-v4.txt").read_text()
         assert table in res.stdout
+
+
+def test_summary_bound_is_the_one_taking_most_of_t_lower():
+    from perfmodel.report.tables import summary_table
+
+    rows = [{"bound": "memory", "t_lower": 3e-3}, {"bound": "compute", "t_lower": 1e-3}]
+    step = {"t_step": 5.0, "t_lower": 5.0, "mfu": 0.5, "fits_memory": False,
+            "bounds": {"embed": "memory", "layer": "comm", "lm_head": "compute"},
+            "group_times": {"embed": 0.5, "layer": 4.0, "lm_head": 0.5}}
+    text = summary_table([("kernels", "chip-a", rows, {"t_lower": 4e-3}),
+                          ("model", "chip-b", rows, step)]).splitlines()
+    # kernels: memory 3 ms of 4 ms = 75%; model: by group, comm 4 s of 5 s = 80% (its rows'
+    # own bounds do not count: the step overlaps communication within a group)
+    assert text[2].split() == ["kernels", "chip-a", "4", "ms", "memory", "75%", "-", "-"]
+    assert text[3].split() == ["model", "chip-b", "5", "s", "comm", "80%", "50.0%", "DOES",
+                               "NOT", "FIT"]

@@ -121,15 +121,21 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
 
 
 def summary_table(results: list[tuple[str, str, list[dict], dict]]) -> str:
-    """One line per (workload, chip): t_step, the bound taking most of it, MFU, memory verdict.
-    ``results`` holds (workload, chip, rows, total) for the pairs that were evaluated."""
+    """One line per (workload, chip): t_step, the bound taking most of t_lower, MFU, memory
+    verdict. ``results`` holds (workload, chip, rows, total) for the pairs that were evaluated.
+    A whole model's t_lower is its ledger groups' (communication overlapped within a group),
+    so its share is by group; a kernel workload's by op."""
     head = ["workload", "chip", "t_step", "bound (share of t_lower)", "MFU", "memory"]
     body = []
     for wl, chip, rows, total in results:
+        if "group_times" in total and "bounds" in total:
+            parts = [(total["bounds"][g], t) for g, t in total["group_times"].items()]
+        else:
+            parts = [(r.get("bound"), r.get("t_lower")) for r in rows]
         share: dict[str, float] = {}
-        for r in rows:
-            if r.get("bound") and r.get("t_lower"):
-                share[r["bound"]] = share.get(r["bound"], 0.0) + r["t_lower"]
+        for bound, t in parts:
+            if bound and t:
+                share[bound] = share.get(bound, 0.0) + t
         whole = sum(share.values())
         top = max(share, key=share.get) if share else None
         bound = f"{top} {100 * share[top] / whole:.0f}%" if top else "-"
