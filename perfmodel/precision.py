@@ -33,6 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .formula import Expr, Ref
+from .specs import DTYPE_BYTES, PRECISIONS
+
 PASSES_TPU_FP32 = {"default": 1, "high": 3, "highest": 6}
 # where a dtype has no matrix rate of its own: the next dtype that runs it (wider, same family)
 FALLBACK = {"int4": "int8", "int8": "bf16", "fp4": "fp8", "fp8": "bf16", "fp16": "bf16",
@@ -100,3 +103,39 @@ def rate(hw, op) -> Rate:
     if op.kind in MATRIX_KINDS:
         return matrix_rate(hw, d, getattr(op, "precision", "default"))
     return vector_rate(hw, d)
+
+
+# Each chip's rate for every (unit, dtype, precision) is a named derived hardware parameter, a
+# formula over that chip's own peaks (matrix_rate_fp32_high = peak_flops_bf16 / 3 on a TPU,
+# = peak_flops_tf32 on an H100). An op's formulas refer to the name, so a workbook whose active
+# chip changes (or whose peaks are edited) re-prices every op as that chip runs it.
+def matrix_name(dtype: str, precision: str = "default") -> str:
+    return f"matrix_rate_fp32_{precision}" if dtype == "fp32" else f"matrix_rate_{dtype}"
+
+
+def vector_name(dtype: str) -> str:
+    return f"vector_rate_{dtype}"
+
+
+RATE_NAMES = ([matrix_name(d) for d in DTYPE_BYTES if d != "fp32"]
+              + [matrix_name("fp32", p) for p in PRECISIONS]
+              + [vector_name(d) for d in DTYPE_BYTES])
+
+
+def rate_name(op) -> str:
+    d = compute_dtype(op)
+    if op.kind in MATRIX_KINDS:
+        return matrix_name(d, getattr(op, "precision", "default"))
+    return vector_name(d)
+
+
+def _expr(r: Rate) -> Expr:
+    return Ref(r.key) / r.passes if r.passes != 1 else Ref(r.key)
+
+
+def rate_exprs(hw) -> dict[str, Expr]:
+    """Every derived rate of ``hw`` as a formula over its own parameters."""
+    out = {matrix_name(d): _expr(matrix_rate(hw, d)) for d in DTYPE_BYTES if d != "fp32"}
+    out.update({matrix_name("fp32", p): _expr(matrix_rate(hw, "fp32", p)) for p in PRECISIONS})
+    out.update({vector_name(d): _expr(vector_rate(hw, d)) for d in DTYPE_BYTES})
+    return out
