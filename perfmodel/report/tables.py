@@ -65,9 +65,10 @@ def step_block(total: dict) -> str:
              + (f", t_calibrated {fmt_si(t['t_calibrated'], 's')}" if "t_calibrated" in t else "")
              + f"; figures at {t['t_step_basis']}"]
     pt = "flops_6pt" if "flops_6pt" in t else "flops_2pt"
-    lines.append(f"  MFU {pct(t['mfu'])}, {fmt_si(t['tokens_per_s'])} tokens/s; model FLOPs "
-                 f"{fmt_si(t['flops_model'], 'FLOP')} vs {pt[6:].upper()} "
-                 f"{fmt_si(t[pt], 'FLOP')} ({t['flops_model'] / t[pt] - 1:+.1%})")
+    lines.append(f"  MFU {pct(t['mfu'])} (PaLM model FLOPs {fmt_si(t['flops_model'], 'FLOP')}), "
+                 f"HFU {pct(t['hfu'])} (every executed FLOP), at {fmt_si(t['peak_used'], 'FLOP/s')}"
+                 f" per chip; {fmt_si(t['tokens_per_s'])} tokens/s; {pt[6:].upper()} "
+                 f"{fmt_si(t[pt], 'FLOP')}")
     parts = ", ".join(f"{k} {fmt_si(v, 'B')}" for k, v in t["memory_parts"].items() if v)
     verdict = "fits" if t["fits_memory"] else "DOES NOT FIT"
     lines.append(f"  memory per chip {fmt_si(t['memory_bytes_per_chip'], 'B')} of "
