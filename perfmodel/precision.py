@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .formula import Expr, Ref
-from .specs import DTYPE_BYTES, PRECISIONS
+from .specs import PRECISIONS
 
 PASSES_TPU_FP32 = {"default": 1, "high": 3, "highest": 6}
 # where a dtype has no matrix rate of its own: the next dtype that runs it (wider, same family)
@@ -99,7 +99,7 @@ def vector_rate(hw, dtype: str) -> Rate:
 
 def rate(hw, op) -> Rate:
     """The rate that prices ``op``'s main FLOPs (``peak_used``)."""
-    d = compute_dtype(op)
+    d = _rated(compute_dtype(op))
     if op.kind in MATRIX_KINDS:
         return matrix_rate(hw, d, getattr(op, "precision", "default"))
     return vector_rate(hw, d)
@@ -109,17 +109,26 @@ def rate(hw, op) -> Rate:
 # formula over that chip's own peaks (matrix_rate_fp32_high = peak_flops_bf16 / 3 on a TPU,
 # = peak_flops_tf32 on an H100). An op's formulas refer to the name, so a workbook whose active
 # chip changes (or whose peaks are edited) re-prices every op as that chip runs it.
+# the dtypes with rates of their own; any other (an integer index, a bool mask) is priced as fp32
+RATE_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4")
+
+
+def _rated(dtype: str) -> str:
+    return dtype if dtype in RATE_DTYPES else "fp32"
+
+
 def matrix_name(dtype: str, precision: str = "default") -> str:
+    dtype = _rated(dtype)
     return f"matrix_rate_fp32_{precision}" if dtype == "fp32" else f"matrix_rate_{dtype}"
 
 
 def vector_name(dtype: str) -> str:
-    return f"vector_rate_{dtype}"
+    return f"vector_rate_{_rated(dtype)}"
 
 
-RATE_NAMES = ([matrix_name(d) for d in DTYPE_BYTES if d != "fp32"]
+RATE_NAMES = ([matrix_name(d) for d in RATE_DTYPES if d != "fp32"]
               + [matrix_name("fp32", p) for p in PRECISIONS]
-              + [vector_name(d) for d in DTYPE_BYTES])
+              + [vector_name(d) for d in RATE_DTYPES])
 
 
 def rate_name(op) -> str:
@@ -135,7 +144,7 @@ def _expr(r: Rate) -> Expr:
 
 def rate_exprs(hw) -> dict[str, Expr]:
     """Every derived rate of ``hw`` as a formula over its own parameters."""
-    out = {matrix_name(d): _expr(matrix_rate(hw, d)) for d in DTYPE_BYTES if d != "fp32"}
+    out = {matrix_name(d): _expr(matrix_rate(hw, d)) for d in RATE_DTYPES if d != "fp32"}
     out.update({matrix_name("fp32", p): _expr(matrix_rate(hw, "fp32", p)) for p in PRECISIONS})
-    out.update({vector_name(d): _expr(vector_rate(hw, d)) for d in DTYPE_BYTES})
+    out.update({vector_name(d): _expr(vector_rate(hw, d)) for d in RATE_DTYPES})
     return out
