@@ -4,7 +4,7 @@ model's (perfmodel.model.summary) and the engine's rows are its input."""
 
 from __future__ import annotations
 
-from .engine import evaluate_rows, price_columns, totals
+from .engine import SCHEMA_VERSION, evaluate_rows, price_columns, totals
 from .model import expand_workload
 from .model.summary import step_summary
 from .specs import Hardware, Workload
@@ -21,5 +21,5 @@ def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     if step is not None:
         total.update(step)
     total.update(price_columns(hw.price_per_hour, total))
-    return {"schema_version": 1, "hardware": hw.name, "workload": wl.name, "ops": rows,
+    return {"schema_version": SCHEMA_VERSION, "hardware": hw.name, "workload": wl.name, "ops": rows,
             "total": total}

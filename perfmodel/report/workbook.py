@@ -247,6 +247,12 @@ class _Writer:
                 if v is None:
                     continue
                 c = self.hw_col[hw.name]
+                if p in precision.RATE_NAMES:  # derived from this chip's own cells
+                    f = to_excel(precision.rate_exprs(hw)[p],
+                                 lambda n, c=c: xl_rowcol_to_cell(self.hw_row[n], c))
+                    ws.write_formula(r, c, f, self.fmt["eng"], v)
+                    self.formula_cells += 1
+                    continue
                 ws.write_number(r, c, v, self.fmt["input_int" if p in ("matmul_tile_m", "matmul_tile_k", "matmul_tile_n", "flash_block_q", "links_per_chip") else "input_eng"])
                 src = hw.sources.get(key)
                 if src:
