@@ -10,6 +10,11 @@ from .specs import Hardware, SpecError, Workload, load_model, read_yaml
 
 DATA = Path(__file__).parent / "data"
 _NOUN = {"hardware": "hardware", "workloads": "workload"}
+# other names users know a built-in by (a cloud's name for the chip); they resolve to the one
+# file, so a chip is listed once however it is named
+ALIASES = {"hardware": {"ironwood": "tpu-v7", "tpu7x": "tpu-v7", "tpu-7x": "tpu-v7",
+                        "tpu-ironwood": "tpu-v7"},
+           "workloads": {}}
 
 
 def builtin_names(what: str) -> list[str]:
@@ -21,11 +26,11 @@ def _resolve(name_or_path: str | Path, what: str) -> Path:
     p = Path(s)
     if p.suffix in (".yaml", ".yml") or "/" in s or p.exists():
         return p
-    cand = DATA / what / f"{s}.yaml"
+    cand = DATA / what / f"{ALIASES[what].get(s.lower(), s)}.yaml"
     if cand.exists():
         return cand
     names = builtin_names(what)
-    close = difflib.get_close_matches(s, names, n=3, cutoff=0.4)
+    close = difflib.get_close_matches(s, names + list(ALIASES[what]), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SpecError(f"unknown {_NOUN[what]} {s!r}: not a built-in name and not a file.{hint} "
                     f"Built-in: {', '.join(names)}; or give a path to a YAML file.")
@@ -45,8 +50,11 @@ def _load(path: Path, model):
         return load_model(path, model, data, node)
     if model is Workload:  # a transformer op becomes its kernels here, once per file
         from .model import expand_workload
+        from .model.hf_config import resolve_workload
 
-        return expand_workload(load_model(path, model))
+        data, node = read_yaml(path)
+        data = resolve_workload(data, path)  # config: PATH fills a transformer's architecture
+        return expand_workload(load_model(path, model, data, node))
     return load_model(path, model)
 
 

@@ -135,9 +135,12 @@ def hardware(ctx):
         for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
             vec = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in (hw.vector_flops or {}).items())
+            ic = hw.interconnect
+            dom = (f"; {ic.topology} domain {ic.domain_size}"
+                   if ic.domain_size and ic.topology in ("switched", "full_mesh") else "")
             click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_si(hw.hbm_capacity, 'B')} at "
                        f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; "
-                       f"matrix {peaks}" + (f"; vector {vec}" if vec else ""))
+                       f"matrix {peaks}" + (f"; vector {vec}" if vec else "") + dom)
 
 
 @hardware.command("show")
