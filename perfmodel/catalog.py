@@ -15,6 +15,9 @@ _NOUN = {"hardware": "hardware", "workloads": "workload"}
 ALIASES = {"hardware": {"ironwood": "tpu-v7", "tpu7x": "tpu-v7", "tpu-7x": "tpu-v7",
                         "tpu-ironwood": "tpu-v7"},
            "workloads": {}}
+# the Compare `perfmodel report` prints: the chips users rent now against the H100, on decode
+COMPARE_CHIPS = ("h100", "b200", "gb200", "mi300x", "mi325x", "mi355x", "tpu-v6e", "tpu-v7")
+COMPARE_WORKLOADS = ("llama2-7b-decode", "qwen3-30b-a3b-decode")
 
 
 def builtin_names(what: str) -> list[str]:

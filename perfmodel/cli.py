@@ -108,11 +108,36 @@ def report(output_dir, hardware, workload, measure_collectives):
             click.echo(roofline_table_for(wl, hw, rows) + "\n")
         png = api.roofline_png(hw, series, out / f"roofline-{hw.name}.png")
         click.echo(f"wrote {png}\n")
+    _compare_new_chips(hws, wls)
     active = "tpu-v4" if any(h.name == "tpu-v4" for h in hws) else hws[0].name  # the course's chip
     measured = api.measure_collectives() if measure_collectives else None
     path = api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
                               measured_collectives=measured)
     click.echo(f"wrote {path}")
+
+
+def _compare_new_chips(hws, wls):
+    """The report's Compare of the newer chips (catalog.COMPARE_CHIPS) on the decode workloads
+    of catalog.COMPARE_WORKLOADS, among the chips and workloads the report covers."""
+    from . import api
+    from .catalog import COMPARE_CHIPS, COMPARE_WORKLOADS
+    from .report.tables import compare_table
+
+    chips = [h for name in COMPARE_CHIPS for h in hws if h.name == name]
+    if len(chips) < 2:
+        return
+    for wl in (w for name in COMPARE_WORKLOADS for w in wls if w.name == name):
+        results, totals = {}, {}
+        for hw in chips:
+            try:
+                results[hw.name] = api.evaluate_rows(hw, wl)
+            except api.SpecError as e:
+                click.echo(f"compare: skipped {wl.name} on {hw.name}: {e}\n")
+                continue
+            totals[hw.name] = api.to_json(hw, wl, results[hw.name])["total"]
+        shown = [h for h in chips if h.name in results]
+        click.echo(f"Compare (newer chips): {wl.name}")
+        click.echo(compare_table(wl.name, shown, results, totals) + "\n")
 
 
 def roofline_table_for(wl, hw, rows):
@@ -158,6 +183,24 @@ def hardware_show(name, as_json):
 
         # quantities keep their units, so the output is itself a loadable hardware spec
         click.echo(yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
+
+
+@main.command("import-hf")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["train", "prefill", "decode"]), default="decode",
+              show_default=True, help="The op's mode (not in a config.json).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sequences per step.")
+@click.option("--seq", type=click.IntRange(min=1), default=None,
+              help="Tokens per sequence (decode: the KV length) [default: 2048, or the "
+                   "sliding window when shorter].")
+def import_hf(config, mode, batch, seq):
+    """Print the transformer op a Hugging Face config.json gives, as YAML for a workload's
+    ops list, with the source of each field as a comment. In a workload, `config: PATH` does
+    the same at load (fields written in the op override it)."""
+    from .model.hf_config import op_yaml
+
+    click.echo(op_yaml(Path(config), mode=mode, batch=batch, seq=seq), nl=False)
 
 
 @main.command()

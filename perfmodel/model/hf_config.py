@@ -260,11 +260,23 @@ def resolve_workload(data: dict, path: Path) -> dict:
     return {**data, "ops": new}
 
 
-def op_yaml(path: Path, mode: str = "decode", batch: int = 1, seq: int = 2048) -> str:
-    """The transformer op ``config.json`` gives, as YAML with each field's source (import-hf)."""
+DEFAULT_SEQ = 2048
+
+
+def op_yaml(path: Path, mode: str = "decode", batch: int = 1, seq: int | None = None) -> str:
+    """The transformer op ``config.json`` gives, as YAML with each field's source (import-hf).
+    ``seq`` defaults to 2048, or the sliding window when that is shorter (a longer one is
+    refused at load)."""
     path = Path(path)
     cfg = read_config(path)
     filled = from_config(cfg, path)
+    window = next((f.value for f in filled if f.field == "sliding_window"), None)
+    if seq is None:
+        seq = min(DEFAULT_SEQ, window or DEFAULT_SEQ)
+    elif window is not None and seq > window:
+        raise SpecError(f"{path}: --seq {seq} is longer than the config's sliding_window "
+                        f"{window}, which perfmodel does not model: use --seq {window} or less "
+                        f"(or write sliding_window: null in the op to price full attention).")
     name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
     width = max(len(f"{f.field}: {_yaml_value(f.value)}") for f in filled) + 2
     lines = [f"# from {path.name}: model_type {cfg['model_type']}; each field's comment names "
