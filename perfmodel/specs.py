@@ -143,6 +143,10 @@ class Interconnect(Spec):
     link_bandwidth: Optional[Bandwidth] = Field(None, description="one-way, per link")
     hop_latency: Optional[Seconds] = None
     wraparound: Optional[Literal["whole_cubes_4", "full_axis_16", "none", "always"]] = None
+    slice_shapes: Optional[Literal["cubes_4"]] = Field(
+        None, description="which slice shapes exist (unset: any): cubes_4 = 2x2x1, 2x2x2, "
+        "2x2x4, 2x4x4 or whole 4x4x4 cubes (every axis a multiple of 4)")
+    max_chips: Optional[Count] = Field(None, description="largest slice, chips (the pod)")
     domain_size: Optional[Count] = Field(None, description="GPUs per scale-up domain (NVLink, "
                                          "or the full mesh): the N of a slice 'N' or 'MxN'")
     scale_out_bandwidth: Optional[Bandwidth] = Field(None, description="per GPU NIC, one-way")
@@ -402,10 +406,25 @@ AxisNames = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator
 PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 
 
+# the fields a Hugging Face config.json can fill (perfmodel.model.hf_config); required in the
+# validated op, but a file that names a config: need not write them
+CONFIG_FIELDS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab", "mlp")
+
+
+def _config_or_fields(schema: dict) -> None:
+    """JSON Schema as files are written: the architecture fields, or a config: that fills them."""
+    req = schema.get("required", [])
+    schema["required"] = [f for f in req if f not in CONFIG_FIELDS]
+    schema["anyOf"] = [{"required": ["config"]}, {"required": [f for f in req
+                                                               if f in CONFIG_FIELDS]}]
+
+
 class TransformerOp(Spec):
     """A whole transformer step (train, prefill or decode). Not a kernel: loading the workload
     expands it (perfmodel.model.expand_workload) into per-layer matmul, attention, elementwise
     and collective ops with per-chip shapes, named as ledger paths (layer/attn/qkv)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_config_or_fields)
 
     kind: Literal["transformer"]
     name: str = Field(min_length=1)

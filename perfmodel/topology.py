@@ -162,7 +162,7 @@ def _ic(hw):
     return hw.interconnect
 
 
-_DOMAIN = {"switched": "NVLink node", "full_mesh": "full-mesh node"}
+_DOMAIN = {"switched": "NVLink", "full_mesh": "full-mesh"}
 
 
 def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
@@ -197,6 +197,7 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
                 f"({topo}): give at most {nd} axis lengths, e.g. "
                 f"{'4x4' if nd == 2 else '4x4x8'}")
         full = tuple(dims) + (1,) * (nd - len(dims))
+        _check_shape(hw, full, shown)
         per_axis = ic.links_per_chip / nd  # one link to each neighbour: 2
         for n, w in zip(full, wraps(full, ic.wraparound)):
             links = 0.0 if n <= 1 else (per_axis if w else 1.0)
@@ -212,9 +213,9 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
             hint = (f"; for {per_node} GPUs write '{per_node // dom}x{dom}'"
                     if per_node % dom == 0 else "")
             raise SpecError(
-                f"slice {shown!r} puts {per_node} GPUs in one {_DOMAIN[topo]} but {hw.name!r} "
-                f"has {dom} GPUs per domain (interconnect.domain_size){hint}: write 'MxN' "
-                f"with N <= {dom}")
+                f"slice {shown!r} puts {per_node} GPUs in one {_DOMAIN[topo]} node but "
+                f"{hw.name!r} has {dom} GPUs per {_DOMAIN[topo]} domain "
+                f"(interconnect.domain_size){hint}: write 'MxN' with N <= {dom}")
         if nodes > 1:
             if not ic.scale_out_bandwidth:
                 raise SpecError(
@@ -235,6 +236,24 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
         raise SpecError(f"hardware {hw.name!r}: unknown interconnect.topology {topo!r}; use "
                         f"torus2d, torus3d, switched or full_mesh")
     return [Axis(i, n, lvl, w, lk) for i, (n, lvl, w, lk) in enumerate(axes)]
+
+
+SMALL_CUBE_SLICES = ((1, 2, 2), (2, 2, 2), (2, 2, 4), (2, 4, 4))  # sorted axis lengths
+
+
+def _check_shape(hw, full: tuple[int, ...], shown: str) -> None:
+    """The chip's documented slice shapes (interconnect.slice_shapes, max_chips)."""
+    ic = _ic(hw)
+    if ic.max_chips is not None and math.prod(full) > ic.max_chips:
+        raise SpecError(f"slice {shown!r} has {math.prod(full)} chips but a {hw.name!r} pod has "
+                        f"{ic.max_chips} (interconnect.max_chips): use a smaller slice, or "
+                        f"'slices' to join several over DCN")
+    if ic.slice_shapes == "cubes_4":
+        if tuple(sorted(full)) in SMALL_CUBE_SLICES or all(n % 4 == 0 for n in full):
+            return
+        raise SpecError(f"slice {shown!r} is not a {hw.name!r} topology: slices are 2x2x1, "
+                        f"2x2x2, 2x2x4, 2x4x4 or whole 4x4x4 cubes (every axis a multiple of "
+                        f"4, e.g. 4x4x4, 4x4x8, 8x16x16); e.g. 8 chips is 2x2x2")
 
 
 def job_lengths(slice_shape, slices: int = 1) -> list[int]:

@@ -18,7 +18,7 @@ from perfmodel.model import expansion
 from perfmodel.model.hf_config import SUPPORTED, deepseek_v3_params, from_config, read_config
 from perfmodel.model.transformer import (make_plan, memory_parts, param_ledger, params_6pt,
                                          params_active)
-from perfmodel.specs import SpecError
+from perfmodel.specs import SpecError, with_slice
 from perfmodel.topology import group
 
 HF = Path(__file__).parent / "data" / "hf"
@@ -243,6 +243,7 @@ def test_aliases_resolve_and_list_once():
     assert res.exit_code == 0
     assert sum(line.split()[0] == "tpu-v7" for line in res.output.splitlines()) == 1
     assert cli("hardware", "show", "ironwood").exit_code == 0
+    assert [h.name for h in api.select_hardware("tpu-v7,ironwood,h100,tpu7x")] == ["tpu-v7", "h100"]
 
 
 @pytest.mark.parametrize("name", NEW_CHIPS)
@@ -269,6 +270,12 @@ def test_tpu_v7_per_chip_and_ici():
     # whole 4x4x4 cubes wrap (like v5p); 2x2x4 does not
     assert all(a.wraps for a in group(hw, "4x4x8", {"d": 128}, ["d"]).axes)
     assert not any(a.wraps for a in group(hw, "2x2x4", {"d": 16}, ["d"]).axes)
+    # Google's TPU7x topologies: 2x2x1, 2x2x2, 2x2x4, 2x4x4 or whole cubes, 9216 chips a pod
+    for ok in ("2x2x1", "2x2", "2x4x4", "4x8x12", "16x24x24"):
+        group(hw, ok, {"d": eval(ok.replace("x", "*"))}, ["d"])
+    for bad, words in (("8", "2x2x2"), ("4x4x6", "whole 4x4x4 cubes"), ("32x32x32", "9216")):
+        with pytest.raises(SpecError, match=words):
+            group(hw, bad, {"d": eval(bad.replace("x", "*"))}, ["d"])
 
 
 def test_gb200_nvl72_slices():
@@ -344,5 +351,15 @@ def test_builtin_config_workloads_run_on_new_chips(wl):
     w = catalog.load_workload(wl)
     assert expansion(w).spec.config is not None
     for chip in NEW_CHIPS:
-        t = api.to_json(catalog.load_hardware(chip), w)["total"]
+        on = with_slice(w, "2x2x2") if chip == "tpu-v7" and w.slice else w  # TPU7x: 8 = 2x2x2
+        t = api.to_json(catalog.load_hardware(chip), on)["total"]
         assert t["t_step"] > 0 and t["params_active"] >= t["params"]
+
+
+def test_workload_schema_accepts_config_or_fields():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = api.json_schema("workload")
+    v = jsonschema.Draft202012Validator(schema)
+    op = {"name": "m", "kind": "transformer", "mode": "decode", "batch": 1, "seq": 64}
+    assert not list(v.iter_errors({"name": "w", "ops": [{**op, "config": "c.json"}]}))
+    assert list(v.iter_errors({"name": "w", "ops": [op]}))  # neither a config nor the fields
