@@ -27,7 +27,7 @@ TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_
 # by r; the roofline columns derived from them (t_compute, t_memory, t_lower, t_upper,
 # t_calibrated) follow, and intensive columns (hops, q_block, onchip_bytes, algbw, intensity,
 # mfu) stay per instance. A row is then a ledger entry: its FLOPs, bytes and times are totals.
-REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "hbm_bytes", "comm_bytes",
+REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "flops_transcendental", "hbm_bytes", "comm_bytes",
                     "t_latency", "t_bandwidth", "t_comm", "t_link", "t_scale_out", "t_dcn")
 
 
@@ -73,8 +73,9 @@ HW_PARAMS = (["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile_m",
 def rate_env(op, h: NS) -> dict:
     """``peak`` (the rate of the op's main unit) and ``vector_peak`` (the vector unit's, for
     the softmax inside attention): the chip's derived rate parameters (perfmodel.precision)."""
-    return {"peak": h[precision.rate_name(op)],
-            "vector_peak": h[precision.vector_name(precision.compute_dtype(op))]}
+    d = precision.compute_dtype(op)
+    return {"peak": h[precision.rate_name(op)], "vector_peak": h[precision.vector_name(d)],
+            "transcendental_peak": h[precision.transcendental_name(d)]}
 
 
 def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,

@@ -61,9 +61,17 @@ def test_attention_softmax_runs_on_the_vector_unit():
     r = engine.evaluate_op(AttentionOp(name="a", kind="attention", batch=1, seq=4096, heads=32,
                                        head_dim=128, impl="flash"), h100)
     scores = 32 * 4096 * 4096
-    assert r["flops_vector"] == 5 * scores
-    # QK^T and AV (4 D FLOPs per score) on the tensor cores, the softmax on the CUDA cores
-    assert r["t_compute"] == pytest.approx(4 * 128 * scores / 990e12 + 5 * scores / 67e12,
+    assert r["flops_vector"] == 5 * scores and r["flops_transcendental"] == scores
+    # QK^T and AV (4 D FLOPs per score) on the tensor cores, 4 softmax FLOPs per score on the
+    # CUDA cores and its exp on the SFU (3.9e12/s, FlashAttention-3): the exps alone take half
+    # as long as the products (1/3.9e12 vs 512/990e12 per score)
+    assert r["t_compute"] == pytest.approx(
+        4 * 128 * scores / 990e12 + 4 * scores / 67e12 + scores / 3.9e12, rel=1e-12)
+    # a chip with no transcendental figure prices the exp as one vector FLOP
+    a100 = HW["a100"]
+    r = engine.evaluate_op(AttentionOp(name="a", kind="attention", batch=1, seq=4096, heads=32,
+                                       head_dim=128, impl="flash"), a100)
+    assert r["t_compute"] == pytest.approx(4 * 128 * scores / 312e12 + 5 * scores / 19.5e12,
                                            rel=1e-12)
 
 

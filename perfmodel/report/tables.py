@@ -38,6 +38,8 @@ def roofline_table(title: str, rows: list[dict], total: dict) -> str:
         cols.insert(i, ("t_comm", "t_comm", "s", False))
     if any("fits_onchip" in r for r in rows):
         cols.append(("fits_onchip", "fits on chip", None, False))
+    if len({r.get("runs_as") for r in rows}) > 1:  # ops on different units or precisions
+        cols.append(("runs_as", "runs as", None, False))
     head = ["op"] + [c[1] for c in cols]
     body = [[r["name"]] + [_cell(r.get(f), u, p) for f, _, u, p in cols] for r in rows]
     body.append(["total"] + [_cell(total.get(f), u, p) if f in total else "" for f, _, u, p in cols])
