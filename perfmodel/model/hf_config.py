@@ -104,6 +104,13 @@ def _whole(cfg: dict, key: str, path: Path, field: str) -> int:
     return v
 
 
+def _given(op: dict, field: str) -> int | None:
+    """A whole number the op writes itself (else None: the config's is used; a bad value is
+    reported by the op's validation)."""
+    v = op.get(field)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
 def _refuse(path: Path, mt: str, what: list[str], extra: str = "") -> SpecError:
     return SpecError(
         f"{path}: model_type {mt!r}: {'; '.join(what)} {'is' if len(what) == 1 else 'are'} not "
@@ -158,10 +165,12 @@ def _check_supported(cfg: dict, path: Path) -> str:
     return mt
 
 
-def from_config(cfg: dict, path: Path, skip=()) -> list[Filled]:
-    """The op fields ``cfg`` gives (all of ARCH_FIELDS it can, in that order), except those in
-    ``skip`` (written in the op, so the config is not asked for them)."""
+def from_config(cfg: dict, path: Path, given: dict | None = None) -> list[Filled]:
+    """The op fields ``cfg`` gives (all of ARCH_FIELDS it can, in that order), except those
+    ``given`` (written in the op, so the config is not asked for them)."""
     path = Path(path)
+    given = given or {}
+    skip = set(given)
     mt = _check_supported(cfg, path)
     out: list[Filled] = []
 
@@ -180,14 +189,15 @@ def from_config(cfg: dict, path: Path, skip=()) -> list[Filled]:
             put("kv_heads", _whole(cfg, "num_key_value_heads", path, "kv_heads"),
                 "num_key_value_heads")
         else:
-            put("kv_heads", _whole(cfg, "num_attention_heads", path, "kv_heads"),
+            put("kv_heads", _given(given, "heads") or _whole(cfg, "num_attention_heads", path,
+                                                              "kv_heads"),
                 "num_key_value_heads absent: num_attention_heads (multi-head attention)")
     if "head_dim" not in skip:
         if cfg.get("head_dim") is not None:
             put("head_dim", _whole(cfg, "head_dim", path, "head_dim"), "head_dim")
         else:
-            d = _whole(cfg, "hidden_size", path, "head_dim")
-            n = _whole(cfg, "num_attention_heads", path, "head_dim")
+            d = _given(given, "d_model") or _whole(cfg, "hidden_size", path, "head_dim")
+            n = _given(given, "heads") or _whole(cfg, "num_attention_heads", path, "head_dim")
             if d % n:
                 raise SpecError(f"{path}: no 'head_dim' and hidden_size {d} is not a multiple "
                                 f"of num_attention_heads {n}: add head_dim to the config or "
@@ -239,7 +249,7 @@ def resolve_op(op: dict, base_dir: Path) -> dict:
     path = Path(ref)
     if not path.is_absolute():
         path = Path(base_dir) / path
-    filled = from_config(read_config(path), path, skip=set(op))
+    filled = from_config(read_config(path), path, given=op)
     return {**op, **{f.field: f.value for f in filled}}
 
 
