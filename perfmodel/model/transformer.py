@@ -176,7 +176,7 @@ def param_ledger(op: TransformerOp) -> dict[str, int]:
     E = op.experts or 1
     out = {"embed/lookup": 0 if op.tie_embeddings else V * D,  # tied: lm_head/proj holds it
            "layer/norm1": L * D,
-           "layer/attn/qkv": L * (D + op.qkv_bias) * (N + 2 * K) * H,
+           "layer/attn/qkv": L * (D + op.qkv_bias) * (N + 2 * K) * H,  # a bias: one more row
            "layer/attn/o": L * N * H * D,
            "layer/norm2": L * D}
     if op.experts:
