@@ -1,0 +1,37 @@
+"""One colour per chip and one marker per workload, the same in every PNG and workbook chart.
+
+Built-in names have fixed entries; other names get a stable entry from a hash of the name, so a
+chip or workload looks the same from run to run and from chart to chart.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+# colour-blind-friendly, distinct (Okabe-Ito, then Tableau)
+_COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C564B",
+           "#000000", "#7F7F7F", "#BCBD22"]
+_CHIPS = ["tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "a100", "h100", "h200", "b200", "cpu-local"]
+# (matplotlib marker, Excel marker, filled): 8 shapes, filled then hollow
+_SHAPES = [("o", "circle"), ("s", "square"), ("D", "diamond"), ("^", "triangle"), ("x", "x"),
+           ("*", "star"), ("+", "plus"), ("_", "short_dash")]
+_MARKS = [(m, x, True) for m, x in _SHAPES] + [(m, x, False) for m, x in _SHAPES[:4]]
+_WORKLOADS = ["course-attention", "course-elementwise", "course-matmul-sweep", "course-big-matmul",
+              "course-model-train", "course-8layer-decode", "collectives-h100", "collectives-v5e",
+              "llama2-7b-train-fsdp", "llama2-7b-decode", "gemma-7b-decode", "llama3-70b-prefill",
+              "mixtral-8x7b-train"]
+
+
+def _slot(name: str, known: list[str], n: int) -> int:
+    return known.index(name) % n if name in known else zlib.crc32(name.encode()) % n
+
+
+def chip_color(name: str) -> str:
+    """The chip's colour as #RRGGBB (a what-if variant 'tpu-v4+x' shares its base's hue)."""
+    base = name.split("+")[0] if name.split("+")[0] in _CHIPS else name
+    return _COLORS[_slot(base, _CHIPS, len(_COLORS))]
+
+
+def workload_marker(name: str) -> tuple[str, str, bool]:
+    """(matplotlib marker, Excel marker type, filled) of a workload."""
+    return _MARKS[_slot(name, _WORKLOADS, len(_MARKS))]

@@ -1,0 +1,61 @@
+"""Hardware: one column per chip, one row per parameter (inputs, each with its citation)."""
+
+from __future__ import annotations
+
+from ....engine import hw_env
+
+NAME = "Hardware"
+HW_UNITS = {"hbm_bandwidth": "B/s", "hbm_capacity": "B", "onchip_memory": "B",
+            "matmul_tile": "elements", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
+            "links_per_chip": "links", "scale_out_bandwidth": "B/s per NIC",
+            "dcn_bandwidth": "B/s per chip"}
+INTERCONNECT = {"link_bandwidth", "hop_latency", "links_per_chip", "scale_out_bandwidth",
+                "dcn_bandwidth"}
+INTEGER_PARAMS = ("matmul_tile", "links_per_chip")
+
+
+def unit(p: str) -> str:
+    return HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else "")
+
+
+def wanted(data) -> bool:
+    return True
+
+
+def write(book, ws, data, layout):
+    book.text(ws, 0, 0, "parameter", "head")
+    book.text(ws, 0, 1, "unit", "head")
+    book.text(ws, 1, 0, "kind")
+    for hw in data.hardware:
+        c = layout.hw_col[hw.name]
+        book.text(ws, 0, c, hw.name, "head")
+        book.text(ws, 1, c, hw.kind, "center")
+    last = 1 + len(data.hardware)
+    notes = last + 1
+    book.text(ws, 0, notes, "note", "head")
+    for p in data.hw_params:
+        r = layout.hw_row[p]
+        book.text(ws, r, 0, p)
+        book.text(ws, r, 1, unit(p))
+        key = "peak_flops" if p.startswith("peak_flops") else "interconnect" if p in INTERCONNECT else p
+        missing = []
+        for hw in data.hardware:
+            v = hw_env(hw).get(p)
+            c = layout.hw_col[hw.name]
+            if v is None:
+                missing.append(hw.name)
+                ws.write_blank(r, c, None, book.fmt["input"])
+                continue
+            ws.write_number(r, c, v, book.fmt["input_int" if p in INTEGER_PARAMS else "input"])
+            src = hw.sources.get(key)
+            if src:
+                ws.write_comment(r, c, f"{hw.name} {p}: " + ("; ".join(src) if isinstance(src, list) else src),
+                                 {"x_scale": 3, "y_scale": 2})
+        if missing:
+            book.text(ws, r, notes, f"blank: {', '.join(missing)} has no value", "note")
+    ws.set_column(0, 0, 22)
+    ws.set_column(1, 1, 16)
+    ws.set_column(2, last, 12)
+    ws.set_column(notes, notes, 30)
+    ws.freeze_panes(1, 2)
+    book.print_setup(ws, (0, 0))

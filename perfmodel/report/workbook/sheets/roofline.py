@@ -1,0 +1,175 @@
+"""Roofline: log-log charts, one per chip and dtype (at most 4 workloads each, so at most 6
+series: the HBM roof, the interconnect roof and the ops), each on its own printed page, with
+their data below them: roofs live over Hardware, points live over ByChip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from xlsxwriter.utility import xl_rowcol_to_cell
+
+from ....engine import hw_env
+from ....formula import NS, Ref, evaluate, fand, na, where
+from ....roofline import COLUMNS, achieved_flops, ici_bandwidth, roof
+from ...style import chip_color, workload_marker
+
+NAME = "Roofline"
+WORKLOADS_PER_CHART = 4
+CHART_ROWS = 34          # one landscape A4 page at the default row height
+CHART_SIZE = {"width": 1040, "height": 640}
+
+RIDGE = dict(COLUMNS)["ridge"](NS(peak=Ref("peak"), hbm_bandwidth=Ref("bandwidth")))
+ROOF_Y = roof(Ref("x"), Ref("peak"), Ref("bandwidth"))
+ICI = ici_bandwidth(Ref("link_bandwidth"), Ref("links_per_chip"))
+# a point on a log axis: #N/A (left out of the chart) where there is nothing to plot
+POINT_X = where(Ref("intensity") > 0, Ref("intensity"), na())
+POINT_Y = where(fand(Ref("flops") > 0, Ref("intensity") > 0), achieved_flops(Ref("flops"), Ref("t_lower")), na())
+
+
+def wanted(data) -> bool:
+    return True
+
+
+def _charts(data):
+    """[(chip, dtype, [workload names])], each at most WORKLOADS_PER_CHART workloads."""
+    out = []
+    for hw in data.hardware:
+        dtypes: dict[str, list[str]] = {}
+        for row in data.rows:
+            if hw.name in row.by_chip:
+                wls = dtypes.setdefault(row.op.dtype, [])
+                if row.workload not in wls:
+                    wls.append(row.workload)
+        for dtype, wls in sorted(dtypes.items(), key=lambda kv: -len(kv[1])):
+            for k in range(0, len(wls), WORKLOADS_PER_CHART):
+                out.append((hw, dtype, wls[k:k + WORKLOADS_PER_CHART]))
+    return out
+
+
+def _value(expr, env):
+    v = evaluate(expr, {k: np.float64(x) for k, x in env.items()})
+    return None if not np.isfinite(v) else float(v)
+
+
+def write(book, ws, data, layout):
+    charts = _charts(data)
+    xs = [r.by_chip[c].values.get("intensity") for r in data.rows for c in r.by_chip]
+    xs = [float(x) for x in xs if x is not None and np.isfinite(x) and x > 0]
+    xmin = 10 ** math.floor(math.log10(min(xs + [1.0]) / 2))
+    xmax = 10 ** math.ceil(math.log10(max(xs + [1e4]) * 2))
+    book.text(ws, 0, 0, "Roofline per chip and dtype: the roof (live from Hardware) and each op at its achieved "
+                        "FLOP/s = flops / t_lower (live from ByChip). Chart data below the charts.", "bold")
+    r = 1 + CHART_ROWS * len(charts) + 1  # data starts after the charts' pages
+    ws.set_h_pagebreaks([1 + CHART_ROWS * k for k in range(1, len(charts) + 1)])
+    # roofs: one row per (chip, dtype) shown: x at xmin, ridge, xmax; y = roof(x)
+    roofs = {}
+    book.text(ws, r, 0, "roof data (x: arithmetic intensity [FLOP/B], y: attainable FLOP/s)", "bold")
+    r += 1
+    head = ["chip", "dtype", "roof", "peak [FLOP/s]", "bandwidth [B/s]", "x min", "x ridge", "x max",
+            "y min", "y ridge", "y max"]
+    for c, h in enumerate(head):
+        book.text(ws, r, c, h, "head")
+    r += 1
+    for hw, dtype, _ in charts:
+        if (hw.name, dtype) in roofs:
+            continue
+        env = hw_env(hw)
+        peak_key = f"peak_flops_{dtype}"
+        kinds = [("HBM", "hbm_bandwidth")]
+        if env.get("link_bandwidth") and env.get("links_per_chip"):
+            kinds.append(("interconnect", None))
+        for label, bw_key in kinds:
+            book.text(ws, r, 0, hw.name)
+            book.text(ws, r, 1, dtype)
+            book.text(ws, r, 2, label)
+            peak = env[peak_key]
+            book.ref(ws, r, 3, layout.hw_cell(peak_key, hw.name), peak, "rate")
+            if bw_key:
+                bw = env[bw_key]
+                book.ref(ws, r, 4, layout.hw_cell(bw_key, hw.name), bw, "rate")
+            else:
+                bw = _value(ICI, env)
+                cells = {k: layout.hw_cell(k, hw.name) for k in ("link_bandwidth", "links_per_chip")}
+                book.formula(ws, r, 4, ICI, cells.__getitem__, bw, "rate")
+            cell = {"peak": xl_rowcol_to_cell(r, 3), "bandwidth": xl_rowcol_to_cell(r, 4)}
+            book.number(ws, r, 5, xmin, "rate")
+            ridge = _value(RIDGE, {"peak": peak, "bandwidth": bw})
+            book.formula(ws, r, 6, RIDGE, cell.__getitem__, ridge, "rate")
+            book.number(ws, r, 7, xmax, "rate")
+            for k, x in enumerate((xmin, ridge, xmax)):
+                cells = {**cell, "x": xl_rowcol_to_cell(r, 5 + k)}
+                book.formula(ws, r, 8 + k, ROOF_Y, cells.__getitem__,
+                             _value(ROOF_Y, {"x": x, "peak": peak, "bandwidth": bw}), "rate")
+            roofs.setdefault((hw.name, dtype), []).append((label, r))
+            r += 1
+    # points: per chip, dtype and workload a contiguous block of ByChip rows
+    r += 1
+    book.text(ws, r, 0, "op points (#N/A: nothing to plot on a log axis, e.g. a copy with no FLOPs)", "bold")
+    r += 1
+    for c, h in enumerate(["chip", "dtype", "workload", "op", "intensity [FLOP/B]", "achieved [FLOP/s]"]):
+        book.text(ws, r, c, h, "head")
+    r += 1
+    blocks = {}
+    ys = []
+    for hw, dtype, wls in charts:
+        for wl in wls:
+            if (hw.name, dtype, wl) in blocks:
+                continue
+            first = r
+            for row in data.rows_of(wl):
+                c = row.by_chip.get(hw.name)
+                if c is None or row.op.dtype != dtype:
+                    continue
+                v = c.values
+                book.text(ws, r, 0, hw.name)
+                book.text(ws, r, 1, dtype)
+                book.text(ws, r, 2, wl)
+                book.text(ws, r, 3, row.op.name)
+                cells = {k: layout.bychip_cell(hw.name, row.index, k) for k in ("intensity", "flops", "t_lower")}
+                env = {k: np.nan if v.get(k) is None else v[k] for k in cells}
+                x, y = _value(POINT_X, env), _value(POINT_Y, env)
+                book.formula(ws, r, 4, POINT_X, cells.__getitem__, "#N/A" if x is None else x, "real")
+                book.formula(ws, r, 5, POINT_Y, cells.__getitem__, "#N/A" if y is None else y, "rate")
+                if y is not None:
+                    ys.append(y)
+                r += 1
+            blocks[(hw.name, dtype, wl)] = (first, r - 1)
+    bws = [hw_env(h)["hbm_bandwidth"] for h in data.hardware]
+    peaks = [v for h in data.hardware for v in h.peak_flops.values()]
+    ymin = 10 ** math.floor(math.log10(min(ys + [xmin * min(bws)])))
+    ymax = 10 ** math.ceil(math.log10(max(peaks + ys + [1.0]) * 1.5))
+    for k, (hw, dtype, wls) in enumerate(charts):
+        chart = book.wb.add_chart({"type": "scatter", "subtype": "straight"})
+        color = chip_color(hw.name)
+        for label, rr in roofs[(hw.name, dtype)]:
+            chart.add_series({
+                "name": f"{hw.name} {dtype} roof ({label})",
+                "categories": [NAME, rr, 5, rr, 7], "values": [NAME, rr, 8, rr, 10],
+                "line": {"color": color, "width": 2.25 if label == "HBM" else 1.25,
+                         "dash_type": "solid" if label == "HBM" else "dash"},
+                "marker": {"type": "none"}})
+        for wl in wls:
+            first, last = blocks[(hw.name, dtype, wl)]
+            if last < first:
+                continue
+            _, mark, filled = workload_marker(wl)
+            chart.add_series({
+                "name": wl, "categories": [NAME, first, 4, last, 4], "values": [NAME, first, 5, last, 5],
+                "line": {"none": True},
+                "marker": {"type": mark, "size": 7, "border": {"color": color},
+                           "fill": {"color": color} if filled else {"none": True}}})
+        part = f" ({k + 1})" if sum(1 for c in charts if c[:2] == (hw, dtype)) > 1 else ""
+        chart.set_title({"name": f"{hw.name} roofline, {dtype}{part}", "name_font": {"size": 12}})
+        chart.set_x_axis({"name": "arithmetic intensity [FLOP/byte]", "log_base": 10, "min": xmin, "max": xmax,
+                          "major_gridlines": {"visible": True}, "num_format": "0.E+0", "crossing": xmin})
+        chart.set_y_axis({"name": "attainable FLOP/s", "log_base": 10, "min": ymin, "max": ymax,
+                          "major_unit": 10, "major_gridlines": {"visible": True}, "num_format": "0.E+0",
+                          "crossing": ymin})
+        chart.set_legend({"position": "bottom"})
+        chart.set_size(CHART_SIZE)
+        ws.insert_chart(1 + CHART_ROWS * k, 0, chart)
+    ws.set_column(0, 1, 12)
+    ws.set_column(2, 3, 20)
+    ws.set_column(4, 10, 12)
+    book.print_setup(ws)
