@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import calibrated
+from . import calibrated, precision
 from .formula import NS, BinOp, Call, Cmp, Ref, symbols
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
-from .specs import DTYPE_BYTES, Hardware, SpecError, Workload
+from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload
 
 TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
                 "t_calibrated"]
@@ -26,15 +26,22 @@ TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_
 # by r; the roofline columns derived from them (t_compute, t_memory, t_lower, t_upper,
 # t_calibrated) follow, and intensive columns (hops, q_block, onchip_bytes, algbw, intensity,
 # mfu) stay per instance. A row is then a ledger entry: its FLOPs, bytes and times are totals.
-REPEATED_COLUMNS = ("flops", "flops_exec", "hbm_bytes", "comm_bytes", "t_latency",
-                    "t_bandwidth", "t_comm")
+REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "hbm_bytes", "comm_bytes",
+                    "t_latency", "t_bandwidth", "t_comm", "t_link", "t_scale_out", "t_dcn")
 
 
 def hw_env(hw: Hardware) -> dict[str, float]:
     """The hardware's numeric parameters under the names formulas use."""
     env = {f"peak_flops_{d}": v for d, v in hw.peak_flops.items()}
+    env.update({f"vector_flops_{d}": v for d, v in (hw.vector_flops or {}).items()})
+    env.update({f"transcendental_flops_{d}": v
+                for d, v in (hw.transcendental_flops or {}).items()})
+    t = hw.matmul_tile
     env.update(hbm_bandwidth=hw.hbm_bandwidth, hbm_capacity=hw.hbm_capacity,
-               onchip_memory=hw.onchip_memory, matmul_tile=float(hw.matmul_tile or 1))
+               onchip_memory=hw.onchip_memory,
+               matmul_tile_m=float(t.m if t else 1), matmul_tile_k=float(t.k if t else 1),
+               matmul_tile_n=float(t.n if t else 1),
+               flash_block_q=float(hw.flash_block_q or 0))  # 0: fit the block to onchip_memory
     # interconnect (collectives): the same keys on every chip, 0 where a chip has none (a
     # collective that would need a missing one is refused by topology.py, never divided by 0)
     ic = hw.interconnect
@@ -48,17 +55,19 @@ def hw_env(hw: Hardware) -> dict[str, float]:
 INTERCONNECT_PARAMS = ["link_bandwidth", "hop_latency", "scale_out_bandwidth", "dcn_bandwidth",
                        "links_per_chip"]
 
-HW_PARAMS = ["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile"] + [
-    f"peak_flops_{d}" for d in DTYPE_BYTES] + INTERCONNECT_PARAMS
+HW_PARAMS = (["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile_m",
+              "matmul_tile_k", "matmul_tile_n", "flash_block_q"]
+             + [f"peak_flops_{d}" for d in PEAK_KEYS] + [f"vector_flops_{d}" for d in DTYPE_BYTES]
+             + [f"transcendental_flops_{d}" for d in DTYPE_BYTES] + INTERCONNECT_PARAMS)
 
 
-def peak_key(hw: Hardware, dtype: str) -> str:
-    if dtype not in hw.peak_flops:
-        raise SpecError(
-            f"hardware {hw.name!r} has no peak_flops for dtype {dtype!r} (it lists "
-            f"{', '.join(hw.peak_flops)}): use one of those dtypes in the workload, or add "
-            f"peak_flops.{dtype} with a source to the hardware spec.")
-    return f"peak_flops_{dtype}"
+def rate_env(hw: Hardware, op, h: NS) -> dict:
+    """``peak`` (the rate of the op's main unit, divided by its passes) and ``vector_peak``
+    (the vector unit's, for the softmax inside attention), as numbers or formulas over ``h``."""
+    r = precision.rate(hw, op)
+    v = precision.vector_rate(hw, precision.compute_dtype(op))
+    return {"peak": h[r.key] / r.passes if r.passes != 1 else h[r.key],
+            "vector_peak": h[v.key] / v.passes if v.passes != 1 else h[v.key]}
 
 
 def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,
@@ -67,7 +76,6 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     model = REGISTRY[op.kind]
     values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
     henv = hw_env(hw)
-    key = peak_key(hw, op.dtype)
     if symbolic:
         p, h = symbols(values), symbols(henv)
     else:
@@ -77,7 +85,7 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     rep_ = p.repeat if "repeat" in values else None  # ops.common_inputs: a cell only when not 1
     if rep_ is not None:
         cost = _repeated(cost, rep_, symbolic)
-    env = NS({**h, **p, "peak": h[key], **(symbols(cost) if symbolic else cost)})
+    env = NS({**h, **p, **rate_env(hw, op, h), **(symbols(cost) if symbolic else cost)})
     columns = COLUMNS
     cal = calibrated.column(hw, op)
     if cal is not None:  # the fitted model of this kind of kernel, beside the roofline bounds
@@ -141,11 +149,16 @@ def _clean(v):
 
 def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
     _, cost, roof = op_columns(op, hw, wl)
-    row = {"name": op.name, "kind": op.kind, "dtype": op.dtype, "repeat": op.repeat}
+    r = precision.rate(hw, op)
+    row = {"name": op.name, "kind": op.kind, "dtype": op.dtype, "repeat": op.repeat,
+           "compute_dtype": precision.compute_dtype(op),
+           "precision": getattr(op, "precision", None), "runs_as": r.runs_as}
     info = REGISTRY[op.kind].info
     if info is not None:  # descriptive fields (a collective's wraparound flags per axis)
         row.update(info(op, OpContext(wl, hw)))
     row.update({k: _clean(v) for k, v in {**cost, **roof}.items()})
+    if "t_link" in row:  # a collective's per-level bandwidth times (ops/collectives.py)
+        row["t_levels"] = {lv: row[f"t_{lv}"] for lv in ("link", "scale_out", "dcn")}
     return row
 
 

@@ -125,6 +125,7 @@ _FUNCS: dict[str, tuple[Callable, Callable[[list[str]], str]]] = {
     # toward zero, which differs for negative numbers
     "ceil": (np.ceil, lambda a: f"-INT(-{a[0]})"),
     "floor": (np.floor, lambda a: f"INT({a[0]})"),
+    "sqrt": (np.sqrt, lambda a: f"SQRT({a[0]})"),
     "where": (lambda c, x, y: _where(c, x, y), lambda a: f"IF({a[0]},{a[1]},{a[2]})"),
     "and": (lambda *a: _reduce(np.logical_and, a), lambda a: f"AND({','.join(a)})"),
     "na": (lambda: np.float64(np.nan), lambda a: "NA()"),
@@ -192,6 +193,7 @@ def fmax(*args): return _call("max", *args)
 def fmin(*args): return _call("min", *args)
 def ceil(x): return _call("ceil", x)
 def floor(x): return _call("floor", x)
+def sqrt(x): return _call("sqrt", x)
 def where(cond, a, b): return _call("where", cond, a, b)
 def fand(*args): return _call("and", *args)
 def eq(a, b): return _cmp("=", a, b)

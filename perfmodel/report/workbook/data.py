@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...engine import hw_env, op_columns, peak_key
+from ...engine import hw_env, op_columns
 from ...formula import evaluate, to_excel
 from ...ops import REGISTRY, OpContext
 from ...specs import SpecError
@@ -134,7 +134,6 @@ def evaluate_book(workloads, hardware, active, measured=None, calibration=None) 
             for hw in hardware:
                 try:
                     inp = REGISTRY[op.kind].inputs(op, OpContext(wl, hw))
-                    peak_key(hw, op.dtype)
                     key = (hw.name, template_key(op, inp, hw))
                     if key not in templates:
                         _, cost, roof = op_columns(op, hw, wl, symbolic=True, inputs=inp)

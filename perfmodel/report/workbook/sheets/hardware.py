@@ -6,16 +6,18 @@ from ....engine import hw_env
 
 NAME = "Hardware"
 HW_UNITS = {"hbm_bandwidth": "B/s", "hbm_capacity": "B", "onchip_memory": "B",
-            "matmul_tile": "elements", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
+            "matmul_tile_m": "elements", "matmul_tile_k": "elements", "matmul_tile_n": "elements",
+            "flash_block_q": "rows", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
             "links_per_chip": "links", "scale_out_bandwidth": "B/s per NIC",
             "dcn_bandwidth": "B/s per chip"}
 INTERCONNECT = {"link_bandwidth", "hop_latency", "links_per_chip", "scale_out_bandwidth",
                 "dcn_bandwidth"}
-INTEGER_PARAMS = ("matmul_tile", "links_per_chip")
+INTEGER_PARAMS = ("matmul_tile_m", "matmul_tile_k", "matmul_tile_n", "flash_block_q", "links_per_chip")
+SOURCE_PREFIXES = ("peak_flops", "vector_flops", "transcendental_flops", "matmul_tile")
 
 
 def unit(p: str) -> str:
-    return HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else "")
+    return HW_UNITS.get(p, "FLOP/s" if p.startswith(("peak", "vector", "transcendental")) else "")
 
 
 def wanted(data) -> bool:
@@ -37,7 +39,7 @@ def write(book, ws, data, layout):
         r = layout.hw_row[p]
         book.text(ws, r, 0, p)
         book.text(ws, r, 1, unit(p))
-        key = "peak_flops" if p.startswith("peak_flops") else "interconnect" if p in INTERCONNECT else p
+        key = next((f for f in SOURCE_PREFIXES if p.startswith(f)), "interconnect" if p in INTERCONNECT else p)
         missing = []
         for hw in data.hardware:
             v = hw_env(hw).get(p)

@@ -38,7 +38,7 @@ def write(book, ws, data, layout):
         ("", None),
         ("How bounds are defined:", "bold"),
         ("- t_compute = flops_exec / peak FLOP/s of the op's dtype (flops_exec pads matmul dims up to the chip's "
-         "matmul_tile).", None),
+         "matmul_tile_m/k/n).", None),
         ("- t_memory = hbm_bytes / hbm_bandwidth.  t_comm = collective time (links, hops x hop_latency).", None),
         ("- t_lower = MAX of the terms (perfect overlap); t_upper = SUM of the terms (no overlap).", None),
         ("- bound = the largest term. intensity = flops / hbm_bytes; ridge = peak / hbm_bandwidth (compute-bound iff "

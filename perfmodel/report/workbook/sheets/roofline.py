@@ -11,6 +11,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 
 from ....engine import hw_env
 from ....formula import NS, Ref, evaluate, fand, na, where
+from ....precision import matrix_rate
 from ....roofline import COLUMNS, achieved_flops, ici_bandwidth, roof
 from ...style import chip_color, workload_marker
 
@@ -19,7 +20,7 @@ WORKLOADS_PER_CHART = 4
 CHART_ROWS = 34          # one landscape A4 page at the default row height
 CHART_SIZE = {"width": 1040, "height": 640}
 
-RIDGE = dict(COLUMNS)["ridge"](NS(peak=Ref("peak"), hbm_bandwidth=Ref("bandwidth")))
+RIDGE = dict(COLUMNS)["ridge"](NS(peak_used=Ref("peak"), hbm_bandwidth=Ref("bandwidth")))
 ROOF_Y = roof(Ref("x"), Ref("peak"), Ref("bandwidth"))
 ICI = ici_bandwidth(Ref("link_bandwidth"), Ref("links_per_chip"))
 # a point on a log axis: #N/A (left out of the chart) where there is nothing to plot
@@ -75,7 +76,7 @@ def write(book, ws, data, layout):
         if (hw.name, dtype) in roofs:
             continue
         env = hw_env(hw)
-        peak_key = f"peak_flops_{dtype}"
+        peak_key = matrix_rate(hw, dtype).key  # the roof the dtype's matmuls run at
         kinds = [("HBM", "hbm_bandwidth")]
         if env.get("link_bandwidth") and env.get("links_per_chip"):
             kinds.append(("interconnect", None))
