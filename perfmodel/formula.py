@@ -174,7 +174,12 @@ def _reduce(f, args):
 
 
 def _where(c, x, y):
-    out = np.where(c, x, y)
+    if np.ndim(c) == 0:  # one condition: the chosen branch as it is (text or number)
+        return x if c else y
+    try:
+        out = np.where(c, x, y)
+    except TypeError:  # text in one branch, numbers in the other
+        out = np.where(c, np.asarray(x, dtype=object), np.asarray(y, dtype=object))
     return out.item() if out.ndim == 0 else out
 
 

@@ -24,7 +24,9 @@ FORMATS = {
     "t_latency": ("s", "time"), "t_bandwidth": ("s", "time"), "t_lower": ("s", "time"),
     "t_upper": ("s", "time"), "t_calibrated": ("s", "time"), "algbw": ("B/s", "rate"),
     "busbw": ("B/s", "rate"), "mfu": ("%", "pct"), "mbu": ("%", "pct"), "hops": ("", "int"),
-    "fits_onchip": ("", "bool"), "bound": ("", "center"),
+    "fits_onchip": ("", "bool"), "bound": ("", "center"), "flops_vector": ("FLOP", "count"),
+    "t_link": ("s", "time"), "t_scale_out": ("s", "time"), "t_dcn": ("s", "time"),
+    "peak_used": ("FLOP/s", "rate"),
 }
 NUMBER_FORMATS = {
     "int": "0",                # plain integers (tile sizes, link counts, hops)
