@@ -9,8 +9,8 @@ from __future__ import annotations
 import zlib
 
 # colour-blind-friendly, distinct (Okabe-Ito, then Tableau)
-_COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C564B",
-           "#000000", "#7F7F7F", "#BCBD22"]
+_COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#000000", "#8C564B",
+           "#7F7F7F", "#56B4E9", "#BCBD22"]
 _CHIPS = ["tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "a100", "h100", "h200", "b200", "cpu-local"]
 # (matplotlib marker, Excel marker, filled): 8 shapes, filled then hollow
 _SHAPES = [("o", "circle"), ("s", "square"), ("D", "diamond"), ("^", "triangle"), ("x", "x"),
