@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import xlsxwriter
+from xlsxwriter import worksheet as _xw
 from xlsxwriter.worksheet import Worksheet
 
 from ...formula import to_excel
@@ -41,13 +42,45 @@ HEAD = {"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "va
 INPUT = {"bg_color": "#FFF2CC", "border": 1}
 
 
+_FAST = {getattr(_xw, k, None) for k in ("CellNumberTuple", "CellStringTuple", "CellFormulaTuple")}
+
+
 class FastWorksheet(Worksheet):
     """xlsxwriter scans every formula with ~60 regular expressions for Excel 365 functions
-    that need a prefix; the formula layer renders none of those (formula._FUNCS), so the text
-    is stored as is (this is most of the time of a large workbook)."""
+    that need a prefix, and for dynamic arrays; the formula layer renders none of those
+    (formula._FUNCS), so a formula at (row, column) is stored as is: most of the time of a
+    large workbook went there."""
 
     def _prepare_formula(self, formula, expand_future_functions=False):
         return formula[1:] if formula.startswith("=") else formula
+
+    if hasattr(_xw, "CellFormulaTuple"):  # else xlsxwriter's own path (with its scans)
+        def write_formula(self, row, col, formula, cell_format=None, value=0):
+            if not isinstance(row, int) or self.constant_memory or self._check_dimensions(row, col):
+                return super().write_formula(row, col, formula, cell_format, value)
+            self.table[row][col] = _xw.CellFormulaTuple(
+                formula[1:] if formula.startswith("=") else formula, cell_format, value)
+            return 0
+
+        def _write_cell(self, row, col, cell):
+            # the common cells (a formula with a number, a number, a shared string; each with
+            # a format) written exactly as xlsxwriter writes them, without its per-attribute
+            # escaping (a cell address and a format index need none)
+            kind = cell.__class__
+            if cell.format is None or self.constant_memory or kind not in _FAST:
+                return super()._write_cell(row, col, cell)
+            head = f'<c r="{_xw.xl_rowcol_to_cell_fast(row, col)}" s="{cell.format._get_xf_index()}"'
+            if kind is _xw.CellNumberTuple:
+                self.fh.write(f"{head}><v>{cell.number:.16G}</v></c>")
+            elif kind is _xw.CellStringTuple:
+                self.fh.write(f'{head} t="s"><v>{cell.string}</v></c>')
+            elif cell.value.__class__ is float:
+                f = cell.formula
+                if "&" in f or "<" in f or ">" in f:
+                    f = f.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                self.fh.write(f"{head}><f>{f}</f><v>{cell.value}</v></c>")
+            else:
+                super()._write_cell(row, col, cell)
 
 
 def cached(v):

@@ -33,18 +33,21 @@ class Template:
         address, a name, or a ``{placeholder}`` that each row fills (``str.format_map``)."""
         t = self._text.get((key, column))
         if t is None:
-            marks = {}
-
-            def mark(name):
-                marks[name] = resolve(name)
-                return f"\0{name}\0"
-            raw = to_excel(self.exprs[column], mark)
-            parts = raw.split("\0")
-            # literal parts keep their braces as text; resolved names may hold placeholders
-            t = "".join(p.replace("{", "{{").replace("}", "}}") if k % 2 == 0 else marks[p]
-                        for k, p in enumerate(parts))
-            self._text[(key, column)] = t
+            t = self._text[(key, column)] = row_template(self.exprs[column], resolve)
         return t
+
+
+def row_template(expr, resolve) -> str:
+    """``expr`` rendered by to_excel as a format string: ``resolve(name)`` may return text with
+    ``{placeholders}`` that each row fills; braces the formula itself holds stay text."""
+    marks = {}
+
+    def mark(name):
+        marks[name] = resolve(name)
+        return f"\0{name}\0"
+    parts = to_excel(expr, mark).split("\0")
+    return "".join(p.replace("{", "{{").replace("}", "}}") if k % 2 == 0 else marks[p]
+                   for k, p in enumerate(parts))
 
 
 @dataclass

@@ -7,6 +7,7 @@ position another sheet needs as a side effect, so sheets can be written in any o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell
 
@@ -33,11 +34,11 @@ class Layout:
     bychip_cols: list[str]
     bychip_row: dict      # (chip, op index) -> ByChip row
 
-    @property
+    @cached_property
     def ops_col(self) -> dict:
         return {k: i for i, k in enumerate(self.ops_cols)}
 
-    @property
+    @cached_property
     def bychip_col(self) -> dict:
         return {k: i for i, k in enumerate(self.bychip_cols)}
 
@@ -61,7 +62,20 @@ class Layout:
     def ops_cell(self, i: int, column: str) -> str:
         return "Ops!" + xl_rowcol_to_cell(1 + i, self.ops_col[column])
 
+    def source_column(self, chip: str, column: str) -> str:
+        """Sheet and column letter of ``column`` for ops on ``chip`` (ByChip, or Ops)."""
+        if "ByChip" not in self.sheets:
+            return "Ops!" + xl_col_to_name(self.ops_col[column])
+        return "ByChip!" + xl_col_to_name(self.bychip_col[column])
+
+    def source_row(self, chip: str, i: int) -> int:
+        """0-based row of op ``i`` on ``chip`` on the sheet source_column names."""
+        return self.bychip_row[(chip, i)] if "ByChip" in self.sheets else 1 + i
+
     def bychip_cell(self, chip: str, i: int, column: str) -> str:
+        """Op ``i``'s cell on ``chip``: ByChip's, or Ops' in a one-chip book (no ByChip)."""
+        if "ByChip" not in self.sheets:
+            return self.ops_cell(i, column)
         return "ByChip!" + xl_rowcol_to_cell(self.bychip_row[(chip, i)], self.bychip_col[column])
 
 

@@ -9,7 +9,7 @@ NAME = "ByChip"
 
 
 def wanted(data) -> bool:
-    return True
+    return len(data.hardware) > 1  # one chip: Ops holds every op on it
 
 
 def write(book, ws, data, layout):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from xlsxwriter.utility import xl_col_to_name
 
-from ..book import FORMATS
+from ..book import FORMATS, cached
 from ..layout import OPS_FIXED
 
 NAME = "Ops"
@@ -15,25 +15,36 @@ def wanted(data) -> bool:
     return True
 
 
-def derived_rows(book, ws, layout, items, col, key, hw_name):
+def derived_rows(book, ws, layout, items, col, key, hw_name, input_cell=None):
     """Write each item's derived columns from its template, rendered once per template and
-    sheet: ``items`` = [(sheet row, op index, ChipOp, {input: ref})]; ``hw_name(p)`` is how a
-    hardware parameter is written on this sheet."""
+    sheet: ``items`` = [(sheet row, op index, ChipOp, {input: ref} or None)]; ``hw_name(p)``
+    is how a hardware parameter is written on this sheet; ``input_cell(field)``, when given,
+    how an input is (a template over the row), else the item's refs."""
     letters = {k: xl_col_to_name(c) for k, c in col.items()}
 
     def resolve(name):
         if name in layout.in_col:
-            return "{in_" + name + "}"
+            return input_cell(name) if input_cell else "{in_" + name + "}"
         if name in letters:
             return letters[name] + "{_r}"
         return hw_name(name)
-    fmts = {k: FORMATS.get(k, ("", None))[1] for k in col}
+    fmts = {k: book.fmt.get(FORMATS.get(k, ("", None))[1]) for k in col}
+    center = book.fmt["center"]
+    plans: dict[int, list] = {}  # per template: [(column, its row-template text, cell format)]
+    write = ws.write_formula
     for r, i, chip_op, in_refs in items:
         t = chip_op.template
-        fill = {"_r": str(r + 1), **{"in_" + k: v for k, v in in_refs.items()}}
-        for k in t.exprs:
-            v = chip_op.values[k]
-            book.write_formula(ws, r, col[k], t.text(key, k, resolve).format_map(fill), v, fmts[k])
+        cells = plans.get(id(t))
+        if cells is None:
+            cells = plans[id(t)] = [(k, col[k], t.text(key, k, resolve), fmts[k]) for k in t.exprs]
+        fill = {"_r": str(r + 1)}
+        if in_refs:
+            fill.update({"in_" + k: v for k, v in in_refs.items()})
+        values = chip_op.values
+        for k, c, text, fmt in cells:
+            v = values[k]
+            write(r, c, text.format_map(fill), center if v.__class__ is str else fmt, cached(v))
+        book.formula_cells += len(cells)
 
 
 def flag_infeasible(book, ws, col, nrows):
@@ -55,8 +66,11 @@ def write(book, ws, data, layout):
         for c, v in enumerate([row.workload, row.op.name, row.op.kind, row.op.dtype], start=1):
             book.text(ws, r, c, v)
         chip_op = row.by_chip[active]
-        items.append((r, row.index, chip_op, {k: layout.input_ref(row.index, k) for k in chip_op.inputs}))
-    derived_rows(book, ws, layout, items, col, "Ops", lambda p: p)
+        items.append((r, row.index, chip_op,
+                      {k: layout.input_ref(row.index, k) for k in chip_op.inputs} if layout.in_name else None))
+    # without per-op names an input is the Workload cell of the same row (Workload row = Ops row)
+    unnamed = None if layout.in_name else (lambda k: f"Workload!{xl_col_to_name(layout.in_col[k])}" + "{_r}")
+    derived_rows(book, ws, layout, items, col, "Ops", lambda p: p, unnamed)
     flag_infeasible(book, ws, col, len(data.rows))
     ws.set_column(0, 0, 10)
     ws.set_column(1, 2, 20)

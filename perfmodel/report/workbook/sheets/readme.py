@@ -20,6 +20,8 @@ def write(book, ws, data, layout):
     model = " Model (per transformer workload: ledger, group times, step totals, memory; its headline " \
         "cells are the defined names step_t_lower, step_t_upper, step_t_step, step_mfu, " \
         "step_tokens_per_s, step_memory_bytes_per_chip)," if "Model" in layout.sheets else ""
+    multi = (" Compare (t_lower per chip and speed-ups), ByChip (every op on every chip: the cells Compare "
+             "and the charts read),") if "ByChip" in layout.sheets else ""
     lines = [
         ("perfmodel roofline workbook", "title"),
         (f"perfmodel {__version__}; written {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
@@ -51,8 +53,7 @@ def write(book, ws, data, layout):
         ("- A blank cell with a note means the value does not exist (e.g. a dtype a chip has no peak for).", None),
         ("", None),
         ("Sheets: Inputs, Hardware, Workload, Ops (one row per op on the active chip),"
-         f"{model} Compare (t_lower per chip and speed-ups), ByChip (every op on every chip: the cells Compare and "
-         f"the charts read),{coll} Sources (citations and disagreements), Roofline (log-log charts, one per chip "
+         f"{model}{multi}{coll} Sources (citations and disagreements), Roofline (log-log charts, one per chip "
          "and dtype; their data below them).", None),
         ("Sources: every hardware number is cited on the Sources sheet (and in a comment on its Hardware cell); "
          "other published values are listed there as alternatives, beside the value used.", None),

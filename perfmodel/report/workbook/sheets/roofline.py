@@ -14,6 +14,7 @@ from ....formula import NS, Ref, evaluate, fand, na, where
 from ....precision import matrix_rate
 from ....roofline import COLUMNS, achieved_flops, ici_bandwidth, roof
 from ...style import chip_color, workload_marker
+from ..data import row_template
 
 NAME = "Roofline"
 WORKLOADS_PER_CHART = 4
@@ -48,6 +49,11 @@ def _charts(data):
     return out
 
 
+def _cell_template(layout, chip: str, column: str) -> str:
+    """An op's cell of ``column`` on ``chip`` with its row as the placeholder {r}."""
+    return layout.source_column(chip, column) + "{r}"
+
+
 def _value(expr, env):
     v = evaluate(expr, {k: np.float64(x) for k, x in env.items()})
     return None if not np.isfinite(v) else float(v)
@@ -60,7 +66,7 @@ def write(book, ws, data, layout):
     xmin = 10 ** math.floor(math.log10(min(xs + [1.0]) / 2))
     xmax = 10 ** math.ceil(math.log10(max(xs + [1e4]) * 2))
     book.text(ws, 0, 0, "Roofline per chip and dtype: the roof (live from Hardware) and each op at its achieved "
-                        "FLOP/s = flops / t_lower (live from ByChip). Chart data below the charts.", "bold")
+                        "FLOP/s = flops / t_lower (live from ByChip, or Ops in a one-chip book). Chart data below the charts.", "bold")
     r = 1 + CHART_ROWS * len(charts) + 1  # data starts after the charts' pages
     ws.set_h_pagebreaks([1 + CHART_ROWS * k for k in range(1, len(charts) + 1)])
     # roofs: one row per (chip, dtype) shown: x at xmin, ridge, xmax; y = roof(x)
@@ -111,29 +117,33 @@ def write(book, ws, data, layout):
     for c, h in enumerate(["chip", "dtype", "workload", "op", "intensity [FLOP/B]", "achieved [FLOP/s]"]):
         book.text(ws, r, c, h, "head")
     r += 1
+    opname = 3
     blocks = {}
     ys = []
+    keys = ("intensity", "flops", "t_lower")
     for hw, dtype, wls in charts:
+        # each point's formula over its op's cells: rendered once per chip, filled per row
+        tx = row_template(POINT_X, lambda n, chip=hw.name: _cell_template(layout, chip, n))
+        ty = row_template(POINT_Y, lambda n, chip=hw.name: _cell_template(layout, chip, n))
         for wl in wls:
             if (hw.name, dtype, wl) in blocks:
                 continue
+            sel = [row for row in data.rows_of(wl) if hw.name in row.by_chip and row.op.dtype == dtype]
+            env = {k: np.asarray([np.nan if row.by_chip[hw.name].values.get(k) is None
+                                  else row.by_chip[hw.name].values[k] for row in sel], dtype=float)
+                   for k in keys}
+            xs, yv = (np.broadcast_to(evaluate(e, env), (len(sel),)) for e in (POINT_X, POINT_Y))
+            for c, v in enumerate((hw.name, dtype, wl)):  # the block's chip, dtype, workload
+                book.text(ws, r, c, v, "bold")
+            r += 1
             first = r
-            for row in data.rows_of(wl):
-                c = row.by_chip.get(hw.name)
-                if c is None or row.op.dtype != dtype:
-                    continue
-                v = c.values
-                book.text(ws, r, 0, hw.name)
-                book.text(ws, r, 1, dtype)
-                book.text(ws, r, 2, wl)
-                book.text(ws, r, 3, row.op.name)
-                cells = {k: layout.bychip_cell(hw.name, row.index, k) for k in ("intensity", "flops", "t_lower")}
-                env = {k: np.nan if v.get(k) is None else v[k] for k in cells}
-                x, y = _value(POINT_X, env), _value(POINT_Y, env)
-                book.formula(ws, r, 4, POINT_X, cells.__getitem__, "#N/A" if x is None else x, "real")
-                book.formula(ws, r, 5, POINT_Y, cells.__getitem__, "#N/A" if y is None else y, "rate")
-                if y is not None:
-                    ys.append(y)
+            for row, x, y in zip(sel, xs, yv):
+                book.text(ws, r, opname, row.op.name)
+                fill = {"r": layout.source_row(hw.name, row.index) + 1}
+                book.write_formula(ws, r, 4, tx.format_map(fill), float(x) if np.isfinite(x) else "#N/A", "real")
+                book.write_formula(ws, r, 5, ty.format_map(fill), float(y) if np.isfinite(y) else "#N/A", "rate")
+                if np.isfinite(y):
+                    ys.append(float(y))
                 r += 1
             blocks[(hw.name, dtype, wl)] = (first, r - 1)
     bws = [hw_env(h)["hbm_bandwidth"] for h in data.hardware]

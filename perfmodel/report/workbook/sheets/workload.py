@@ -25,7 +25,8 @@ def write(book, ws, data, layout):
         op = row.op
         for c, v in enumerate([row.workload, op.name, op.kind, op.dtype,
                                getattr(op, "impl", "") or getattr(op, "collective", "")]):
-            book.text(ws, r, c, v)
+            if v:
+                book.text(ws, r, c, v)
         for k, v in row.inputs.items():
             c = layout.in_col[k]
             v = float(v)
