@@ -320,3 +320,34 @@ def test_calibration_workbook_recalculates(tmp_path):
                 for c in row if isinstance(c.value, str) and c.value.startswith("=")]
     assert any("cal_gemv_" in f and "cal_softmax_" in f for f in formulas)  # decode from parts
     assert any("_cache_sharpness" in f for f in formulas)
+
+
+def test_shared_templates_are_each_ops_own_formulas_and_numbers():
+    """Ops of one structure share a formula template (rendered once, filled per row) and are
+    evaluated together: for every built-in workload each op's template is the tree op_columns
+    builds for that op alone, and its numbers are the engine's."""
+    from perfmodel.formula import to_excel
+    from perfmodel.report.workbook.data import evaluate_book
+
+    hws = [catalog.load_hardware(h) for h in ("tpu-v4", "h100", "tpu-v5p")]
+    shared = 0
+    for name in catalog.builtin_names("workloads"):
+        wl = catalog.load_workload(name)
+        data = evaluate_book([wl], hws, hws[0].name)
+        templates = {}
+        for row in data.rows:
+            for hw in hws:
+                c = row.by_chip.get(hw.name)
+                if c is None:
+                    continue
+                templates.setdefault(id(c.template), []).append(row.index)
+                _, cost, roof = engine.op_columns(row.op, hw, wl, symbolic=True, inputs=c.inputs)
+                own = {**cost, **roof}
+                assert list(own) == list(c.template.exprs), row.op.name
+                for k, e in own.items():
+                    assert to_excel(e, str) == to_excel(c.template.exprs[k], str), (name, row.op.name, k)
+                want = engine.evaluate_op(row.op, hw, wl)
+                for k in own:
+                    assert _same(c.values[k], want[k], rel=1e-12, abs_tol=1e-300), (name, row.op.name, k)
+        shared += sum(len(v) - 1 for v in templates.values())
+    assert shared > 50  # the sharing is real: many ops reuse a template

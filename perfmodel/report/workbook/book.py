@@ -31,7 +31,9 @@ FORMATS = {
 }
 NUMBER_FORMATS = {
     "int": "0",                # plain integers (tile sizes, link counts, hops)
-    "count": "#,##0",          # FLOPs, bytes, tokens: thousands separators
+    # FLOPs, bytes, tokens: thousands separators; from 10^15 on, 3 significant digits (the
+    # digits would not fit a column)
+    "count": "[<1000000000000000]#,##0;0.00E+00",
     "real": "#,##0.00",        # intensities, ratios of counts
     "time": "0.00E+00",        # seconds, 3 significant digits
     "rate": "0.00E+00",        # FLOP/s, B/s, 3 significant digits
@@ -102,12 +104,13 @@ class Book:
         self.formula_cells = 0
         f = self.wb.add_format
         self.fmt = {k: f({"num_format": v}) for k, v in NUMBER_FORMATS.items()}
+        self.fmt.update({f"input_{k}": f({**INPUT, "num_format": v}) for k, v in NUMBER_FORMATS.items()})
         self.fmt["bool"] = f({"num_format": NUMBER_FORMATS["bool"], "align": "center"})
         self.fmt.update({
             "center": f({"align": "center"}), "text": f({}), "head": f(HEAD),
             "input": f({**INPUT, "num_format": "General"}),
             "input_int": f({**INPUT, "num_format": "0"}),
-            "input_text": f(INPUT),
+            "input_text": f(INPUT),  # also a number in General format
             "title": f({"bold": True, "font_size": 14}), "wrap": f({"text_wrap": True, "valign": "top"}),
             "bold": f({"bold": True}), "bad": f({"bg_color": "#F8CBAD", "font_color": "#9C0006"}),
             "note": f({"italic": True, "font_color": "#595959"}),

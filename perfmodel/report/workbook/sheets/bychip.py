@@ -3,6 +3,7 @@ roofline charts read)."""
 
 from __future__ import annotations
 
+from ..book import FORMATS
 from .ops import derived_rows, flag_infeasible
 
 NAME = "ByChip"
@@ -33,10 +34,14 @@ def write(book, ws, data, layout):
             n = max(n, r)
         derived_rows(book, ws, layout, items, col, ("ByChip", hw.name),
                      lambda p, chip=hw.name: layout.hw_cell(p, chip))
-    flag_infeasible(book, ws, col, n)
+    flag_infeasible(book, ws, col, [layout.bychip_row[(c, row.index)] for row in data.rows
+                                    for c, x in row.by_chip.items() if "fits_onchip" in x.values])
     ws.set_column(0, 0, 10)
     ws.set_column(1, 2, 20)
     ws.set_column(3, len(cols), 12)
+    for k in cols:
+        if FORMATS.get(k, ("", ""))[1] == "count":
+            ws.set_column(col[k], col[k], 22)
     ws.freeze_panes(1, 3)
     ws.autofilter(0, 0, max(1, n), len(cols) - 1)
     book.print_setup(ws, (0, 0))

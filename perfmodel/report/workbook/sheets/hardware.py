@@ -20,6 +20,14 @@ def unit(p: str) -> str:
     return HW_UNITS.get(p, "FLOP/s" if p.startswith(("peak", "vector", "transcendental")) else "")
 
 
+def number_format(p: str) -> str | None:
+    """The format key of a parameter's cells (None: General, e.g. a fitted exponent)."""
+    if p in INTEGER_PARAMS:
+        return "int"
+    u = unit(p)
+    return {"B": "count", "s": "time"}.get(u) or ("rate" if u.startswith(("B/s", "FLOP/s")) else None)
+
+
 def wanted(data) -> bool:
     return True
 
@@ -48,7 +56,7 @@ def write(book, ws, data, layout):
                 missing.append(hw.name)
                 ws.write_blank(r, c, None, book.fmt["input"])
                 continue
-            ws.write_number(r, c, v, book.fmt["input_int" if p in INTEGER_PARAMS else "input"])
+            ws.write_number(r, c, v, book.fmt["input_" + (number_format(p) or "text")])
             src = hw.sources.get(key)
             if src:
                 ws.write_comment(r, c, f"{hw.name} {p}: " + ("; ".join(src) if isinstance(src, list) else src),
@@ -57,7 +65,7 @@ def write(book, ws, data, layout):
             book.text(ws, r, notes, f"blank: {', '.join(missing)} has no value", "note")
     ws.set_column(0, 0, 22)
     ws.set_column(1, 1, 16)
-    ws.set_column(2, last, 12)
+    ws.set_column(2, last, 16)
     ws.set_column(notes, notes, 30)
     ws.freeze_panes(1, 2)
     book.print_setup(ws, (0, 0))

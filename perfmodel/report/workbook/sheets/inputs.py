@@ -7,7 +7,7 @@ import numpy as np
 
 from ....engine import hw_env
 from ....formula import Ref, evaluate, is_blank, lookup, where
-from .hardware import unit
+from .hardware import number_format, unit
 
 NAME = "Inputs"
 
@@ -44,8 +44,9 @@ def write(book, ws, data, layout):
                  "chip_values": layout.hw_param_range(p)}
         v = evaluate(VALUE_USED, env)
         v = "" if isinstance(v, (str, np.str_)) else float(v)
-        book.formula(ws, r, 1, VALUE_USED, cells.__getitem__, v, None)
-        ws.write_blank(r, 2, None, book.fmt["input"])
+        fk = number_format(p)
+        book.formula(ws, r, 1, VALUE_USED, cells.__getitem__, v, fk)
+        ws.write_blank(r, 2, None, book.fmt["input_" + (fk or "text")])
         book.text(ws, r, 3, unit(p))
         book.wb.define_name(p, f"=Inputs!$B${r + 1}")
         if any(p not in e for e in envs):

@@ -48,14 +48,16 @@ def wanted(data) -> bool:
 
 
 def write(book, ws, data, layout):
-    ws.set_column(0, 0, 34)
+    ws.set_column(0, 0, 52)
     ws.set_column(1, 11, 13)
+    ws.set_column(1, 1, 18)
+    ws.set_column(5, 6, 22)  # flops, hbm_bytes (and the step inputs' labels)
     r = 0
-    breaks = []
+    breaks: list[int] = []
     for n, (wl, x) in enumerate(data.models):
         if n:
             breaks.append(r)
-        r = _block(book, ws, data, layout, wl, x, r, first=n == 0) + 2
+        r = _block(book, ws, data, layout, wl, x, r, breaks, first=n == 0) + 2
     if breaks:
         ws.set_h_pagebreaks(breaks)
     book.print_setup(ws)
@@ -66,7 +68,7 @@ def _range(c, r0, r1, sheet=""):
     return f"{sheet}${col}${r0 + 1}:${col}${r1 + 1}"
 
 
-def _block(book, ws, data, layout, wl, x, r: int, first: bool) -> int:
+def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> int:
     spec, plan = x.spec, x.plan
     hw = data.active
     rows = data.rows_of(wl.name)
@@ -102,7 +104,7 @@ def _block(book, ws, data, layout, wl, x, r: int, first: bool) -> int:
         cells[k] = xl_rowcol_to_cell(r + 1 + i, 7, True, True)
     cells["peak"] = f"peak_flops_{spec.dtype}"  # the Inputs names (the active chip's)
     cells["hbm_capacity"] = "hbm_capacity"
-    ws.set_column(6, 6, 22)
+    ws.set_column(7, 7, 22)
     r += 2 + max(len(fields), len(plan_fields), len(INPUT_LABELS))
     # the ledger
     led_cols = ["op (ledger path)", "group", "role", "kind", "repeat", "flops", "hbm_bytes", "t_lower",
@@ -175,6 +177,7 @@ def _block(book, ws, data, layout, wl, x, r: int, first: bool) -> int:
         for c in gcols:
             fmt = "center" if c == "bound" else "time"
             book.formula(ws, g_row[g], g_col[c], g_sym[g][c], resolve, g_vals[g][c], fmt)
+    breaks.append(s0)  # the step figures, memory stack and its chart on a page of their own
     book.text(ws, s0, 0, "step", "head")
     book.text(ws, s0, 1, "value", "head")
     book.text(ws, s0, 2, "unit", "head")

@@ -47,11 +47,21 @@ def derived_rows(book, ws, layout, items, col, key, hw_name, input_cell=None):
         book.formula_cells += len(cells)
 
 
-def flag_infeasible(book, ws, col, nrows):
-    if "fits_onchip" in col and nrows:
-        c = col["fits_onchip"]
-        ws.conditional_format(1, c, nrows, c, {"type": "cell", "criteria": "==", "value": "FALSE",
-                                               "format": book.fmt["bad"]})
+def flag_infeasible(book, ws, col, rows: list[int]):
+    """Red where an op's on-chip working set does not fit (only cells that hold the flag: a
+    blank reads as FALSE)."""
+    if "fits_onchip" not in col:
+        return
+    c = col["fits_onchip"]
+    runs: list[list[int]] = []
+    for r in sorted(rows):
+        if runs and runs[-1][1] == r - 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    for a, b in runs:
+        ws.conditional_format(a, c, b, c, {"type": "cell", "criteria": "==", "value": "FALSE",
+                                           "format": book.fmt["bad"]})
 
 
 def write(book, ws, data, layout):
@@ -71,11 +81,14 @@ def write(book, ws, data, layout):
     # without per-op names an input is the Workload cell of the same row (Workload row = Ops row)
     unnamed = None if layout.in_name else (lambda k: f"Workload!{xl_col_to_name(layout.in_col[k])}" + "{_r}")
     derived_rows(book, ws, layout, items, col, "Ops", lambda p: p, unnamed)
-    flag_infeasible(book, ws, col, len(data.rows))
+    flag_infeasible(book, ws, col, [1 + r.index for r in data.rows if "fits_onchip" in r.values])
     ws.set_column(0, 0, 10)
     ws.set_column(1, 2, 20)
     ws.set_column(3, 4, 11)
     ws.set_column(len(OPS_FIXED), len(cols), 13)
+    for k in cols:  # counts up to 10^15 with their separators
+        if FORMATS.get(k, ("", ""))[1] == "count":
+            ws.set_column(col[k], col[k], 22)
     ws.freeze_panes(1, 3)
     ws.autofilter(0, 0, len(data.rows), len(cols) - 1)
     book.print_setup(ws, (0, 0))

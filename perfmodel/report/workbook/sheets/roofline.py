@@ -170,7 +170,8 @@ def write(book, ws, data, layout):
                 "line": {"none": True},
                 "marker": {"type": mark, "size": 7, "border": {"color": color},
                            "fill": {"color": color} if filled else {"none": True}}})
-        part = f" ({k + 1})" if sum(1 for c in charts if c[:2] == (hw, dtype)) > 1 else ""
+        same = [c for c in charts if c[:2] == (hw, dtype)]
+        part = f" ({[c[2] for c in same].index(wls) + 1} of {len(same)})" if len(same) > 1 else ""
         chart.set_title({"name": f"{hw.name} roofline, {dtype}{part}", "name_font": {"size": 12}})
         chart.set_x_axis({"name": "arithmetic intensity [FLOP/byte]", "log_base": 10, "min": xmin, "max": xmax,
                           "major_gridlines": {"visible": True}, "num_format": "0.E+0", "crossing": xmin})
