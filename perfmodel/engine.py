@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import calibrated, precision
 from .formula import NS, BinOp, Call, Cmp, Ref, symbols
+from .formula import evaluate as evaluate_expr
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload
@@ -26,8 +27,13 @@ TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_
 # by r; the roofline columns derived from them (t_compute, t_memory, t_lower, t_upper,
 # t_calibrated) follow, and intensive columns (hops, q_block, onchip_bytes, algbw, intensity,
 # mfu) stay per instance. A row is then a ledger entry: its FLOPs, bytes and times are totals.
-REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "hbm_bytes", "comm_bytes",
+REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "flops_transcendental", "hbm_bytes", "comm_bytes",
                     "t_latency", "t_bandwidth", "t_comm", "t_link", "t_scale_out", "t_dcn")
+
+
+# 2: total.mfu is PaLM's model-FLOP utilisation (the old count is total.flops_ledger), total.hfu;
+# rows gain peak_used, precision, compute_dtype, runs_as; collectives t_link/t_scale_out/t_dcn
+SCHEMA_VERSION = 2
 
 
 def hw_env(hw: Hardware) -> dict[str, float]:
@@ -47,6 +53,8 @@ def hw_env(hw: Hardware) -> dict[str, float]:
     ic = hw.interconnect
     env.update({k: float(getattr(ic, k) or 0.0) for k in INTERCONNECT_PARAMS})
     env.update(calibrated.env(hw))
+    # the rate each (unit, dtype, precision) runs at on this chip (perfmodel.precision)
+    env.update({k: float(evaluate_expr(e, env)) for k, e in precision.rate_exprs(hw).items()})
     return env
 
 
@@ -58,16 +66,16 @@ INTERCONNECT_PARAMS = ["link_bandwidth", "hop_latency", "scale_out_bandwidth", "
 HW_PARAMS = (["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile_m",
               "matmul_tile_k", "matmul_tile_n", "flash_block_q"]
              + [f"peak_flops_{d}" for d in PEAK_KEYS] + [f"vector_flops_{d}" for d in DTYPE_BYTES]
-             + [f"transcendental_flops_{d}" for d in DTYPE_BYTES] + INTERCONNECT_PARAMS)
+             + [f"transcendental_flops_{d}" for d in DTYPE_BYTES] + INTERCONNECT_PARAMS
+             + precision.RATE_NAMES)
 
 
-def rate_env(hw: Hardware, op, h: NS) -> dict:
-    """``peak`` (the rate of the op's main unit, divided by its passes) and ``vector_peak``
-    (the vector unit's, for the softmax inside attention), as numbers or formulas over ``h``."""
-    r = precision.rate(hw, op)
-    v = precision.vector_rate(hw, precision.compute_dtype(op))
-    return {"peak": h[r.key] / r.passes if r.passes != 1 else h[r.key],
-            "vector_peak": h[v.key] / v.passes if v.passes != 1 else h[v.key]}
+def rate_env(op, h: NS) -> dict:
+    """``peak`` (the rate of the op's main unit) and ``vector_peak`` (the vector unit's, for
+    the softmax inside attention): the chip's derived rate parameters (perfmodel.precision)."""
+    d = precision.compute_dtype(op)
+    return {"peak": h[precision.rate_name(op)], "vector_peak": h[precision.vector_name(d)],
+            "transcendental_peak": h[precision.transcendental_name(d)]}
 
 
 def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,
@@ -85,7 +93,7 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     rep_ = p.repeat if "repeat" in values else None  # ops.common_inputs: a cell only when not 1
     if rep_ is not None:
         cost = _repeated(cost, rep_, symbolic)
-    env = NS({**h, **p, **rate_env(hw, op, h), **(symbols(cost) if symbolic else cost)})
+    env = NS({**h, **p, **rate_env(op, h), **(symbols(cost) if symbolic else cost)})
     columns = COLUMNS
     cal = calibrated.column(hw, op)
     if cal is not None:  # the fitted model of this kind of kernel, beside the roofline bounds
@@ -211,5 +219,5 @@ def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     if step is not None:
         total.update(step)
     total.update(price_columns(hw.price_per_hour, total))
-    return {"schema_version": 1, "hardware": hw.name, "workload": wl.name, "ops": rows,
+    return {"schema_version": SCHEMA_VERSION, "hardware": hw.name, "workload": wl.name, "ops": rows,
             "total": total}

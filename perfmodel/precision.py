@@ -7,7 +7,9 @@ it, and a label for tables (``runs_as``).
 Units. Matmuls and attention's two products run on the matrix unit (TPU MXU, GPU tensor
 cores) at ``peak_flops``; elementwise ops, softmax (inside attention too), norms, the loss, the
 optimizer and a reduction's adds run on the vector unit (TPU VPU, GPU CUDA cores) at
-``vector_flops``. A dtype with no vector rate uses fp32's (the TPU VPU computes in fp32). A
+``vector_flops``; attention's exponentials on the transcendental unit (GPU SFU, TPU EUP) at
+``transcendental_flops`` where the chip gives it (FlashAttention-3: on an H100 the exp of a
+128-wide head costs half as long as its two products). A dtype with no vector rate uses fp32's (the TPU VPU computes in fp32). A
 chip with no ``vector_flops`` (a CPU: the same SIMD units do both) uses its matrix rate.
 
 Matrix rate of a product whose arithmetic is in dtype d (``compute_dtype``, default ``dtype``)
@@ -32,6 +34,9 @@ its CUDA-core rate and used for ``highest``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .formula import Expr, Ref
+from .specs import PRECISIONS
 
 PASSES_TPU_FP32 = {"default": 1, "high": 3, "highest": 6}
 # where a dtype has no matrix rate of its own: the next dtype that runs it (wider, same family)
@@ -96,7 +101,69 @@ def vector_rate(hw, dtype: str) -> Rate:
 
 def rate(hw, op) -> Rate:
     """The rate that prices ``op``'s main FLOPs (``peak_used``)."""
-    d = compute_dtype(op)
+    d = _rated(compute_dtype(op))
     if op.kind in MATRIX_KINDS:
         return matrix_rate(hw, d, getattr(op, "precision", "default"))
     return vector_rate(hw, d)
+
+
+# Each chip's rate for every (unit, dtype, precision) is a named derived hardware parameter, a
+# formula over that chip's own peaks (matrix_rate_fp32_high = peak_flops_bf16 / 3 on a TPU,
+# = peak_flops_tf32 on an H100). An op's formulas refer to the name, so a workbook whose active
+# chip changes (or whose peaks are edited) re-prices every op as that chip runs it.
+# the dtypes with rates of their own; any other (an integer index, a bool mask) is priced as fp32
+RATE_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4")
+
+
+def _rated(dtype: str) -> str:
+    return dtype if dtype in RATE_DTYPES else "fp32"
+
+
+def matrix_name(dtype: str, precision: str = "default") -> str:
+    dtype = _rated(dtype)
+    return f"matrix_rate_fp32_{precision}" if dtype == "fp32" else f"matrix_rate_{dtype}"
+
+
+def vector_name(dtype: str) -> str:
+    return f"vector_rate_{_rated(dtype)}"
+
+
+def transcendental_name(dtype: str) -> str:
+    return f"transcendental_rate_{_rated(dtype)}"
+
+
+RATE_NAMES = ([matrix_name(d) for d in RATE_DTYPES if d != "fp32"]
+              + [matrix_name("fp32", p) for p in PRECISIONS]
+              + [vector_name(d) for d in RATE_DTYPES]
+              + [transcendental_name(d) for d in RATE_DTYPES])
+
+
+def rate_name(op) -> str:
+    d = compute_dtype(op)
+    if op.kind in MATRIX_KINDS:
+        return matrix_name(d, getattr(op, "precision", "default"))
+    return vector_name(d)
+
+
+def _expr(r: Rate) -> Expr:
+    return Ref(r.key) / r.passes if r.passes != 1 else Ref(r.key)
+
+
+def rate_exprs(hw) -> dict[str, Expr]:
+    """Every derived rate of ``hw`` as a formula over its own parameters."""
+    out = {matrix_name(d): _expr(matrix_rate(hw, d)) for d in RATE_DTYPES if d != "fp32"}
+    out.update({matrix_name("fp32", p): _expr(matrix_rate(hw, "fp32", p)) for p in PRECISIONS})
+    out.update({vector_name(d): _expr(vector_rate(hw, d)) for d in RATE_DTYPES})
+    out.update({transcendental_name(d): _expr(transcendental_rate(hw, d)) for d in RATE_DTYPES})
+    return out
+
+
+def transcendental_rate(hw, dtype: str) -> Rate:
+    """exp/log per second: the chip's transcendental unit (TPU EUP, GPU SFU) where a source
+    gives its rate, fp32's for a dtype it does not list; else the vector unit's rate (an exp
+    then costs one vector FLOP, as before the unit was modelled)."""
+    tr = hw.transcendental_flops or {}
+    d = dtype if dtype in tr else "fp32"
+    if d in tr:
+        return Rate(f"transcendental_flops_{d}", 1, f"transcendental {d}")
+    return vector_rate(hw, dtype)

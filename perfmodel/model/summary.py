@@ -16,10 +16,20 @@ Rows are per chip (every chip runs the same ledger); ``flops``, ``hbm_bytes``, `
 
 Headline figures use ``t_step``: t_calibrated when present, else t_lower when the op says
 ``overlap: true``, else t_upper. ``tokens_per_s`` = tokens per step / t_step (decode: one token
-per sequence); ``mfu`` = model FLOPs / (chips x t_step x peak), model FLOPs being the forward and
-backward of the whole job counted without sharding, remat recompute or optimizer (useful work,
-as in PaLM's MFU); ``flops_6pt`` (train) or ``flops_2pt`` (inference) is the textbook count beside
-it. Memory per chip sums params, grads, optimizer state, activations and KV cache
+per sequence).
+
+Utilisation, by convention (PaLM, Chowdhery et al. 2022, appendix B):
+- ``flops_model`` = tokens x (6P + 12 L N H T) in training, tokens x (2P + 4 L N H T) in
+  inference (the forward third), P the parameters a token's FLOPs go through (params_6pt), L
+  layers, N heads, H head_dim, T the sequence (decode: the KV length). It does not depend on the
+  attention kernel or on causal masking, so MFU compares implementations fairly.
+- ``mfu`` = flops_model / (chips x t_step x peak); ``hfu`` = every FLOP the chips execute
+  (the rows' unpadded ``flops``: remat, flash recompute, optimizer, masked-out scores a naive
+  kernel computes) / (t_step x peak) per chip. ``peak`` is the layer matmuls' ``peak_used``
+  (their dtype, compute_dtype and precision: perfmodel.precision).
+- ``flops_ledger`` is the ledger's own count of the forward and backward of the whole job
+  without sharding, remat or optimizer (what ``mfu`` used before schema 2); ``flops_6pt``
+  (train) or ``flops_2pt`` (inference) is the textbook count beside it. Memory per chip sums params, grads, optimizer state, activations and KV cache
 (transformer.memory_parts) and is checked against the chip's HBM capacity.
 """
 
@@ -29,7 +39,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine import op_columns
+from .. import precision
+from ..engine import hw_env, op_columns
 from ..formula import NS, Ref, fmax, rsum, sumif, where
 from ..specs import OP_SPECS, Hardware, Workload
 from . import expansion
@@ -47,7 +58,7 @@ UNSTRETCHED = ("optimizer",)   # groups that run once per step, outside the pipe
 # - per group (GROUP_COLUMNS of its name), over the ledger ranges and the step's stretch;
 # - the step (step_columns), over the group ranges (group_t_lower, ...) and the STEP_INPUTS.
 STEP_INPUTS = ("chips", "pp", "microbatches", "tokens_per_step", "params", "flops_model", "peak",
-               "hbm_capacity", "memory_parts")
+               "hbm_capacity", "memory_parts")  # peak: the layer matmuls' rate (matmul_peak)
 COLLECTIVE = "collective"
 
 
@@ -92,9 +103,12 @@ def step_columns(mode: str, pp: int, basis: str, calibrated: bool) -> list[tuple
     cols += [
         ("t_step", lambda e: e[basis]),
         ("t_comm", lambda e: rsum(e.row_t_comm)),
-        ("tokens_per_s", lambda e: e.tokens_per_step / e.t_step),
+        ("peak_used", lambda e: e.peak),
         # useful work: the model's FLOPs over what the chips could do in the step (PaLM's MFU)
-        ("mfu", lambda e: e.flops_model / (e.chips * e.t_step * e.peak)),
+        ("mfu", lambda e: e.flops_model / (e.chips * e.t_step * e.peak_used)),
+        # every FLOP a chip executes (its ledger rows) over what it could do in the step
+        ("hfu", lambda e: rsum(e.row_flops) / (e.t_step * e.peak_used)),
+        ("tokens_per_s", lambda e: e.tokens_per_step / e.t_step),
         (f"flops_{6 if mode == 'train' else 2}pt",
          lambda e: (6 if mode == "train" else 2) * e.params * e.tokens_per_step),
         ("memory_bytes_per_chip", lambda e: rsum(e.memory_parts)),
@@ -117,6 +131,7 @@ def ledger(rows: list[dict], x) -> dict[str, np.ndarray]:
         "row_t_calibrated": np.asarray([tl if r.get("t_calibrated") is None else r["t_calibrated"]
                                         for r, tl in zip(rows, t)], dtype=float),
         "row_t_comm": np.asarray([r.get("t_comm") or 0.0 for r in rows], dtype=float),
+        "row_flops": np.asarray([r["flops"] or 0.0 for r in rows], dtype=float),
     }
 
 
@@ -124,8 +139,8 @@ def step_inputs(hw: Hardware, spec, plan: Plan) -> dict:
     """The step's input cells (numbers fixed when the ops were expanded)."""
     return {"chips": plan.chips, "pp": plan.pp, "microbatches": plan.microbatches,
             "tokens_per_step": spec.batch * (1 if spec.mode == "decode" else spec.seq),
-            "params": params_6pt(spec), "flops_model": model_flops(hw, spec),
-            "peak": hw.peak_flops[spec.dtype], "hbm_capacity": hw.hbm_capacity,
+            "params": params_6pt(spec), "flops_model": palm_flops(spec),
+            "peak": matmul_peak(hw, spec), "hbm_capacity": hw.hbm_capacity,
             "memory_parts": memory_parts(spec, plan)}
 
 
@@ -204,13 +219,15 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     if "pipeline_bubble" in step:
         out["pipeline_bubble"] = _value(step["pipeline_bubble"])
     out["tokens_per_step"] = inputs["tokens_per_step"]
-    out["flops_model"] = inputs["flops_model"]
     out["params"] = inputs["params"]
     out["params_total"] = sum(param_ledger(spec).values())
+    out["flops_model"] = inputs["flops_model"]
+    out["flops_ledger"] = model_flops(hw, spec)
     pt = f"flops_{6 if spec.mode == 'train' else 2}pt"
     out[pt] = _value(step[pt])
-    out["mfu"] = _value(step["mfu"])
-    out["tokens_per_s"] = _value(step["tokens_per_s"])
+    out["peak_used"] = _value(step["peak_used"])
+    for k in ("mfu", "hfu", "tokens_per_s"):
+        out[k] = _value(step[k])
     out["memory_bytes_per_chip"] = _value(step["memory_bytes_per_chip"])
     out["memory_parts"] = inputs["memory_parts"]
     out["hbm_capacity"] = hw.hbm_capacity
@@ -223,6 +240,26 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
         out["t_per_token"] = out["t_step"]  # one step writes one token of every sequence
         out["compute_bound_batch"] = decode_compute_bound_batch(hw, spec, x.source.mesh)
     return out
+
+
+def matmul_peak(hw: Hardware, spec) -> float:
+    """The rate the layer matmuls run at (their compute dtype and precision)."""
+    return hw_env(hw)[matmul_rate_name(spec)]
+
+
+def matmul_rate_name(spec) -> str:
+    """The derived hardware parameter of that rate (a defined name in the workbook)."""
+    return precision.matrix_name(spec.compute_dtype or spec.dtype, spec.precision)
+
+
+def palm_flops(spec) -> float:
+    """PaLM's model FLOPs per step (appendix B): per token 6P + 12 L N H T to train, the
+    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length)."""
+    tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
+    p = params_6pt(spec)
+    attn = spec.layers * spec.heads * spec.head_dim * spec.seq
+    per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn
+    return float(tokens * per_token)
 
 
 def bubble_fraction(stages, microbatches):
@@ -263,7 +300,7 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     kv_heads) are compute-bound, i.e. their FLOPs / peak >= t_memory; None if not below
     MAX_DECODE_BATCH. Searched by doubling then bisection in steps the sharding allows."""
     base = make_plan(spec, mesh)
-    peak = hw.peak_flops[spec.dtype]
+    peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
 
     def bound(k: int) -> bool:

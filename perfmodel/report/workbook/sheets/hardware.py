@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from xlsxwriter.utility import xl_rowcol_to_cell
+
+from .... import precision
 from ....engine import hw_env
 
 NAME = "Hardware"
@@ -17,7 +20,8 @@ SOURCE_PREFIXES = ("peak_flops", "vector_flops", "transcendental_flops", "matmul
 
 
 def unit(p: str) -> str:
-    return HW_UNITS.get(p, "FLOP/s" if p.startswith(("peak", "vector", "transcendental")) else "")
+    return HW_UNITS.get(p, "FLOP/s" if p.startswith(("peak", "vector", "transcendental", "matrix_rate"))
+                        else "")
 
 
 def number_format(p: str) -> str | None:
@@ -55,6 +59,10 @@ def write(book, ws, data, layout):
             if v is None:
                 missing.append(hw.name)
                 ws.write_blank(r, c, None, book.fmt["input"])
+                continue
+            if p in precision.RATE_NAMES:  # derived from this chip's own cells
+                book.formula(ws, r, c, precision.rate_exprs(hw)[p],
+                             lambda n, c=c: xl_rowcol_to_cell(layout.hw_row[n], c), v, "rate")
                 continue
             ws.write_number(r, c, v, book.fmt["input_" + (number_format(p) or "text")])
             src = hw.sources.get(key)

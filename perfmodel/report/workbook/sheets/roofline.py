@@ -11,7 +11,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 
 from ....engine import hw_env
 from ....formula import NS, Ref, evaluate, fand, na, where
-from ....precision import matrix_rate
+from ....precision import matrix_name
 from ....roofline import COLUMNS, achieved_flops, ici_bandwidth, roof
 from ...style import chip_color, workload_marker
 from ..data import row_template
@@ -82,7 +82,7 @@ def write(book, ws, data, layout):
         if (hw.name, dtype) in roofs:
             continue
         env = hw_env(hw)
-        peak_key = matrix_rate(hw, dtype).key  # the roof the dtype's matmuls run at
+        peak_key = matrix_name(dtype)  # the roof the dtype's matmuls run at (a derived rate)
         kinds = [("HBM", "hbm_bandwidth")]
         if env.get("link_bandwidth") and env.get("links_per_chip"):
             kinds.append(("interconnect", None))
