@@ -25,7 +25,9 @@ STEP_LABELS = {  # column -> (label, unit, number format)
     "t_step": ("t_step (the headline time)", "s", "time"),
     "t_comm": ("communication time (sum of the collectives)", "s", "time"),
     "tokens_per_s": ("tokens per second (whole job)", "tokens/s", "count"),
-    "mfu": ("MFU: model FLOPs / (chips x t_step x peak)", "%", "pct"),
+    "peak_used": ("peak: the layer matmuls' rate (dtype, precision)", "FLOP/s", "rate"),
+    "mfu": ("MFU: PaLM model FLOPs / (chips x t_step x peak)", "%", "pct"),
+    "hfu": ("HFU: FLOPs a chip executes / (t_step x peak)", "%", "pct"),
     "flops_6pt": ("6 x params x tokens (textbook training FLOPs)", "FLOP", "count"),
     "flops_2pt": ("2 x params x tokens (textbook inference FLOPs)", "FLOP", "count"),
     "memory_bytes_per_chip": ("memory per chip (sum of the parts)", "B", "count"),
@@ -34,7 +36,8 @@ STEP_LABELS = {  # column -> (label, unit, number format)
 }
 INPUT_LABELS = {"chips": ("chips", "count"), "pp": ("pipeline stages", "int"),
                 "microbatches": ("microbatches", "int"), "tokens_per_step": ("tokens per step", "count"),
-                "params": ("parameters (6PT's P)", "count"), "flops_model": ("model FLOPs per step", "count")}
+                "params": ("parameters (6PT's P)", "count"),
+                "flops_model": ("model FLOPs per step (PaLM's count)", "count")}
 GROUP_COLS = ["kernels", "collectives", "t_lower", "t_upper", "compute", "bound", "cal_kernels",
               "cal_collectives", "t_calibrated"]
 GROUP_HEAD = {"kernels": "kernels t_lower\n[s]", "collectives": "collectives t_lower\n[s]",
@@ -102,7 +105,7 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
         book.text(ws, r + 1 + i, 6, label)
         book.number(ws, r + 1 + i, 7, inputs[k], fmt)
         cells[k] = xl_rowcol_to_cell(r + 1 + i, 7, True, True)
-    cells["peak"] = f"peak_flops_{spec.dtype}"  # the Inputs names (the active chip's)
+    cells["peak"] = S.matmul_rate_name(spec)  # the Inputs name of the active chip's matmul rate
     cells["hbm_capacity"] = "hbm_capacity"
     ws.set_column(7, 7, 22)
     r += 2 + max(len(fields), len(plan_fields), len(INPUT_LABELS))
@@ -133,7 +136,8 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
            "row_bound": _range(lc["bound"], first_row, last_row),
            "row_t_lower": _range(lc["t_lower"], first_row, last_row),
            "row_t_upper": _range(lc["t_upper"], first_row, last_row),
-           "row_t_comm": _range(lc["t_comm"], first_row, last_row)}
+           "row_t_comm": _range(lc["t_comm"], first_row, last_row),
+           "row_flops": _range(lc["flops"], first_row, last_row)}
     if calibrated:
         led["row_t_calibrated"] = _range(lc["t_calibrated"], first_row, last_row)
     r = last_row + 2
