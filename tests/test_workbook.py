@@ -351,3 +351,18 @@ def test_shared_templates_are_each_ops_own_formulas_and_numbers():
                     assert _same(c.values[k], want[k], rel=1e-12, abs_tol=1e-300), (name, row.op.name, k)
         shared += sum(len(v) - 1 for v in templates.values())
     assert shared > 50  # the sharing is real: many ops reuse a template
+
+
+def test_every_sheet_prints_one_page_wide_in_landscape(tmp_path):
+    # print setup on every sheet: landscape, fit to one page width (any number of pages down),
+    # header rows repeated on the tabular sheets
+    path, _, _ = _book(tmp_path, workloads=["course-attention", "collectives-v5e", "course-model-train"])
+    wb = openpyxl.load_workbook(path)
+    assert {"Model", "Compare", "ByChip", "Collectives", "Roofline"} <= set(wb.sheetnames)
+    for ws in wb.worksheets:
+        assert ws.page_setup.orientation == "landscape", ws.title
+        assert ws.sheet_properties.pageSetUpPr.fitToPage, ws.title
+        # (xlsxwriter leaves out fitToWidth="1", the default of the file format)
+        assert (ws.page_setup.fitToWidth or 1, ws.page_setup.fitToHeight) == (1, 0), ws.title
+    for name in ("Ops", "ByChip", "Workload", "Hardware", "Compare"):
+        assert wb[name].print_title_rows, name
