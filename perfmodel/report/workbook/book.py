@@ -27,7 +27,7 @@ FORMATS = {
     "busbw": ("B/s", "rate"), "mfu": ("%", "pct"), "mbu": ("%", "pct"), "hops": ("", "int"),
     "fits_onchip": ("", "bool"), "bound": ("", "center"), "flops_vector": ("FLOP", "count"),
     "t_link": ("s", "time"), "t_scale_out": ("s", "time"), "t_dcn": ("s", "time"),
-    "peak_used": ("FLOP/s", "rate"),
+    "peak_used": ("FLOP/s", "rate"), "flops_transcendental": ("FLOP", "count"),
 }
 NUMBER_FORMATS = {
     "int": "0",                # plain integers (tile sizes, link counts, hops)
