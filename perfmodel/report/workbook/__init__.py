@@ -16,6 +16,7 @@ the Hardware sheet), Collectives (when the workload has any), Sources, Roofline 
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from ...atomic import atomic_path, check_output
@@ -32,6 +33,18 @@ SHEETS = [readme, calibration, inputs, hardware, workload, ops, model, compare, 
 
 def _write(path: Path, workloads, hardware, active=None, measured_collectives=None,
            calibration=None) -> Book:
+    # a large book allocates millions of small acyclic objects (cells, tuples, strings): the
+    # cyclic garbage collector's passes over them took a fifth of the time, and find nothing
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _write_book(path, workloads, hardware, active, measured_collectives, calibration)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write_book(path, workloads, hardware, active, measured_collectives, calibration) -> Book:
     path = check_output(Path(path))
     data = evaluate_book(list(workloads), list(hardware), active, measured_collectives, calibration)
     sheets = [s for s in SHEETS if s.wanted(data)]

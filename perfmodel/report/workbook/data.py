@@ -108,9 +108,17 @@ def template_key(op, inputs: dict, hw) -> tuple:
     input cells (or folded into one, as a shape's element count); the rest is structure."""
     if hw.calibration is not None:
         return ("op", id(op))
-    dump = op.model_dump(exclude={"name"})
-    return (op.kind, tuple(inputs), tuple(sorted((k, repr(v)) for k, v in dump.items()
-                                                 if _structural(v))))
+    return (op.kind, tuple(inputs), tuple(sorted((k, repr(v)) for k, v in vars(op).items()
+                                                 if k != "name" and _structural(v))))
+
+
+def _column(a: np.ndarray) -> list:
+    """An evaluated column as Python values: floats (None where not finite), bools or text."""
+    if a.dtype.kind == "f":
+        return [x if x == x and abs(x) != np.inf else None for x in a.tolist()]
+    if a.dtype.kind in "biuUS":
+        return [float(x) if a.dtype.kind in "iu" else x for x in a.tolist()]
+    return [_clean(x) for x in a]
 
 
 def _clean(v):
@@ -159,9 +167,10 @@ def evaluate_book(workloads, hardware, active, measured=None, calibration=None) 
         for c, e in t.exprs.items():
             v = evaluate(e, env) if not isinstance(e, (int, float, bool, str)) else e
             env[c] = v
-            cols[c] = np.broadcast_to(np.asarray(v), (n,))
-        for j, (i, _) in enumerate(mem):
-            rows[i].by_chip[t.chip].values.update({c: _clean(a[j]) for c, a in cols.items()})
+            cols[c] = _column(np.broadcast_to(np.asarray(v), (n,)))
+        names = list(cols)
+        for j, vals in enumerate(zip(*cols.values())):
+            rows[mem[j][0]].by_chip[t.chip].values.update(zip(names, vals))
     extra = [k for h in hardware for k in hw_env(h) if k not in _hw_params()]
     hw_params = [p for p in _hw_params() + list(dict.fromkeys(extra))
                  if any(p in hw_env(h) for h in hardware)]
