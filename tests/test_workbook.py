@@ -366,3 +366,14 @@ def test_every_sheet_prints_one_page_wide_in_landscape(tmp_path):
         assert (ws.page_setup.fitToWidth or 1, ws.page_setup.fitToHeight) == (1, 0), ws.title
     for name in ("Ops", "ByChip", "Workload", "Hardware", "Compare"):
         assert wb[name].print_title_rows, name
+
+
+def test_chip_colours_and_workload_markers_are_fixed_and_distinct():
+    from perfmodel.report.style import chip_color, workload_marker
+
+    chips = catalog.builtin_names("hardware")
+    assert len({chip_color(c) for c in chips}) == len(chips)  # every built-in chip its own
+    names = catalog.builtin_names("workloads")
+    assert len({workload_marker(w) for w in names}) == len(names)
+    # a name's style does not depend on what else is drawn (same call, same answer)
+    assert chip_color("my-chip") == chip_color("my-chip")

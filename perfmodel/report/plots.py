@@ -65,9 +65,10 @@ def plot_roofline(roofs, points, path: Path, title: str | None = None, marker_si
         ax.plot(x, roof(x, peak, bw), lw=2, color=color, ls=LINESTYLES[k % len(LINESTYLES)],
                 alpha=0.9, label=label)
     for label, xs, ys, color, mark, filled in points:
-        ax.scatter(xs, ys, marker=mark, s=marker_size, zorder=3, label=label,
-                   **({"color": color, "edgecolors": "black", "linewidths": 0.4} if filled or mark in "x+_"
-                      else {"facecolors": "none", "edgecolors": color}))
+        style = ({"color": color} if mark in "x+_|" else  # line marks: no face to fill
+                 {"color": color, "edgecolors": "black", "linewidths": 0.4} if filled else
+                 {"facecolors": "none", "edgecolors": color})
+        ax.scatter(xs, ys, marker=mark, s=marker_size, zorder=3, label=label, **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / HBM byte)")

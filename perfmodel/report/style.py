@@ -12,14 +12,15 @@ import zlib
 _COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#000000", "#8C564B",
            "#7F7F7F", "#56B4E9", "#BCBD22"]
 _CHIPS = ["tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "a100", "h100", "h200", "b200", "cpu-local"]
-# (matplotlib marker, Excel marker, filled): 8 shapes, filled then hollow
-_SHAPES = [("o", "circle"), ("s", "square"), ("D", "diamond"), ("^", "triangle"), ("x", "x"),
-           ("*", "star"), ("+", "plus"), ("_", "short_dash")]
-_MARKS = [(m, x, True) for m, x in _SHAPES] + [(m, x, False) for m, x in _SHAPES[:4]]
+# (matplotlib marker, Excel marker, filled): 5 shapes filled, 4 line marks, the 5 shapes hollow
+_SHAPES = [("o", "circle"), ("s", "square"), ("D", "diamond"), ("^", "triangle"), ("*", "star")]
+_MARKS = ([(m, x, True) for m, x in _SHAPES]
+          + [("x", "x", True), ("+", "plus", True), ("_", "short_dash", True), ("|", "long_dash", True)]
+          + [(m, x, False) for m, x in _SHAPES])
 _WORKLOADS = ["course-attention", "course-elementwise", "course-matmul-sweep", "course-big-matmul",
               "course-model-train", "course-8layer-decode", "collectives-h100", "collectives-v5e",
               "llama2-7b-train-fsdp", "llama2-7b-decode", "gemma-7b-decode", "llama3-70b-prefill",
-              "mixtral-8x7b-train"]
+              "mixtral-8x7b-train", "precision-mix"]
 
 
 def _slot(name: str, known: list[str], n: int) -> int:
@@ -27,9 +28,8 @@ def _slot(name: str, known: list[str], n: int) -> int:
 
 
 def chip_color(name: str) -> str:
-    """The chip's colour as #RRGGBB (a what-if variant 'tpu-v4+x' shares its base's hue)."""
-    base = name.split("+")[0] if name.split("+")[0] in _CHIPS else name
-    return _COLORS[_slot(base, _CHIPS, len(_COLORS))]
+    """The chip's colour as #RRGGBB (a what-if variant has a name, and a colour, of its own)."""
+    return _COLORS[_slot(name, _CHIPS, len(_COLORS))]
 
 
 def workload_marker(name: str) -> tuple[str, str, bool]:
