@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine
+from perfmodel import catalog, engine, results
 from perfmodel.cli import main
 from perfmodel.report.workbook import write_workbook
 from perfmodel.specs import Hardware, Workload
@@ -267,7 +267,7 @@ def test_model_sheet_named_cells_recalculate_to_json_total(tmp_path, workload, c
     hw = catalog.load_hardware(chip)
     path = write_workbook(tmp_path / "model.xlsx", [wl], [hw])
     _assert_parity(path, tmp_path, 100)
-    total = engine.to_json(hw, wl)["total"]
+    total = results.to_json(hw, wl)["total"]
     fresh = openpyxl.load_workbook(tmp_path / "lo" / "model.xlsx", data_only=True)
     names = openpyxl.load_workbook(path).defined_names
     for name, key in STEP_NAMES.items():
