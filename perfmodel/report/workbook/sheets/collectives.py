@@ -37,7 +37,8 @@ def write(book, ws, data, layout):
             book.text(ws, r, c, v)
         for c, k in enumerate(in_cols):
             if k in row.inputs:
-                book.ref(ws, r, 6 + c, layout.input_ref(row.index, k), row.inputs[k], "real")
+                v = float(row.inputs[k])
+                book.ref(ws, r, 6 + c, layout.input_ref(row.index, k), v, "count" if v.is_integer() else "real")
         for c, k in enumerate(keys):
             if k in row.values:
                 book.ref(ws, r, 6 + len(in_cols) + c, layout.ops_cell(row.index, k), row.values[k],
