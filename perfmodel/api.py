@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .atomic import check_output
 from .catalog import all_hardware, all_workloads, builtin_names, load_hardware, load_workload  # noqa: F401
-from .engine import evaluate, evaluate_rows, to_json, totals
+from .engine import evaluate, evaluate_rows, totals
+from .results import to_json
 from .specs import Hardware, SpecError, Workload
 
 __all__ = [
@@ -54,14 +55,11 @@ def _names(names: str, what: str) -> list[str]:
 def select_hardware(names: str | None) -> list[Hardware]:
     if names is None or names == "":
         return [h for h in all_hardware() if h.kind != "cpu"]
-    hws = [load_hardware(n) for n in _names(names, "hardware")]
-    seen: dict[str, str] = {}
-    for n, hw in zip(_names(names, "hardware"), hws):
-        if hw.name in seen:  # two paths to one chip, or a file named like a built-in
-            raise SpecError(f"--hardware {names!r}: {seen[hw.name]!r} and {n!r} are both chip "
-                            f"{hw.name!r}; name each chip once (rename one spec's name: field).")
-        seen[hw.name] = n
-    return hws
+    out: dict[str, Hardware] = {}  # by name: an alias (ironwood = tpu-v7) never lists a chip twice
+    for n in _names(names, "hardware"):  # the same name written twice is an error
+        hw = load_hardware(n)
+        out.setdefault(hw.name, hw)
+    return list(out.values())
 
 
 def select_workloads(names: str | None) -> list[Workload]:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .specs import SpecError
+from .errors import SpecError
 
 
 def check_output(path: Path, suffix: str | tuple | None = None) -> Path:

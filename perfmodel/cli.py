@@ -124,7 +124,7 @@ def roofline(hardware, workload, as_json, output, slice_):
         api.check_output(output, ".xlsx")
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
     if slice_ is not None:
-        from .specs import with_slice
+        from .model import with_slice
 
         wl = with_slice(wl, slice_, source=workload)
     rows = api.evaluate_rows(hw, wl)
@@ -150,40 +150,113 @@ def roofline(hardware, workload, as_json, output, slice_):
 @click.option("--hardware", "-H", default=None, help="Comma-separated chips (default: all built-in).")
 @click.option("--workload", "-w", default=None, help="Comma-separated workloads (default: all built-in).")
 @click.option("--measure-collectives", is_flag=True,
-              help="Also run the collectives on 8 JAX host devices (~1 min) and show measured vs predicted.")
-def report(output_dir, hardware, workload, measure_collectives):
-    """Every built-in workload on every built-in chip: tables, a roofline PNG per chip and
+              help="Also run the collectives on 8 JAX host devices (needs jax; slow) and show measured vs predicted.")
+@click.option("--detail", is_flag=True,
+              help="Also print every per-op table (they are always written to OUTPUT_DIR/tables/).")
+def report(output_dir, hardware, workload, measure_collectives, detail):
+    """Every built-in workload on every built-in chip: one summary line per pair, the skipped
+    and not-fitting pairs, a roofline PNG per chip, per-op tables in reports/tables/ and
     reports/perfmodel.xlsx."""
     from . import api
+    from .atomic import atomic_path
+    from .report.tables import summary_table
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
     hws = api.select_hardware(hardware)
     wls = api.select_workloads(workload)
+    done, skipped, wrote = [], [], []
     for hw in hws:
         series = {}
         for wl in wls:
             try:
                 rows = api.evaluate_rows(hw, wl)
             except api.SpecError as e:  # e.g. a TPU slice shape on a GPU: skip this pair
-                click.echo(f"skipped {wl.name} on {hw.name}: {e}\n")
+                msg = str(e)
+                named = msg.startswith(f"workload {wl.name!r} on {hw.name!r}")
+                skipped.append(msg if named else f"{wl.name} on {hw.name}: {msg}")
                 continue
             series[wl.name] = rows
-            click.echo(roofline_table_for(wl, hw, rows) + "\n")
-        png = api.roofline_png(hw, series, out / f"roofline-{hw.name}.png")
-        click.echo(f"wrote {png}\n")
+            total = api.to_json(hw, wl, rows)["total"]
+            done.append((wl.name, hw.name, rows, total))
+            table = roofline_table_for(wl, hw, rows, total)
+            with atomic_path(out / "tables" / f"{wl.name}--{hw.name}.txt") as tmp:
+                tmp.write_text(table + "\n")
+            if detail:
+                click.echo(table + "\n")
+        wrote.append(api.roofline_png(hw, series, out / f"roofline-{hw.name}.png"))
+    compared = _compare_new_chips(hws, wls, out, detail)
     active = "tpu-v4" if any(h.name == "tpu-v4" for h in hws) else hws[0].name  # the course's chip
     measured = api.measure_collectives() if measure_collectives else None
-    path = api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
-                              measured_collectives=measured)
-    click.echo(f"wrote {path}")
+    wrote.append(api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
+                                    measured_collectives=measured))
+    click.echo(f"{len(done)} workload x chip pairs. Each cell: t_step (a whole model's step, "
+               f"else the sum of its ops' t_lower), the bound taking most of it (c compute, "
+               f"m memory, n communication), MFU for whole models, '!' when it does not fit "
+               f"in HBM\n")
+    click.echo(summary_table(done, [hw.name for hw in hws], [wl.name for wl in wls]))
+    big = [(w, c, t) for w, c, _, t in done if t.get("fits_memory") is False]
+    if big:
+        click.echo(f"\nDOES NOT FIT in HBM ({len(big)}):")
+        for w, c, t in big:
+            click.echo(f"  {w} on {c}: {fmt_bytes(t['memory_bytes_per_chip'])} per chip, "
+                       f"HBM {fmt_bytes(t['hbm_capacity'])}")
+    if skipped:
+        click.echo(f"\nskipped ({len(skipped)}):")
+        for msg in skipped:
+            click.echo(f"  {msg}")
+    pngs = [p for p in wrote if p.suffix == ".png"]
+    click.echo(f"\nwrote {out / 'tables'}/*.txt (per-op tables; --detail prints them), "
+               + (f"{len(compared)} compare-*.txt (the newer chips on decode), " if compared else "")
+               + f"{len(pngs)} x {out}/roofline-CHIP.png, {wrote[-1]}")
 
 
-def roofline_table_for(wl, hw, rows):
+def fmt_bytes(v):
+    from .units import fmt_si
+
+    return fmt_si(v, "B")
+
+
+def _compare_new_chips(hws, wls, out, detail) -> list:
+    """The report's Compare of the newer chips (catalog.COMPARE_CHIPS) on the decode workloads
+    of catalog.COMPARE_WORKLOADS, among the chips and workloads the report covers: written to
+    OUT/tables/compare-WORKLOAD.txt (printed with --detail)."""
+    from . import api
+    from .atomic import atomic_path
+    from .catalog import COMPARE_CHIPS, COMPARE_WORKLOADS
+    from .report.tables import compare_table
+
+    chips = [h for name in COMPARE_CHIPS for h in hws if h.name == name]
+    if len(chips) < 2:
+        return []
+    wrote = []
+    for wl in (w for name in COMPARE_WORKLOADS for w in wls if w.name == name):
+        results, totals, skipped = {}, {}, []
+        for hw in chips:
+            try:
+                results[hw.name] = api.evaluate_rows(hw, wl)
+            except api.SpecError as e:
+                skipped.append(f"skipped {hw.name}: {e}")
+                continue
+            totals[hw.name] = api.to_json(hw, wl, results[hw.name])["total"]
+        shown = [h for h in chips if h.name in results]
+        text = "\n".join([f"Compare (newer chips): {wl.name}",
+                          compare_table(wl.name, shown, results, totals), *skipped])
+        path = out / "tables" / f"compare-{wl.name}.txt"
+        with atomic_path(path) as tmp:
+            tmp.write_text(text + "\n")
+        wrote.append(path)
+        if detail:
+            click.echo(text + "\n")
+    return wrote
+
+
+def roofline_table_for(wl, hw, rows, total=None):
     from . import api
     from .report.tables import roofline_table, step_block
 
-    total = api.to_json(hw, wl, rows)["total"]  # a transformer's step total, else the sums
+    if total is None:  # a transformer's step total, else the sums
+        total = api.to_json(hw, wl, rows)["total"]
     block = step_block(total)
     return roofline_table(f"{wl.name} on {hw.name}", rows, total) + (f"\n{block}" if block else "")
 
@@ -198,8 +271,13 @@ def hardware(ctx):
 
         for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
+            vec = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in (hw.vector_flops or {}).items())
+            ic = hw.interconnect
+            dom = (f"; {ic.topology} domain {ic.domain_size}"
+                   if ic.domain_size and ic.topology in ("switched", "full_mesh") else "")
             click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_si(hw.hbm_capacity, 'B')} at "
-                       f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; {peaks}")
+                       f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; "
+                       f"matrix {peaks}" + (f"; vector {vec}" if vec else "") + dom)
 
 
 @hardware.command("show")
@@ -219,6 +297,24 @@ def hardware_show(name, as_json):
         click.echo(yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
 
 
+@main.command("import-hf")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["train", "prefill", "decode"]), default="decode",
+              show_default=True, help="The op's mode (not in a config.json).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sequences per step.")
+@click.option("--seq", type=click.IntRange(min=1), default=None,
+              help="Tokens per sequence (decode: the KV length) [default: 2048, or the "
+                   "sliding window when shorter].")
+def import_hf(config, mode, batch, seq):
+    """Print the transformer op a Hugging Face config.json gives, as YAML for a workload's
+    ops list, with the source of each field as a comment. In a workload, `config: PATH` does
+    the same at load (fields written in the op override it)."""
+    from .model.hf_config import op_yaml
+
+    click.echo(op_yaml(Path(config), mode=mode, batch=batch, seq=seq), nl=False)
+
+
 @main.command()
 @click.argument("what", type=click.Choice(["hardware", "workload"]))
 def schema(what):
@@ -229,7 +325,7 @@ def schema(what):
 
 
 @main.command()
-@click.option("--quick", is_flag=True, help="A subset of the suite: under 2 minutes on a 2-core CPU.")
+@click.option("--quick", is_flag=True, help="A subset of the suite, a few times shorter (times: docs/measurements.md).")
 @click.option("--output", "-o", default="reports/measurements.csv", show_default=True,
               type=click.Path(dir_okay=False), help="CSV to append to (resumed if it exists).")
 @click.option("--passes", type=click.IntRange(min=1), default=None,
@@ -388,7 +484,7 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
         table.attrs = dict(kept[0].attrs)
         tot = pd.concat(tots, ignore_index=True)
         shown_fields = [f for f in fields if f in table.columns]
-        for p in write_sweep(Path(output), tot if totals else table, tot, shown_fields, hws,
+        for p in write_sweep(Path(output), tot if totals else table, tot, shown_fields, hws, wl,
                              max_rows=max_rows):
             click.echo(f"wrote {p}")
 
@@ -479,8 +575,8 @@ def check(as_json, kernels, quick, tiny):
 
 @main.command()
 @click.option("--quick", is_flag=True,
-              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (~40 s "
-                   "here, ~70 s without).")
+              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (run "
+                   "times: docs/measurements.md).")
 @click.option("--hardware", "-H", default=None,
               help="Calibrated hardware spec to predict with [default: "
                    "reports/cpu-local-calibrated.yaml, from perfmodel calibrate].")

@@ -24,22 +24,58 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       field_validator, model_validator)
 
 from . import gcpause, limits, units
+from .errors import SpecError  # noqa: F401  (re-exported: callers import it from specs)
+from .topology import job_lengths, map_mesh, parse_shape
 
 # ---- scalar types -------------------------------------------------------------------------
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1}
+# bytes per element; int4 and fp4 pack two to a byte
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1, "int4": 0.5, "fp4": 0.5}
 DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32",
-                 "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+                 "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
+                 "float4": "fp4", "float4_e2m1fn": "fp4", "nvfp4": "fp4", "mxfp4": "fp4"}
+# peak_flops may also list tf32: the tensor-core rate of an fp32 matmul at JAX's default
+# precision on a GPU. It is a rate, not a storage dtype: data in tf32 is fp32 in memory.
+PEAK_KEYS = (*DTYPE_BYTES, "tf32")
+PEAK_ALIASES = {**DTYPE_ALIASES, "tensorfloat32": "tf32"}
 
 
 def _dtype(v: Any) -> Any:
     if isinstance(v, str):
         v = v.strip().lower()
-        return DTYPE_ALIASES.get(v, v)
+        v = DTYPE_ALIASES.get(v, v)
+        if v in ("tf32", "tensorfloat32"):
+            raise ValueError("tf32 is not a storage dtype (tf32 data is fp32 in memory): write "
+                             "dtype: fp32; precision: default (or high) runs it on TF32 tensor "
+                             "cores where the chip lists peak_flops.tf32")
     return v
 
 
-DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8"], BeforeValidator(_dtype)]
+def _peak_key(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower()
+        return PEAK_ALIASES.get(v, v)
+    return v
+
+
+DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4"],
+                  BeforeValidator(_dtype)]
+PeakDType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "tf32"],
+                      BeforeValidator(_peak_key)]
+# JAX's lax.Precision names (and the aliases jax accepts as strings)
+PRECISIONS = ("default", "high", "highest")
+_PRECISION_ALIASES = {"fastest": "default", "bfloat16": "default", "bfloat16_3x": "high",
+                      "tensorfloat32": "high", "float32": "highest"}
+
+
+def _precision(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower().removeprefix("precision.")
+        return _PRECISION_ALIASES.get(v, v)
+    return v
+
+
+Precision = Annotated[Literal["default", "high", "highest"], BeforeValidator(_precision)]
 
 
 def _unit(kind: str, bare_ok: bool = False, positive: bool = False):
@@ -125,12 +161,20 @@ class Alternative(Spec):
 class Interconnect(Spec):
     """Chip-to-chip links (filled in for collectives)."""
 
-    topology: Optional[Literal["torus2d", "torus3d", "switched", "none"]] = None
+    topology: Optional[Literal["torus2d", "torus3d", "switched", "full_mesh", "none"]] = Field(
+        None, description="torus2d | torus3d (TPU ICI), switched (NVLink through switches), "
+        "full_mesh (a node whose GPUs are wired pairwise, e.g. AMD Infinity Fabric: n GPUs use "
+        "n-1 links), none")
     links_per_chip: Optional[Count] = None
     link_bandwidth: Optional[Bandwidth] = Field(None, description="one-way, per link")
     hop_latency: Optional[Seconds] = None
     wraparound: Optional[Literal["whole_cubes_4", "full_axis_16", "none", "always"]] = None
-    domain_size: Optional[Count] = Field(None, description="GPUs per NVLink domain")
+    slice_shapes: Optional[Literal["cubes_4"]] = Field(
+        None, description="which slice shapes exist (unset: any): cubes_4 = 2x2x1, 2x2x2, "
+        "2x2x4, 2x4x4 or whole 4x4x4 cubes (every axis a multiple of 4)")
+    max_chips: Optional[Count] = Field(None, description="largest slice, chips (the pod)")
+    domain_size: Optional[Count] = Field(None, description="GPUs per scale-up domain (NVLink, "
+                                         "or the full mesh): the N of a slice 'N' or 'MxN'")
     scale_out_bandwidth: Optional[Bandwidth] = Field(None, description="per GPU NIC, one-way")
     dcn_bandwidth: Optional[Bandwidth] = Field(None, description="per chip, between slices")
     host_bandwidth: Optional[Bandwidth] = None
@@ -156,15 +200,52 @@ class Calibration(Spec):
     provenance: dict[str, Any] = {}
 
 
+SUBLANE_ROWS = 8  # a TPU MXU streams activation rows 8 at a time (the VPU's sublanes)
+
+
+class MatmulTile(Spec):
+    """The matrix unit's tile: a product's m, k and n are padded up to these."""
+
+    m: Count = Field(description="streamed activation rows (TPU: the 8 sublanes)")
+    k: Count = Field(description="contraction dim (TPU: the MXU's side)")
+    n: Count = Field(description="output columns (TPU: the MXU's side)")
+
+
+def _tile(v: Any) -> Any:
+    # a bare number is the systolic array's side: k and n pad to it, the streamed rows to 8
+    if isinstance(v, float) and not v.is_integer():
+        raise ValueError(f"must be a whole number (the matrix unit's side), not a fraction "
+                         f"(got {v!r}); or a mapping such as {{m: 8, k: 128, n: 128}}")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError(f"must be a positive whole number (got {v!r}); or a mapping such "
+                             f"as {{m: 8, k: 128, n: 128}}")
+        v = int(v)
+        return {"m": min(SUBLANE_ROWS, v), "k": v, "n": v}
+    return v
+
+
 class Hardware(Spec):
     name: Name
     kind: Literal["tpu", "gpu", "cpu"]
     description: Optional[str] = None
-    peak_flops: dict[DType, PosFlopRate] = Field(min_length=1, description="dense, per dtype")
+    peak_flops: dict[PeakDType, PosFlopRate] = Field(
+        min_length=1, description="matrix unit (MXU / tensor cores), dense, per dtype")
+    vector_flops: Optional[dict[DType, PosFlopRate]] = Field(
+        None, description="vector unit (TPU VPU / GPU CUDA cores) per dtype, at least fp32; "
+        "elementwise ops, softmax, norms and the optimizer run here (required on tpu and gpu)")
+    transcendental_flops: Optional[dict[DType, PosFlopRate]] = Field(
+        None, description="exp/log per second (TPU EUP / GPU SFU), where a source gives it")
     hbm_capacity: Bytes
     hbm_bandwidth: PosBandwidth
     onchip_memory: Bytes = Field(description="what one kernel instance can hold (VMEM, SMEM)")
-    matmul_tile: Optional[Count] = Field(None, description="MXU/tensor tile; dims pad to it")
+    matmul_tile: Annotated[Optional[MatmulTile], BeforeValidator(_tile), WithJsonSchema({
+        "anyOf": [{"type": "integer", "minimum": 1}, MatmulTile.model_json_schema(),
+                  {"type": "null"}],
+        "description": "matrix unit tile {m, k, n}; a bare number N means k = n = N, m = 8"})] = Field(
+        None, description="matrix unit tile {m, k, n}; a bare number N means k = n = N, m = 8")
+    flash_block_q: Optional[Count] = Field(
+        None, description="flash attention query block rows, overriding the on-chip fit")
     interconnect: Interconnect = Interconnect()
     price_per_hour: Optional[NonNegFloat] = Field(None, description="USD per chip-hour")
     sources: dict[str, Union[str, list[str]]] = Field(description="citation per field")
@@ -173,9 +254,15 @@ class Hardware(Spec):
 
     @model_validator(mode="after")
     def _cited(self) -> "Hardware":
+        if self.kind in ("tpu", "gpu") and (not self.vector_flops
+                                             or "fp32" not in self.vector_flops):
+            raise ValueError(f"vector_flops.fp32 is required on a {self.kind}: elementwise ops, "
+                             f"softmax, norms and the optimizer run on the vector unit (TPU "
+                             f"VPU, GPU CUDA cores), far below the matrix peak; add e.g. "
+                             f"vector_flops: {{fp32: 14 TFLOP/s}} with a source")
         need = ["peak_flops", "hbm_capacity", "hbm_bandwidth", "onchip_memory"]
-        if self.price_per_hour is not None:
-            need.append("price_per_hour")
+        need += [f for f in ("vector_flops", "transcendental_flops", "flash_block_q",
+                             "matmul_tile", "price_per_hour") if getattr(self, f) is not None]
         missing = [f for f in need if f not in self.sources]
         if missing:
             raise ValueError(f"sources must cite {', '.join(missing)} (every number needs a citation)")
@@ -187,6 +274,9 @@ class Hardware(Spec):
 class OpBase(Spec):
     name: Name
     dtype: DType = "bf16"
+    compute_dtype: Optional[DType] = Field(
+        None, description="the dtype the arithmetic runs in, which picks the peak (default: "
+        "dtype); e.g. int8 for a W8A8 matmul, fp32 for an optimizer over bf16 parameters")
     # identical instances run one after another (a transformer's layers): the engine multiplies
     # the extensive cost columns (engine.REPEATED_COLUMNS) by it; times and bytes are totals
     repeat: Count = Field(1, description="identical instances run in sequence (e.g. layers); "
@@ -205,6 +295,11 @@ class MatmulOp(OpBase):
     k: Count
     n: Count
     batch: Count = 1
+    weight_dtype: Optional[DType] = Field(
+        None, description="storage dtype of the k x n operand (the weights; default dtype): "
+        "int8 or int4 for weight-only quantization")
+    precision: Precision = Field("default", description="JAX's Precision: default | high | "
+                                 "highest (how an fp32 product runs; see perfmodel.precision)")
 
 
 class ElementwiseOp(OpBase):
@@ -215,6 +310,8 @@ class ElementwiseOp(OpBase):
     flops_per_element: NonNegFloat = 1.0
     in_place: bool = Field(False, description="outputs overwrite inputs (donated buffers): the "
                                               "working set a cache must hold is the inputs only")
+    out_dtype: Optional[DType] = Field(None, description="dtype of the outputs (default dtype): "
+                                       "a cast reads one dtype and writes another")
 
     @model_validator(mode="after")
     def _moves(self):
@@ -236,6 +333,10 @@ class AttentionOp(OpBase):
     causal: bool = False
     impl: Literal["naive", "fused", "flash"] = "flash"
     backward: bool = Field(False, description="the backward pass (dQ, dK, dV) of this attention")
+    kv_dtype: Optional[DType] = Field(None, description="storage dtype of K and V (the KV "
+                                      "cache; default dtype)")
+    precision: Precision = Field("default", description="JAX's Precision of the QK^T and AV "
+                                 "products")
 
     @model_validator(mode="after")
     def _gqa(self):
@@ -331,10 +432,25 @@ AxisNames = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator
 PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 
 
+# the fields a Hugging Face config.json can fill (perfmodel.model.hf_config); required in the
+# validated op, but a file that names a config: need not write them
+CONFIG_FIELDS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab", "mlp")
+
+
+def _config_or_fields(schema: dict) -> None:
+    """JSON Schema as files are written: the architecture fields, or a config: that fills them."""
+    req = schema.get("required", [])
+    schema["required"] = [f for f in req if f not in CONFIG_FIELDS]
+    schema["anyOf"] = [{"required": ["config"]}, {"required": [f for f in req
+                                                               if f in CONFIG_FIELDS]}]
+
+
 class TransformerOp(Spec):
     """A whole transformer step (train, prefill or decode). Not a kernel: loading the workload
     expands it (perfmodel.model.expand_workload) into per-layer matmul, attention, elementwise
     and collective ops with per-chip shapes, named as ledger paths (layer/attn/qkv)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_config_or_fields)
 
     kind: Literal["transformer"]
     name: Name
@@ -347,7 +463,12 @@ class TransformerOp(Spec):
     vocab: Count
     mlp: Literal["gated", "plain"] = Field(description="gated: up and gate projections (SwiGLU)")
     dtype: DType = Field("bf16", description="activations and matmuls")
-    param_dtype: DType = Field("bf16", description="parameters and gradients")
+    param_dtype: DType = Field("bf16", description="parameters and gradients; in inference (or "
+                               "when narrower than dtype) the layer matmuls read weights in it")
+    compute_dtype: Optional[DType] = Field(None, description="the matmuls' arithmetic (default "
+                                           "dtype): int8 with param_dtype int8 is W8A8")
+    kv_dtype: Optional[DType] = Field(None, description="the KV cache (default dtype)")
+    precision: Precision = Field("default", description="JAX's Precision of the matmuls")
     mode: Literal["train", "prefill", "decode"]
     batch: Count = Field(description="sequences per step (the whole job)")
     seq: Count = Field(description="tokens per sequence; for decode the KV length")
@@ -366,6 +487,17 @@ class TransformerOp(Spec):
     top_k: Optional[Count] = Field(None, description="MoE: experts per token")
     capacity_factor: Optional[PosFloat] = Field(None, description="MoE: expert slots per "
                                                 "routed token (default 1.0)")
+    tie_embeddings: bool = Field(False, description="the output layer shares the embedding's "
+                                 "weights: counted once in params and memory, its matmul still "
+                                 "in FLOPs")
+    qkv_bias: bool = Field(False, description="the q, k and v projections carry a bias (Qwen2)")
+    sliding_window: Optional[Count] = Field(
+        None, description="attention over the last sliding_window tokens (Mistral, Gemma 2): "
+        "not modelled, so a seq beyond it is refused; null prices full attention")
+    config: Optional[str] = Field(
+        None, min_length=1, description="a Hugging Face config.json (path relative to the "
+        "workload file) that fills the architecture fields when the workload is loaded; "
+        "fields written in the op override it")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -397,9 +529,19 @@ class TransformerOp(Spec):
                                  f"e.g. top_k: 2)")
             if self.top_k > self.experts:
                 raise ValueError(f"top_k {self.top_k} is more than experts {self.experts}")
+        if self.sliding_window is not None and self.seq > self.sliding_window:
+            raise ValueError(
+                f"seq {self.seq} is longer than sliding_window {self.sliding_window}: the "
+                f"model attends to the last {self.sliding_window} tokens only, which perfmodel "
+                f"does not model; use seq <= {self.sliding_window}, or write sliding_window: "
+                f"null in the op to price full attention over seq (an upper bound)")
         if self.microbatches is not None and "pipeline" not in self.parallelism:
             raise ValueError("microbatches applies to pipeline parallelism: add "
                              "parallelism.pipeline or remove microbatches")
+        if self.mode == "train" and self.param_dtype in ("int4", "fp4"):
+            raise ValueError(f"param_dtype {self.param_dtype} is for inference only (no "
+                             f"optimizer updates 4-bit weights): use mode prefill or decode, or "
+                             f"param_dtype bf16 or fp32 for training")
         if self.mode != "train":
             # a non-default value (a dump of the spec repeats the defaults, so those pass)
             extra = [f for f in ("optimizer", "remat")
@@ -439,7 +581,6 @@ class Workload(Spec):
     @classmethod
     def _slice_parses(cls, v):
         if v is not None:
-            from .topology import parse_shape
             try:
                 parse_shape(v)
             except SpecError as e:
@@ -459,7 +600,6 @@ class Workload(Spec):
                              f"the limit of {limits.MAX_DEVICES:,} (MAX_DEVICES; larger than any "
                              f"machine built): check the sizes")
         if info.data.get("slice"):
-            from .topology import job_lengths, map_mesh
             try:
                 map_mesh(v, job_lengths(info.data["slice"], info.data.get("slices", 1)))
             except SpecError as e:
@@ -502,19 +642,13 @@ class Workload(Spec):
 
     @field_validator("ops")
     @classmethod
-    def _transformer_fits(cls, ops, info):
+    def _one_transformer(cls, ops):
+        # whether the model's sizes fit the mesh is the model layer's rule (make_plan), checked
+        # when the workload is expanded (perfmodel.model.expand_workload)
         found = [(i, op) for i, op in enumerate(ops) if isinstance(op, TransformerOp)]
         if len(found) > 1:
             raise ValueError(f"ops[{found[1][0]}] ({found[1][1].name!r}): a workload holds at most "
                              f"one transformer op; put each model in its own workload")
-        if found and "mesh" in info.data:  # a failed mesh is reported by its own validator
-            from .model.transformer import make_plan  # the sizing rules live with the model
-
-            i, op = found[0]
-            try:
-                make_plan(op, info.data.get("mesh"))
-            except SpecError as e:
-                raise ValueError(f"ops[{i}] ({op.name!r}): {e}") from None
         return ops
 
     # set by perfmodel.model.expand_workload on the expanded workload: the transformer op it
@@ -522,30 +656,7 @@ class Workload(Spec):
     _expansion: Any = PrivateAttr(default=None)
 
 
-def with_slice(wl: "Workload", slice_shape: str, source: str | None = None) -> "Workload":
-    """The workload with its slice replaced (the CLI's --slice), validated again."""
-    from .model import expand_workload, source_workload
-
-    src = source_workload(wl)  # a transformer is expanded again from the workload as written
-    if not src.mesh and not any(isinstance(op, (CollectiveOp, TransformerOp)) for op in src.ops):
-        raise SpecError(f"--slice {slice_shape!r}: workload {source or wl.name!r} has no mesh "
-                        f"and no collective or transformer op, so the slice would change "
-                        f"nothing; drop --slice, or add a mesh and collectives to the workload.")
-    try:
-        return expand_workload(Workload.model_validate({**src.model_dump(), "slice": slice_shape}))
-    except ValidationError as e:
-        msgs = "; ".join(f"{_path(x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
-                         for x in e.errors()[:3])
-        raise SpecError(f"--slice {slice_shape!r} does not fit workload {wl.name!r}: {msgs}. "
-                        f"The mesh stays the workload's: choose a slice with the same number "
-                        f"of chips whose axes line up with it.") from None
-
-
 # ---- loading ------------------------------------------------------------------------------
-
-class SpecError(Exception):
-    """Bad input: the message is one paragraph that names the file, the field and the fix."""
-
 
 try:  # libyaml's C parser: about ten times faster; the pure-Python one where it is missing
     _Loader = yaml.CSafeLoader
@@ -793,7 +904,7 @@ def _duplicate_key(n: yaml.MappingNode) -> tuple[str, int, int] | None:
     return None
 
 
-def _line(node: yaml.Node | None, loc: tuple) -> int | None:
+def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """Line (1-based) of the YAML node at a pydantic error location, as deep as it goes."""
     best = node.start_mark.line + 1 if node is not None else None
     for key in loc:
@@ -841,7 +952,8 @@ def _fields_at(model: type[BaseModel], loc: tuple, required: bool = False) -> li
     return [n for n, f in tp.model_fields.items() if f.is_required() or not required]
 
 
-def _path(loc: tuple) -> str:
+def field_path(loc: tuple) -> str:
+    """A pydantic error location as the user wrote it: ops[2].seq."""
     out = ""
     for key in loc:
         if isinstance(key, int):
@@ -902,9 +1014,9 @@ def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> s
     parts = []
     for e in errors[:4]:
         loc = e["loc"]
-        line = _line(node, loc)
+        line = line_of(node, loc)
         where = f"{path}" + (f" line {line}" if line else "")
-        field = _path(loc)
+        field = field_path(loc)
         msg = e["msg"].removeprefix("Value error, ")
         bad = e.get("input")
         ctx = e.get("ctx", {})
@@ -973,7 +1085,7 @@ def load_model(path: Path, model: type[BaseModel], data: dict | None = None, nod
         raise SpecError(explain(e, Path(path), node, model)) from None
 
 
-def elem_bytes(dtype: str) -> int:
+def elem_bytes(dtype: str) -> float:
     return DTYPE_BYTES[dtype]
 
 
