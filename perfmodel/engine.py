@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-import types
 import typing
 
 import numpy as np
@@ -21,7 +20,7 @@ from .formula import evaluate as evaluate_expr
 from .model import expand_workload
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
-from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload
+from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload, bare_type
 
 TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
                 "t_calibrated"]
@@ -241,31 +240,15 @@ def _field_roles(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
     for f, info in cls.model_fields.items():
         if f == "name":
             continue
-        tp, is_optional = _bare(info.annotation)
+        tp, is_optional = bare_type(info.annotation)
         if typing.get_origin(tp) is list:
-            tp = _bare(typing.get_args(tp)[0])[0]
+            tp = bare_type(typing.get_args(tp)[0])[0]
         if tp in (int, float):
             if is_optional:
                 optional.append(f)
         else:
             structural.append(f)
     return tuple(structural), tuple(optional)
-
-
-def _bare(tp) -> tuple[object, bool]:
-    """An annotation without Annotated/Optional wrappers, and whether it was Optional."""
-    optional = False
-    while True:
-        if typing.get_origin(tp) is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            optional = optional or len(args) < len(typing.get_args(tp))
-            if len(args) != 1:
-                return tp, optional
-            tp = args[0]
-        else:
-            return tp, optional
 
 
 def _column(v, n: int) -> list:

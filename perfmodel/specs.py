@@ -923,6 +923,23 @@ def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return best
 
 
+def bare_type(tp) -> tuple[Any, bool]:
+    """A field's annotation without its Annotated/Optional wrappers (Optional[Count] -> int),
+    and whether it was Optional."""
+    optional = False
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = optional or len(args) < len(typing.get_args(tp))
+            if len(args) != 1:
+                return tp, optional
+            tp = args[0]
+        else:
+            return tp, optional
+
+
 def _unwrap(tp):
     """Strip Annotated/Optional/containers down to the type at the next path level."""
     while typing.get_origin(tp) is Annotated:

@@ -114,9 +114,9 @@ def _unknown_field(field: str, known, what: str) -> SpecError:
 
 def _int_field(model, field: str) -> bool:
     """Whether ``model.field`` holds whole numbers (Count, Optional[Count], ...)."""
-    from .specs import _unwrap
+    from .specs import bare_type
 
-    return _unwrap(model.model_fields[field].annotation) is int
+    return bare_type(model.model_fields[field].annotation)[0] is int
 
 
 def _validate(wl: Workload, varies: list[Vary]) -> None:

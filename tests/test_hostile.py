@@ -476,11 +476,17 @@ def test_kill_9_then_rerun_leaves_nothing(tmp_path):
 
 # ---- wrong or silent ----------------------------------------------------------------------
 
-def test_fractional_vary_of_a_count(tmp_path):
-    p = one_op(tmp_path, MATMUL)
-    msg = bad("sweep", "-w", str(p), "-H", "tpu-v4", "--vary", "m=1..1024:0.5", cwd=tmp_path,
-              case="--vary m=1..1024:0.5")
-    assert "1.5" in msg and "whole number" in msg
+@pytest.mark.parametrize("op,vary", [
+    (MATMUL, "m=1..1024:0.5"),
+    # an optional count (Optional[Count]) is a count too
+    ("{name: at, kind: attention, batch: 1, seq: 8, heads: 8, head_dim: 64, kv_seq: 8}",
+     "kv_seq=8..16:0.5"),
+])
+def test_fractional_vary_of_a_count(tmp_path, op, vary):
+    p = one_op(tmp_path, op)
+    msg = bad("sweep", "-w", str(p), "-H", "tpu-v4", "--vary", vary, cwd=tmp_path,
+              case=f"--vary {vary}")
+    assert ".5" in msg and "whole number" in msg
 
 
 def test_empty_output_name(tmp_path):
