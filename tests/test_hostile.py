@@ -37,13 +37,24 @@ def tmp_leftovers(*dirs: Path) -> list[str]:
     return sorted(p.name for d in dirs for p in Path(d).glob(".*.tmp"))
 
 
+# `perfmodel ARGS` whose files may not grow past LIMIT bytes (a full disk, in effect): a write
+# beyond it fails with EFBIG instead of killing the process (SIGXFSZ ignored). Set in the child
+# itself: a preexec_fn would fork this (multithreaded, jax-importing) test process.
+_FULL_DISK = ("import resource, runpy, signal, sys; lim = int(sys.argv.pop(1)); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim)); "
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); sys.argv[0] = 'perfmodel'; "
+              "runpy.run_module('perfmodel.cli', run_name='__main__')")
+
+
 def cli(*args: str, cwd: Path, case: str = "", stdout=None, timeout: float = TIMEOUT_S,
-        preexec=None) -> subprocess.CompletedProcess:
+        file_limit: int | None = None) -> subprocess.CompletedProcess:
     """Run ``perfmodel ARGS`` in ``cwd``; fail on a hang, a traceback or a temporary file left."""
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "perfmodel.cli", *args], cwd=cwd, text=True,
+    head = ([sys.executable, "-m", "perfmodel.cli"] if file_limit is None else
+            [sys.executable, "-c", _FULL_DISK, str(file_limit)])
+    res = subprocess.run([*head, *args], cwd=cwd, text=True,
                          stdout=stdout if stdout is not None else subprocess.PIPE,
-                         stderr=subprocess.PIPE, timeout=timeout, preexec_fn=preexec)
+                         stderr=subprocess.PIPE, timeout=timeout)
     took = time.perf_counter() - t
     left = tmp_leftovers(cwd)
     _log(case or " ".join(args), res.returncode, took, left)
@@ -302,22 +313,13 @@ def test_output_under_proc_or_sys(tmp_path, target):
     assert not Path(target).exists()
 
 
-def _file_size_limit(limit: int):
-    """A subprocess whose files may not grow past ``limit`` bytes (a full disk, in effect): a
-    write beyond it fails with EFBIG instead of killing the process (SIGXFSZ ignored)."""
-    def pre():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    return pre
-
-
 @pytest.mark.parametrize("args,out", [
     (["roofline", "-H", "tpu-v4", "-w", "course-attention", "--output", "r.xlsx"], "r.xlsx"),
     (["sweep", "-w", "course-matmul-sweep", "-H", "tpu-v4", "--vary", "m=1..2000:1",
       "--csv", "s.csv"], "s.csv"),
 ])
 def test_full_disk(tmp_path, args, out):
-    msg = bad(*args, cwd=tmp_path, preexec=_file_size_limit(4096), case=f"full disk: {out}")
+    msg = bad(*args, cwd=tmp_path, file_limit=4096, case=f"full disk: {out}")
     assert out in msg and "cannot be written" in msg
     assert not (tmp_path / out).exists()
 
@@ -596,7 +598,8 @@ VALUES = st.one_of(
     st.text(max_size=8))
 ARG_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=6)  # argv cannot hold NUL
 TREES = st.recursive(VALUES, lambda kids: st.one_of(
-    st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=6), kids, max_size=3)),
+    st.lists(kids, min_size=1, max_size=3),
+    st.dictionaries(st.text(max_size=6), kids, min_size=1, max_size=3)),
     max_leaves=10)
 OP_FIELDS = ["m", "k", "n", "batch", "shape", "seq", "kv_seq", "heads", "kv_heads", "head_dim",
              "dtype", "repeat", "impl", "causal", "inputs", "outputs", "flops_per_element",
