@@ -436,10 +436,10 @@ def test_signal_during_compare(tmp_path, sig, status):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,status", SIGNALS)
-@pytest.mark.parametrize("args", [["check", "--tiny"], ["bench", "--tiny", "--output", "b.csv",
-                                                        "--no-progress"]])
+@pytest.mark.parametrize("args", [["check"], ["bench", "--quick", "--output", "b.csv",
+                                                         "--no-progress"]])
 def test_signal_during_jax_commands(tmp_path, sig, status, args):
-    res = interrupt(args, tmp_path, sig, when="delay", delay_s=3.0,
+    res = interrupt(args, tmp_path, sig, when="delay", delay_s=4.0,
                     case=f"{signal.Signals(sig).name} during {args[0]}")
     assert res.returncode == status
 
