@@ -320,11 +320,12 @@ def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chun
 
     if expansion(workload) is not None:
         return sweep_totals(sweep(workload, hardware, vary, progress=progress))
-    varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
+    varies = parse_varies(vary)
     _validate(workload, varies)
     if any(not v.numeric for v in varies):
         raise SpecError("sweep_totals_chunked takes numeric --vary fields only; loop over the "
                         "others or use sweep().")
+    _grid(workload, hardware, varies)  # MAX_GRID_POINTS before any array is built
     grids = np.meshgrid(*[np.asarray(v.values, dtype=float) for v in varies], indexing="ij")
     flat = {v.field: g.ravel() for v, g in zip(varies, grids)}
     n = next(iter(flat.values())).size
