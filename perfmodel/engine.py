@@ -36,8 +36,23 @@ REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "hbm_bytes", "comm_by
 SCHEMA_VERSION = 2
 
 
+_ENV_CACHE: dict[int, tuple[Hardware, dict[str, float]]] = {}
+
+
 def hw_env(hw: Hardware) -> dict[str, float]:
-    """The hardware's numeric parameters under the names formulas use."""
+    """The hardware's numeric parameters under the names formulas use (computed once per spec
+    object: specs are frozen, and every op of every configuration asks for them)."""
+    hit = _ENV_CACHE.get(id(hw))
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_ENV_CACHE) > 256:
+        _ENV_CACHE.clear()
+    env = _hw_env(hw)
+    _ENV_CACHE[id(hw)] = (hw, env)
+    return env
+
+
+def _hw_env(hw: Hardware) -> dict[str, float]:
     env = {f"peak_flops_{d}": v for d, v in hw.peak_flops.items()}
     env.update({f"vector_flops_{d}": v for d, v in (hw.vector_flops or {}).items()})
     env.update({f"transcendental_flops_{d}": v
@@ -199,7 +214,8 @@ def price_columns(price_per_hour, total: dict) -> dict:
         return {}
     usd = price_per_hour / 3600.0 * chips * t
     out = {"usd_per_step": usd, "flop_per_usd": total["flops"] * chips / usd}
-    if total.get("tokens_per_step"):
+    tokens = total.get("tokens_per_step")
+    if tokens is not None and np.all(tokens):
         out["usd_per_mtok"] = usd / total["tokens_per_step"] * 1e6
     return out
 

@@ -104,14 +104,17 @@ def matmul_peak(hw: Hardware, spec) -> float:
     return hw_env(hw)[r.key] / r.passes
 
 
-def palm_flops(spec) -> float:
+def palm_flops(spec, batch=None):
     """PaLM's model FLOPs per step (appendix B): per token 6P + 12 L N H T to train, the
-    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length)."""
-    tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
+    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length). ``batch``
+    (sequences, a number or an array) replaces the spec's."""
+    batch = spec.batch if batch is None else batch
+    tokens = batch * (1 if spec.mode == "decode" else spec.seq)
     p = params_6pt(spec)
     attn = spec.layers * spec.heads * spec.head_dim * spec.seq
     per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn
-    return float(tokens * per_token)
+    return (tokens * per_token).astype(float) if hasattr(tokens, "astype") \
+        else float(tokens * per_token)
 
 
 def bubble_fraction(stages: int, microbatches: int) -> float:
