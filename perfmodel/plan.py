@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .formula import Ref
 from .specs import SpecError, TransformerOp, Workload, load_model, read_yaml
 from .topology import TORUS_DIMS, format_shape, parse_shape, physical_axes
 
@@ -471,6 +472,9 @@ def candidate_workload(req, lay, remat, batch, micro, accum, pp) -> Workload:
 
 # ---- presenting ---------------------------------------------------------------------------
 
+# the Plan sheet's derived columns, as live formulas over the row's other cells
+PLAN_FORMULAS = {"tokens_per_s_per_chip": Ref("tokens_per_s") / Ref("chips")}
+
 COLUMNS = ["chip", "chips", "slice", "mesh", "parallelism", "microbatches", "remat",
            "grad_accum", "batch", "t_step", "tokens_per_s", "tokens_per_s_per_chip", "mfu",
            "memory_bytes_per_chip", "fits_memory"]
@@ -534,9 +538,7 @@ def to_json(result: Result, k: int) -> dict:
 
 
 def _fmt_b(x: float) -> str:
-    from .units import fmt_si
-
-    return fmt_si(x, "B")
+    return f"{x / 1e9:.4g} GB"
 
 
 def why_lines(result: Result) -> list[str]:
@@ -546,7 +548,6 @@ def why_lines(result: Result) -> list[str]:
     req, t = result.req, result.table
     lines = []
     for hi, hw in enumerate(result.hardware):
-        limit = req.hbm_fraction * hw.hbm_capacity
         counts = {int(n) for h, n, _, _ in result.not_evaluated if h == hi}
         if len(t):
             counts |= set(t.loc[t["hi"] == hi, "chips"].astype(int))
@@ -566,23 +567,34 @@ def why_lines(result: Result) -> list[str]:
             if not len(sub):
                 lines.append(f"{head}: none feasible: no layout divides the model or batch")
                 continue
-            why = []
-            mem = sub["memory_bytes_per_chip"].min()
-            if mem > limit:
-                why.append(f"memory: the smallest need is {_fmt_b(mem)} per chip > "
-                           f"{_fmt_b(limit)} ({req.hbm_fraction:g} x {_fmt_b(hw.hbm_capacity)} "
-                           f"HBM)")
-            else:
-                fit = sub[sub["memory_bytes_per_chip"] <= limit]
-                for flag, lim in (("max_ttft", req.max_ttft), ("max_tpot", req.max_tpot)):
-                    if lim is not None:
-                        why.append(f"{flag.replace('_', '-')}: the fastest that fits takes "
-                                   f"{fmt_si(fit['t_step'].min(), 's')} > {fmt_si(lim, 's')}")
-                if req.min_tokens_per_s is not None:
-                    why.append(f"min-tokens-per-s: the most that fits is "
-                               f"{fit['tokens_per_s'].max():,.0f} < {req.min_tokens_per_s:,.0f}")
-            lines.append(f"{head}: none feasible: {'; '.join(why) or 'see the counts'}")
+            lines.append(f"{head}: none feasible: {_why_none(req, hw, sub)}")
+        feasible_sizes = [n for n in sorted(counts) if len(t) and (
+            (t["hi"] == hi) & (t["chips"] == n) & (t["reason"] == "")).any()]
+        if feasible_sizes:
+            lines.append(f"{hw.name}: the smallest feasible slice has {feasible_sizes[0]} chips")
     return lines
+
+
+def _why_none(req: Request, hw, sub: pd.DataFrame) -> str:
+    """Why none of ``sub`` (evaluated configurations) is feasible: the closest miss."""
+    from .units import fmt_si
+
+    limit = req.hbm_fraction * hw.hbm_capacity
+    why = []
+    mem = sub["memory_bytes_per_chip"].min()
+    if mem > limit:
+        why.append(f"memory: the smallest need is {_fmt_b(mem)} per chip > {_fmt_b(limit)} "
+                   f"({req.hbm_fraction:g} x {_fmt_b(hw.hbm_capacity)} HBM)")
+    else:
+        fit = sub[sub["memory_bytes_per_chip"] <= limit]
+        for flag, lim in (("max_ttft", req.max_ttft), ("max_tpot", req.max_tpot)):
+            if lim is not None:
+                why.append(f"{flag.replace('_', '-')}: the fastest that fits memory takes "
+                           f"{fmt_si(fit['t_step'].min(), 's')} > {fmt_si(lim, 's')}")
+        if req.min_tokens_per_s is not None:
+            why.append(f"min-tokens-per-s: the most that fits memory is "
+                       f"{fit['tokens_per_s'].max():,.0f} < {req.min_tokens_per_s:,.0f}")
+    return "; ".join(why) or "see the counts"
 
 
 def single_strategy_lines(result: Result) -> list[str]:
@@ -608,13 +620,7 @@ def single_strategy_lines(result: Result) -> list[str]:
                          f"tokens/s (remat {best['remat']}, grad_accum "
                          f"{int(best['grad_accum'])}, batch {int(best['batch'])})")
         else:
-            reasons = sub["reason"].value_counts()
-            top_reason = reasons.index[0]
-            extra = ""
-            if top_reason == "memory":
-                extra = (f": at least {_fmt_b(sub['memory_bytes_per_chip'].min())} per chip > "
-                         f"{_fmt_b(req.hbm_fraction * hw.hbm_capacity)}")
-            lines.append(f"{head} on {hw.name}: infeasible ({top_reason}{extra})")
+            lines.append(f"{head} on {hw.name}: infeasible ({_why_none(req, hw, sub)})")
     return lines
 
 
@@ -712,6 +718,9 @@ def write_outputs(result: Result, k: int, path: Path) -> list[Path]:
     hw = result.hardware[int(row["hi"])]
     wl = expand_workload(Workload.model_validate(yaml.safe_load(candidate_yaml(result, row))))
     plan_rows = csv_table(result, k)
+    plan_rows.attrs["formulas"] = PLAN_FORMULAS | (
+        {latency_column(result.req.mode): Ref("t_step")} if latency_column(result.req.mode)
+        else {})
     out = [write_workbook(path, [wl], [hw], active=hw.name, plan=plan_rows)]
     f = result.feasible
     cost = result.req.objective == "cost"

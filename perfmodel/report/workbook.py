@@ -80,7 +80,8 @@ def _num(v):
 
 class _Writer:
     def __init__(self, path: Path, workloads, hardware, active: str | None, measured_collectives=None,
-                 calibration=None):
+                 calibration=None, plan=None):
+        self.plan = plan  # perfmodel plan's top configurations (a DataFrame), or None
         self.measured = list(measured_collectives or [])
         self.calibration = calibration  # (FitResult, per-row op indices into the first workload)
         self.workloads, self.hardware = workloads, hardware
@@ -164,6 +165,8 @@ class _Writer:
         if self.calibration:
             sheets.insert(1, "Calibration")
         sheets += ["Sources", "Roofline"]
+        if self.plan is not None:
+            sheets.insert(0, "Plan")
         self.ws = {name: wb.add_worksheet(name) for name in sheets}
         self.readme()
         self.hardware_sheet()
@@ -180,7 +183,11 @@ class _Writer:
             self.calibration_sheet()
         if self.models:
             self.model_sheet()
-        self.ws["Ops"].activate()
+        if self.plan is not None:
+            _plan_sheet(self)
+            self.ws["Plan"].activate()
+        else:
+            self.ws["Ops"].activate()
         wb.close()
 
     def readme(self):
@@ -955,19 +962,54 @@ def _show(v):
     return "" if v is None else str(v)
 
 
+def _plan_sheet(self):
+    """perfmodel plan's ranked configurations; derived columns are live formulas over the row
+    (the formula layer's expressions), the best one's Model sheet is beside it."""
+    from ..formula import to_excel
+
+    ws, df = self.ws["Plan"], self.plan
+    formulas = df.attrs.get("formulas", {})
+    ws.write(0, 0, "perfmodel plan: the best configurations (rank 1 is the workbook's model; "
+                   "yellow cells are inputs, derived columns are formulas)", self.fmt["title"])
+    cols = list(df.columns)
+    for j, c in enumerate(cols):
+        ws.write(2, j, c, self.fmt["head"])
+    for i, rec in enumerate(df.itertuples(index=False)):
+        r = 3 + i
+        cell = {c: xl_rowcol_to_cell(r, j) for j, c in enumerate(cols)}
+        for j, c in enumerate(cols):
+            v = rec[j]
+            if c in formulas:
+                ws.write_formula(r, j, to_excel(formulas[c], cell.__getitem__),
+                                 self.fmt["eng"], _num(float(v)))
+                self.formula_cells += 1
+            elif isinstance(v, (bool, np.bool_)):
+                ws.write_boolean(r, j, bool(v))
+            elif isinstance(v, (int, float, np.integer, np.floating)):
+                ws.write_number(r, j, float(v), self.fmt["eng"] if isinstance(
+                    v, (float, np.floating)) else self.fmt["int"])
+            else:
+                ws.write_string(r, j, str(v))
+    ws.set_column(0, len(cols) - 1, 14)
+    ws.freeze_panes(3, 0)
+
+
 def _write(path: Path, workloads, hardware, active=None, measured_collectives=None,
-           calibration=None) -> _Writer:
+           calibration=None, plan=None) -> _Writer:
     path = check_output(Path(path))
     with atomic_path(path) as tmp:
-        w = _Writer(tmp, list(workloads), list(hardware), active, measured_collectives, calibration)
+        w = _Writer(tmp, list(workloads), list(hardware), active, measured_collectives, calibration,
+                    plan)
         w.write()
     return w
 
 
 def write_workbook(path: Path, workloads, hardware, active: str | None = None,
-                   measured_collectives=None, calibration=None) -> Path:
-    """Write the workbook atomically; return its path. Raises SpecError on bad input/paths."""
-    _write(path, workloads, hardware, active, measured_collectives, calibration)
+                   measured_collectives=None, calibration=None, plan=None) -> Path:
+    """Write the workbook atomically; return its path. Raises SpecError on bad input/paths.
+    ``plan``: perfmodel plan's ranked configurations for a Plan sheet (its ``attrs["formulas"]``
+    maps derived columns to formula-layer expressions over the row's other columns)."""
+    _write(path, workloads, hardware, active, measured_collectives, calibration, plan)
     return Path(path)
 
 
