@@ -174,6 +174,8 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
         if v.field not in fields:
             raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
                                                   f"vary its fields (e.g. batch, seq, d_model)")
+    if varies and all(v.field in BATCHED_FIELDS and v.numeric for v in varies):
+        return _sweep_batched(src, spec, hardware, varies)
     combos = list(itertools.product(*[v.values for v in varies]))
     if len(combos) * len(hardware) > MAX_MODEL_CONFIGS:
         raise SpecError(f"a transformer sweep of {len(combos) * len(hardware):,} configurations is "
@@ -211,6 +213,88 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
              if c in tot.columns]
     df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
     return df
+
+
+# transformer fields that change only numbers, not the ledger's structure: evaluated over
+# arrays after one expansion (model/batched.py)
+BATCHED_FIELDS = ("batch", "grad_accum", "microbatches")
+TOTAL_EXTRAS = ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok", "flop_per_usd")
+
+
+def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame:
+    """A transformer sweep over batch, grad_accum and microbatches: one expansion per chip,
+    every configuration evaluated at once on arrays (the same figures as to_json of each)."""
+    from .model.batched import Structure
+    from .model.transformer import make_plan
+
+    names = [v.field for v in varies]
+    grids = np.meshgrid(*[np.asarray(v.values, dtype=np.int64) for v in varies], indexing="ij")
+    flat = {f: g.ravel() for f, g in zip(names, grids)}
+    n = next(iter(flat.values())).size
+    if n * len(hardware) > MAX_MODEL_CONFIGS * 100:
+        raise SpecError(f"a transformer sweep of {n * len(hardware):,} configurations is more "
+                        f"than {MAX_MODEL_CONFIGS * 100:,}: vary fewer values.")
+    batch = flat.get("batch", np.full(n, spec.batch))
+    accum = flat.get("grad_accum", np.full(n, spec.grad_accum))
+    plan = make_plan(spec, src.mesh)
+    micro = flat.get("microbatches", np.full(n, plan.microbatches))
+    for v in varies:  # each value valid for the op (the sharding is checked below)
+        for x in (min(v.values), max(v.values)):
+            try:
+                type(spec).model_validate({**spec.model_dump(exclude_none=True), v.field: x})
+            except Exception as e:  # pydantic ValidationError
+                errs = getattr(e, "errors", lambda: [])()
+                msg = errs[0]["msg"].removeprefix("Value error, ") if errs else str(e)
+                raise SpecError(f"--vary {v.field}: value {x!r} is invalid for op "
+                                f"{spec.name!r} ({msg})") from None
+    shards = plan.batch_shards
+    bad = batch % (shards * micro * accum) != 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpecError(f"--vary {', '.join(f'{k}={int(v[i])}' for k, v in flat.items())}: "
+                        f"invalid transformer: batch {int(batch[i])} does not split into "
+                        f"{shards} batch shards x {int(micro[i])} microbatches x grad_accum "
+                        f"{int(accum[i])}; vary values that divide")
+    upd = {"batch": int(batch[0]), "grad_accum": int(accum[0])}
+    if "pipeline" in spec.parallelism:
+        upd["microbatches"] = int(micro[0])
+    rep = _validated(src, spec, upd)
+    frames, totals = [], []
+    for hw in hardware:
+        rows: list = []
+        res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows)
+        k = len(rows)
+        cols = {f: np.tile(v, k) for f, v in flat.items()}
+        cols["op"] = np.repeat(np.array([r[0] for r in rows], dtype=object), n)
+        cols["hardware"] = np.full(n * k, hw.name, dtype=object)
+        for c in OUT_COLUMNS:
+            cols[c] = np.concatenate([np.broadcast_to(np.asarray(r[1][c]), (n,)) for r in rows])
+        frames.append(pd.DataFrame(cols))
+        tot = {**flat, "hardware": np.full(n, hw.name, dtype=object)}
+        for c in OUT_COLUMNS:
+            if c in ("bound", "intensity"):
+                continue
+            tot[c] = res.get(c, sum(np.broadcast_to(np.asarray(r[1][c]), (n,)) for r in rows))
+        tot["bound"] = res["bounds"]
+        tot.update({c: res[c] for c in TOTAL_EXTRAS if c in res})
+        totals.append(pd.DataFrame(tot))
+    df = pd.concat(frames, ignore_index=True)
+    tot = pd.concat(totals, ignore_index=True)
+    tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+    extra = [c for c in TOTAL_EXTRAS if c in tot.columns]
+    df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
+    return df
+
+
+def _validated(src: Workload, spec, upd: dict) -> Workload:
+    ops = [({**op.model_dump(exclude_none=True), **upd} if op is spec
+            else op.model_dump(exclude_none=True)) for op in src.ops]
+    try:
+        return Workload.model_validate({**src.model_dump(exclude={"ops"}), "ops": ops})
+    except Exception as e:  # pydantic ValidationError or SpecError from the plan
+        msg = str(e).splitlines()
+        raise SpecError(f"--vary {', '.join(f'{k}={v}' for k, v in upd.items())}: invalid "
+                        f"transformer: {msg[2].strip() if len(msg) > 2 else msg[0]}") from None
 
 
 def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chunk: int = 100_000,

@@ -271,3 +271,75 @@ def test_bad_field_in_the_model_names_file_and_line(tmp_path):
     res = run(["-w", path, "-H", "tpu-v5e", "--mode", "decode"])
     assert res.exit_code == 2
     assert "tiny.yaml" in res.output and "kv_heads" in res.output
+
+
+def test_transformer_sweep_over_batch_is_vectorised_and_equals_the_loop():
+    """perfmodel.sweep over batch and grad_accum of a transformer takes the batched path; its
+    totals and per-op rows equal the per-configuration loop (to_json of each) exactly."""
+    import perfmodel.sweeps as sw
+
+    wl = api.load_workload("llama2-7b-train-fsdp")
+    hw = api.load_hardware("tpu-v5p")
+    vary = ["batch=16..64:16", "grad_accum=1,2"]
+    fast = api.sweep(wl, hw, vary)
+    saved, sw.BATCHED_FIELDS = sw.BATCHED_FIELDS, ()
+    try:
+        slow = api.sweep(wl, hw, vary)
+    finally:
+        sw.BATCHED_FIELDS = saved
+    keys = ["batch", "grad_accum", "hardware"]
+    a = api.sweep_totals(fast).sort_values(keys).reset_index(drop=True)
+    b = api.sweep_totals(slow).sort_values(keys).reset_index(drop=True)
+    assert list(a.columns) == list(b.columns)
+    for c in a.columns:
+        if c in ("hardware", "bound"):
+            assert (a[c] == b[c]).all(), c
+        else:
+            assert np.allclose(a[c], b[c], rtol=1e-12, atol=0), c
+    ka = fast.assign(i=0).sort_values(keys + ["op"]).reset_index(drop=True)
+    kb = slow.assign(i=0).sort_values(keys + ["op"]).reset_index(drop=True)
+    assert (ka["op"] == kb["op"]).all()
+    assert np.allclose(ka["t_lower"], kb["t_lower"], rtol=1e-12, atol=0)
+    with pytest.raises(SpecError, match="does not split"):
+        api.sweep(wl, hw, ["batch=8..16:8", "grad_accum=2"])
+
+
+def _cbb_search(hw, spec, mesh):
+    """The doubling-and-bisection search the closed form replaced (the definition)."""
+    from perfmodel.model import summary as S
+    from perfmodel.model.transformer import expand_op, make_plan
+
+    base = make_plan(spec, mesh)
+    step = base.batch_shards * base.microbatches
+    peak = S.matmul_peak(hw, spec)
+
+    def bound(k):
+        s = spec.model_copy(update={"batch": k * step})
+        flops = tm = 0.0
+        for op, _ in S._ops([(d, r) for d, r in expand_op(s, make_plan(s, mesh))
+                             if d["kind"] == "matmul" and d["name"].startswith("layer/")]):
+            cost, roof = S.op_columns(op, hw)[1:]
+            flops += float(cost["flops"])
+            tm += float(roof["t_memory"])
+        return flops / peak >= tm
+
+    hi = 1
+    while not bound(hi):
+        hi *= 2
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        hi, lo = (mid, lo) if bound(mid) else (hi, mid)
+    return hi * step
+
+
+@pytest.mark.parametrize("chip", ["h100", "tpu-v5e", "tpu-v6e"])
+@pytest.mark.parametrize("extra", [{}, {"param_dtype": "int8"},
+                                   {"param_dtype": "int8", "compute_dtype": "int8"}])
+def test_compute_bound_batch_closed_form_equals_the_search(chip, extra):
+    from perfmodel.model.summary import decode_compute_bound_batch
+
+    hw = api.load_hardware(chip)
+    wl = source_workload(api.load_workload("llama2-7b-decode"))
+    spec = wl.ops[0].model_copy(update=extra)
+    assert decode_compute_bound_batch(hw, spec, wl.mesh) == _cbb_search(hw, spec, wl.mesh)

@@ -77,8 +77,9 @@ class Structure:
             self.rows.append((op, REGISTRY[op.kind].inputs(op, ctx), group_of(d["name"])))
         self.peak = matmul_peak(hw, self.spec)
 
-    def evaluate(self, batch, microbatches, grad_accum) -> dict:
-        """Step figures per configuration (numpy arrays), as summary.step_summary defines them."""
+    def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None) -> dict:
+        """Step figures per configuration (numpy arrays), as summary.step_summary defines them.
+        ``rows``: a list that receives (op name, cost and roofline columns) per ledger row."""
         batch = np.asarray(batch, dtype=np.int64)
         n = batch.shape[0]
         micro = np.broadcast_to(np.asarray(microbatches, dtype=np.int64), (n,))
@@ -94,8 +95,11 @@ class Structure:
         executed = zero.copy()
         for (d, _role), (op, cell, gname) in zip(items, self.rows):
             _, cost, roof = op_columns(op, hw, self.wl, inputs=_inputs(op.kind, cell, d))
+            if rows is not None:
+                rows.append((op.name, {**cost, **roof}))
             g = groups.setdefault(gname, {"busy": zero, "comm": zero, "upper": zero,
-                                          "cal_busy": zero, "cal_comm": zero})
+                                          "cal_busy": zero, "cal_comm": zero,
+                                          "compute": zero, "memory": zero})
             t = roof["t_lower"]
             cal = roof.get("t_calibrated")
             calibrated |= cal is not None
@@ -104,15 +108,22 @@ class Structure:
             g[side] = g[side] + t
             g["cal_" + side] = g["cal_" + side] + cal
             g["upper"] = g["upper"] + roof["t_upper"]
+            if side == "busy":
+                is_c = np.asarray(roof["bound"]) == "compute"
+                g["compute"] = g["compute"] + np.where(is_c, t, 0.0)
+                g["memory"] = g["memory"] + np.where(is_c, 0.0, t)
             executed = executed + cost["flops"]
         stretch = pipeline_stretch(plan)
         t_lower = t_upper = t_cal = zero
+        seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
         for name, g in groups.items():
+            seen |= np.where(g["comm"] > g["busy"], 1,
+                             np.where(g["compute"] >= g["memory"], 2, 4))
             f = 1.0 if name == "optimizer" else stretch
             t_lower = t_lower + f * group_time(g["busy"], g["comm"])
             t_upper = t_upper + f * g["upper"]
             t_cal = t_cal + f * group_time(g["cal_busy"], g["cal_comm"])
-        out = {"t_lower": t_lower, "t_upper": t_upper}
+        out = {"t_lower": t_lower, "t_upper": t_upper, "bounds": _bound_names(seen)}
         basis = "t_lower" if spec.overlap else "t_upper"
         if calibrated:
             out["t_calibrated"] = t_cal
@@ -130,3 +141,33 @@ class Structure:
         out.update(price_columns(hw.price_per_hour, out))
         out["t_step_basis"] = basis
         return out
+
+
+def _bound_names(bits: np.ndarray) -> np.ndarray:
+    """'comm/compute/memory'-style labels (sorted, as the sweep's totals write them)."""
+    names = {b: "/".join(sorted(k for k, bit in (("comm", 1), ("compute", 2), ("memory", 4))
+                                if b & bit)) for b in range(1, 8)}
+    return np.array([names[b] for b in range(8) if b] , dtype=object)[bits - 1] if bits.size \
+        else np.array([], dtype=object)
+
+
+def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.ndarray):
+    """FLOPs / peak - t_memory of a decode step's layer matmuls with ``per_chip`` sequences
+    per chip per microbatch (an array): >= 0 where they are compute-bound (the useful FLOPs,
+    as summary.decode_compute_bound_batch defines it)."""
+    base = make_plan(spec, mesh)
+    step = base.batch_shards * base.microbatches
+    rep = spec.model_copy(update={"batch": step})
+    plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
+    peak = matmul_peak(hw, spec)
+    flops = t_mem = 0.0
+    scalar = expand_op(rep, make_plan(rep, mesh))
+    for (d, _), (d1, _) in zip(expand_op(rep, plan), scalar):
+        if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
+            continue
+        op = OP_SPECS["matmul"].model_validate(d1)
+        cell = REGISTRY["matmul"].inputs(op, None)
+        _, cost, roof = op_columns(op, hw, None, inputs=_inputs("matmul", cell, d))
+        flops = flops + cost["flops"]
+        t_mem = t_mem + roof["t_memory"]
+    return flops / peak - t_mem

@@ -35,6 +35,10 @@ Utilisation, by convention (PaLM, Chowdhery et al. 2022, appendix B):
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from .. import precision
 from ..engine import hw_env, op_columns
 from ..formula import fmax
@@ -181,10 +185,34 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     """The smallest batch (sequences, whole job) at which a decode step's layer matmuls
     (projections, MLP; not attention, whose KV reads grow with the batch too: AI ~ heads /
     kv_heads) are compute-bound, i.e. their FLOPs / peak >= t_memory; None if not below
-    MAX_DECODE_BATCH. Searched by doubling then bisection in steps the sharding allows."""
+    MAX_DECODE_BATCH.
+
+    Closed form for a dense model: with k sequences per chip per microbatch every layer matmul
+    has m = k rows, so margin(k) = FLOPs / peak - t_memory = a + b k is affine in k (FLOPs
+    2 k K N, bytes e k (K + N) + w K N: the useful FLOPs, not padded to the matrix tile); the
+    answer is k* = ceil(-a / b) when b > 0 (checked against margin at k* and k* - 1, so float
+    rounding cannot move it), times the sequences one k stands for. A mixture of experts (the
+    active experts grow with k) is searched by doubling then bisection."""
     base = make_plan(spec, mesh)
     peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
+    if not spec.experts:
+        from .batched import decode_matmul_margin
+
+        f1, f2 = decode_matmul_margin(hw, spec, mesh, np.array([1, 2]))
+        slope = f2 - f1
+        if slope <= 0:
+            return None
+        k = max(1, math.ceil(-(f1 - slope) / slope))
+        for _ in range(4):  # settle a float tie at the boundary
+            lo, hi = decode_matmul_margin(hw, spec, mesh, np.array([max(k - 1, 1), k]))
+            if hi < 0:
+                k += 1
+            elif k > 1 and lo >= 0:
+                k -= 1
+            else:
+                break
+        return k * step if k * step <= MAX_DECODE_BATCH else None
 
     def bound(k: int) -> bool:
         s = spec.model_copy(update={"batch": k * step})
