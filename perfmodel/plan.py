@@ -379,6 +379,7 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
     counts = dict.fromkeys(REASONS, 0)
     searched = 0
     skipped = []
+    pending: list = []  # prepared structures, evaluated together (model/batched.py)
     for (hi, n, li), remat in it:
         hw, lay = hardware[hi], all_layouts[li]
         sizes = lay.sizes()
@@ -404,9 +405,13 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
             continue
         b, m, g = b[ok], m[ok], g[ok]
         wl = candidate_workload(req, lay, remat, int(b[0]), int(m[0]), int(g[0]), pp)
-        res = Structure(hw, wl).evaluate(b, m, g)
-        frames.append(_frame(req, hw, hi, n, li, remat, b, m, g, res))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        pending.append(((hw, hi, n, li, remat, b, m, g), Structure(hw, wl).prepare(b, m, g)))
+        if len(pending) >= PENDING:
+            frames += _evaluate(req, pending)
+            pending = []
+    frames += _evaluate(req, pending)
+    table = pd.DataFrame({c: np.concatenate([f[c] for f in frames]) for c in frames[0]}) \
+        if frames else pd.DataFrame(
         columns=["hi", "chip", "chips", "layout_id", "remat", "batch", "microbatches",
                  "grad_accum", "t_step", "tokens_per_s", "reason"])
     if len(table):
@@ -431,7 +436,17 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
                   not_evaluated=skipped)
 
 
-def _frame(req, hw, hi, n, li, remat, b, m, g, res) -> pd.DataFrame:
+PENDING = 2000  # structures prepared before they are evaluated together
+
+
+def _evaluate(req, pending: list) -> list[dict]:
+    from .model.batched import evaluate_many
+
+    results = evaluate_many([p for _, p in pending])
+    return [_frame(req, *meta, res) for (meta, _), res in zip(pending, results)]
+
+
+def _frame(req, hw, hi, n, li, remat, b, m, g, res) -> dict:
     k = len(b)
     out = {"hi": np.full(k, hi), "chip": np.full(k, hw.name, dtype=object),
            "chips": np.full(k, n), "layout_id": np.full(k, li),
@@ -442,7 +457,7 @@ def _frame(req, hw, hi, n, li, remat, b, m, g, res) -> pd.DataFrame:
            "hbm_capacity": np.full(k, float(hw.hbm_capacity)),
            "fits_memory": res["memory_bytes_per_chip"] <= hw.hbm_capacity}
     out["usd_per_mtok"] = res.get("usd_per_mtok", np.full(k, np.nan))
-    return pd.DataFrame(out)
+    return out
 
 
 def candidate_op(req: Request, lay: Layout, remat: str, batch: int, micro: int, accum: int,

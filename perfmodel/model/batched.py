@@ -73,74 +73,155 @@ class Structure:
         ctx = OpContext(wl, hw)
         self.rows = []
         for d, _role in expand_op(self.spec, self.plan):
-            op = OP_SPECS[d["kind"]].model_validate(d)
+            op = _validated(d)
             self.rows.append((op, REGISTRY[op.kind].inputs(op, ctx), group_of(d["name"])))
         self.peak = matmul_peak(hw, self.spec)
 
-    def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None) -> dict:
-        """Step figures per configuration (numpy arrays), as summary.step_summary defines them.
-        ``rows``: a list that receives (op name, cost and roofline columns) per ledger row."""
+    def prepare(self, batch, microbatches, grad_accum) -> "_Prepared":
+        """The array plan and every ledger row's input cells for these configurations."""
         batch = np.asarray(batch, dtype=np.int64)
         n = batch.shape[0]
         micro = np.broadcast_to(np.asarray(microbatches, dtype=np.int64), (n,))
         accum = np.broadcast_to(np.asarray(grad_accum, dtype=np.int64), (n,))
-        spec, hw = self.spec, self.hw
-        plan = array_plan(spec, self.wl.mesh, batch, micro, accum)
-        items = expand_op(spec, plan)
+        plan = array_plan(self.spec, self.wl.mesh, batch, micro, accum)
+        items = expand_op(self.spec, plan)
         if [d["name"] for d, _ in items] != [op.name for op, _, _ in self.rows]:
             raise AssertionError("the array expansion's ledger differs from the structure's")
-        zero = np.zeros(n)
-        groups: dict[str, dict] = {}
-        calibrated = False
-        executed = zero.copy()
-        for (d, _role), (op, cell, gname) in zip(items, self.rows):
-            _, cost, roof = op_columns(op, hw, self.wl, inputs=_inputs(op.kind, cell, d))
-            if rows is not None:
-                rows.append((op.name, {**cost, **roof}))
-            g = groups.setdefault(gname, {"busy": zero, "comm": zero, "upper": zero,
-                                          "cal_busy": zero, "cal_comm": zero,
-                                          "compute": zero, "memory": zero})
-            t = roof["t_lower"]
-            cal = roof.get("t_calibrated")
-            calibrated |= cal is not None
-            cal = t if cal is None else cal
-            side = "comm" if op.kind == "collective" else "busy"
-            g[side] = g[side] + t
-            g["cal_" + side] = g["cal_" + side] + cal
-            g["upper"] = g["upper"] + roof["t_upper"]
-            if side == "busy":
-                is_c = np.asarray(roof["bound"]) == "compute"
-                g["compute"] = g["compute"] + np.where(is_c, t, 0.0)
-                g["memory"] = g["memory"] + np.where(is_c, 0.0, t)
-            executed = executed + cost["flops"]
-        stretch = pipeline_stretch(plan)
-        t_lower = t_upper = t_cal = zero
-        seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
-        for name, g in groups.items():
-            seen |= np.where(g["comm"] > g["busy"], 1,
-                             np.where(g["compute"] >= g["memory"], 2, 4))
-            f = 1.0 if name == "optimizer" else stretch
-            t_lower = t_lower + f * group_time(g["busy"], g["comm"])
-            t_upper = t_upper + f * g["upper"]
-            t_cal = t_cal + f * group_time(g["cal_busy"], g["cal_comm"])
-        out = {"t_lower": t_lower, "t_upper": t_upper, "bounds": _bound_names(seen)}
+        cells = [_inputs(op.kind, cell, d) for (d, _), (op, cell, _) in zip(items, self.rows)]
+        return _Prepared(self, n, batch, plan, cells)
+
+    def signature(self) -> tuple:
+        """Structures with equal signatures have the same ledger rows, formulas and input
+        cells (only the numbers differ): they are evaluated together."""
+        return tuple((op.name, op.kind, g, tuple(sorted(k for k in c if k != "repeat")),
+                      _shape_of(op)) for op, c, g in self.rows)
+
+    def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None) -> dict:
+        """Step figures per configuration (numpy arrays), as summary.step_summary defines them.
+        ``rows``: a list that receives (op name, cost and roofline columns) per ledger row."""
+        return evaluate_many([self.prepare(batch, microbatches, grad_accum)], rows)[0]
+
+
+_OPS: dict = {}
+
+
+def _validated(d: dict):
+    """The op spec of a ledger row, validated once per distinct row (a search meets the same
+    rows in many structures; specs are frozen, so sharing them is safe)."""
+    key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items())
+    op = _OPS.get(key)
+    if op is None:
+        if len(_OPS) > 200_000:
+            _OPS.clear()
+        op = _OPS[key] = OP_SPECS[d["kind"]].model_validate(d)
+    return op
+
+
+def _shape_of(op) -> tuple:
+    """The fields of an op that choose its formulas (not its numbers)."""
+    d = op.__dict__  # a pydantic model's fields (faster than getattr on thousands of rows)
+    return tuple(d.get(f) for f in (
+        "impl", "backward", "collective", "dtype", "weight_dtype", "compute_dtype",
+        "out_dtype", "kv_dtype", "precision", "causal", "in_step"))
+
+
+class _Prepared:
+    def __init__(self, st: Structure, n, batch, plan, cells):
+        self.st, self.n, self.batch, self.plan, self.cells = st, n, batch, plan, cells
+
+
+def evaluate_many(members: list, rows: list | None = None) -> list[dict]:
+    """Evaluate prepared structures; those with one signature (and chip) share each op_columns
+    call on their concatenated arrays. Returns one result dict per member, in order."""
+    out: list = [None] * len(members)
+    by_sig: dict = {}
+    for i, m in enumerate(members):
+        by_sig.setdefault((id(m.st.hw), m.st.signature()), []).append(i)
+    for idx in by_sig.values():
+        group = [members[i] for i in idx]
+        for i, res in zip(idx, _evaluate_stacked(group, rows if len(members) == 1 else None)):
+            out[i] = res
+    return out
+
+
+def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
+    first = group[0].st
+    hw = first.hw
+    sizes = [m.n for m in group]
+    n = sum(sizes)
+    zero = np.zeros(n)
+    groups: dict[str, dict] = {}
+    calibrated = False
+    executed = zero.copy()
+    for r, (op, _cell, gname) in enumerate(first.rows):
+        keys = dict.fromkeys(k for m in group for k in m.cells[r])
+        # a repeat of 1 is no input cell (ops.common_inputs): 1 where a member has none
+        cell = {k: _stack([m.cells[r].get(k, 1.0) if k == "repeat" else m.cells[r][k]
+                           for m in group], sizes) for k in keys}
+        _, cost, roof = op_columns(op, hw, first.wl, inputs=cell)
+        if rows is not None:
+            rows.append((op.name, {**cost, **roof}))
+        g = groups.setdefault(gname, {"busy": zero, "comm": zero, "upper": zero,
+                                      "cal_busy": zero, "cal_comm": zero,
+                                      "compute": zero, "memory": zero})
+        t = roof["t_lower"]
+        cal = roof.get("t_calibrated")
+        calibrated |= cal is not None
+        cal = t if cal is None else cal
+        side = "comm" if op.kind == "collective" else "busy"
+        g[side] = g[side] + t
+        g["cal_" + side] = g["cal_" + side] + cal
+        g["upper"] = g["upper"] + roof["t_upper"]
+        if side == "busy":
+            is_c = np.asarray(roof["bound"]) == "compute"
+            g["compute"] = g["compute"] + np.where(is_c, t, 0.0)
+            g["memory"] = g["memory"] + np.where(is_c, 0.0, t)
+        executed = executed + cost["flops"]
+    stretch = _stack([pipeline_stretch(m.plan) for m in group], sizes)
+    t_lower = t_upper = t_cal = zero
+    seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
+    for name, g in groups.items():
+        seen |= np.where(g["comm"] > g["busy"], 1, np.where(g["compute"] >= g["memory"], 2, 4))
+        f = 1.0 if name == "optimizer" else stretch
+        t_lower = t_lower + f * group_time(g["busy"], g["comm"])
+        t_upper = t_upper + f * g["upper"]
+        t_cal = t_cal + f * group_time(g["cal_busy"], g["cal_comm"])
+    bounds = _bound_names(seen)
+    results, a = [], 0
+    for m in group:
+        sl = slice(a, a + m.n)
+        a += m.n
+        spec, plan = m.st.spec, m.plan
+        res = {"t_lower": t_lower[sl], "t_upper": t_upper[sl], "bounds": bounds[sl]}
         basis = "t_lower" if spec.overlap else "t_upper"
         if calibrated:
-            out["t_calibrated"] = t_cal
+            res["t_calibrated"] = t_cal[sl]
             basis = "t_calibrated"
-        t_step = out[basis]
-        tokens = batch * (1 if spec.mode == "decode" else spec.seq)
-        parts = memory_parts(spec, plan)
-        mem = sum(np.broadcast_to(v, (n,)) for v in parts.values())
+        t_step = res[basis]
+        tokens = m.batch * (1 if spec.mode == "decode" else spec.seq)
+        mem = sum(np.broadcast_to(v, (m.n,)) for v in memory_parts(spec, plan).values())
         with np.errstate(all="ignore"):
-            out.update(t_step=t_step, tokens_per_step=tokens.astype(float),
+            res.update(t_step=t_step, tokens_per_step=tokens.astype(float),
                        tokens_per_s=tokens / t_step,
-                       mfu=palm_flops(spec, batch) / (plan.chips * t_step * self.peak),
-                       hfu=executed / (t_step * self.peak),
-                       memory_bytes_per_chip=mem, flops=executed, chips=plan.chips)
-        out.update(price_columns(hw.price_per_hour, out))
-        out["t_step_basis"] = basis
-        return out
+                       mfu=palm_flops(spec, m.batch) / (plan.chips * t_step * m.st.peak),
+                       hfu=executed[sl] / (t_step * m.st.peak),
+                       memory_bytes_per_chip=mem, flops=executed[sl], chips=plan.chips)
+        res.update(price_columns(hw.price_per_hour, res))
+        res["t_step_basis"] = basis
+        results.append(res)
+    return results
+
+
+def _stack(values: list, sizes: list):
+    """One array of the members' values (numbers or arrays), each broadcast to its size."""
+    if len(values) == 1:
+        return values[0]
+    out = np.empty(sum(sizes))
+    a = 0
+    for v, k in zip(values, sizes):
+        out[a:a + k] = v
+        a += k
+    return out
 
 
 def _bound_names(bits: np.ndarray) -> np.ndarray:
