@@ -70,12 +70,8 @@ class Structure:
         self.hw, self.wl = hw, wl
         (self.spec,) = [op for op in wl.ops if isinstance(op, TransformerOp)]
         self.plan = make_plan(self.spec, wl.mesh)
-        ctx = OpContext(wl, hw)
-        self.rows = []
-        for d, _role in expand_op(self.spec, self.plan):
-            op = _validated(d)
-            self.rows.append((op, REGISTRY[op.kind].inputs(op, ctx), group_of(d["name"])))
         self.peak = matmul_peak(hw, self.spec)
+        self.rows = None  # (op spec, input cells, ledger group) per row, from the first prepare
 
     def prepare(self, batch, microbatches, grad_accum) -> "_Prepared":
         """The array plan and every ledger row's input cells for these configurations."""
@@ -85,7 +81,14 @@ class Structure:
         accum = np.broadcast_to(np.asarray(grad_accum, dtype=np.int64), (n,))
         plan = array_plan(self.spec, self.wl.mesh, batch, micro, accum)
         items = expand_op(self.spec, plan)
-        if [d["name"] for d, _ in items] != [op.name for op, _, _ in self.rows]:
+        if self.rows is None:
+            # the rows validated at the first configuration (one expansion serves both)
+            ctx = OpContext(self.wl, self.hw)
+            self.rows = []
+            for d, _role in items:
+                op = _validated(_first(d))
+                self.rows.append((op, REGISTRY[op.kind].inputs(op, ctx), group_of(d["name"])))
+        elif [d["name"] for d, _ in items] != [op.name for op, _, _ in self.rows]:
             raise AssertionError("the array expansion's ledger differs from the structure's")
         cells = [_inputs(op.kind, cell, d) for (d, _), (op, cell, _) in zip(items, self.rows)]
         return _Prepared(self, n, batch, plan, cells)
@@ -103,6 +106,21 @@ class Structure:
 
 
 _OPS: dict = {}
+WHOLE_FIELDS = ("m", "k", "n", "batch", "seq", "kv_seq", "repeat")  # counts: ints in a spec
+
+
+def _first(d: dict) -> dict:
+    """A ledger row of array-valued fields at its first configuration, as the scalar
+    expansion writes it (whole-number fields as ints)."""
+    def one(k, v):
+        if isinstance(v, np.ndarray):
+            v = v.flat[0].item()
+            return int(v) if k in WHOLE_FIELDS else v
+        return v
+    out = {k: one(k, v) for k, v in d.items()}
+    if "shape" in out:
+        out["shape"] = [int(one("m", x)) for x in out["shape"]]
+    return out
 
 
 def _validated(d: dict):
