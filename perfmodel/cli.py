@@ -379,7 +379,9 @@ def plan(workload, hardware, chips, mode, batch, max_ttft, max_tpot, min_tokens_
         if not as_json:
             click.echo(f"wrote {csv_path}")
     if output:
-        for p in _plan.write_outputs(res, top_k, Path(output)):
+        from .report.plan_report import write_outputs
+
+        for p in write_outputs(res, top_k, Path(output)):
             if not as_json:
                 click.echo(f"wrote {p}")
 

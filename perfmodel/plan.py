@@ -714,38 +714,3 @@ def explain_text(result: Result, rank: int) -> str:
 
 def csv_table(result: Result, k: int) -> pd.DataFrame:
     return top(result, k).drop(columns=["layout_id", "hi"])
-
-
-def write_outputs(result: Result, k: int, path: Path) -> list[Path]:
-    """The workbook (a Plan sheet of the top configurations beside the best one's sheets) and
-    the Pareto PNG (tokens/s per chip against latency, or against cost)."""
-    import yaml
-
-    from .api import write_workbook
-    from .model import expand_workload
-    from .report.plots import pareto_png
-
-    ranked = result.ranked()
-    if not len(ranked):
-        raise SpecError(f"--output {path}: no feasible configuration to write; relax the "
-                        f"limits or search more chips")
-    row = ranked.iloc[0]
-    hw = result.hardware[int(row["hi"])]
-    wl = expand_workload(Workload.model_validate(yaml.safe_load(candidate_yaml(result, row))))
-    plan_rows = csv_table(result, k)
-    plan_rows.attrs["formulas"] = PLAN_FORMULAS | (
-        {latency_column(result.req.mode): Ref("t_step")} if latency_column(result.req.mode)
-        else {})
-    out = [write_workbook(path, [wl], [hw], active=hw.name, plan=plan_rows)]
-    f = result.feasible
-    cost = result.req.objective == "cost"
-    x = f["usd_per_mtok"] if cost else f["t_step"]
-    xlabel = "USD per million tokens" if cost else {
-        "train": "step time (s)", "prefill": "time to first token (s)",
-        "decode": "time per output token (s)"}[result.req.mode]
-    png = path.with_name(path.stem + "-pareto.png")
-    out.append(pareto_png(x.to_numpy(float), f["tokens_per_s_per_chip"].to_numpy(float),
-                          f["chip"].to_numpy(), png, xlabel,
-                          f"{result.req.name} ({result.req.mode}): {len(f):,} feasible "
-                          f"configurations"))
-    return out

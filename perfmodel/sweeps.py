@@ -8,6 +8,7 @@ are looped over. Each distinct value is validated as the op spec would validate 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -31,7 +32,7 @@ class Vary:
     field: str
     values: tuple  # numbers or strings/bools
 
-    @property
+    @functools.cached_property
     def numeric(self) -> bool:
         return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
 
@@ -218,6 +219,7 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
 # transformer fields that change only numbers, not the ledger's structure: evaluated over
 # arrays after one expansion (model/batched.py)
 BATCHED_FIELDS = ("batch", "grad_accum", "microbatches")
+BOUNDS = ("compute", "memory", "comm")  # roofline's bound labels
 TOTAL_EXTRAS = ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok", "flop_per_usd")
 
 
@@ -265,10 +267,13 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
         res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows)
         k = len(rows)
         cols = {f: np.tile(v, k) for f, v in flat.items()}
-        cols["op"] = np.repeat(np.array([r[0] for r in rows], dtype=object), n)
-        cols["hardware"] = np.full(n * k, hw.name, dtype=object)
+        # op and chip names as categories: a million rows of repeated strings build slowly
+        cols["op"] = pd.Categorical.from_codes(np.repeat(np.arange(k), n),
+                                               [r[0] for r in rows])
+        cols["hardware"] = pd.Categorical.from_codes(np.zeros(n * k, dtype=np.int64), [hw.name])
         for c in OUT_COLUMNS:
             cols[c] = np.concatenate([np.broadcast_to(np.asarray(r[1][c]), (n,)) for r in rows])
+        cols["bound"] = pd.Categorical(cols["bound"], categories=BOUNDS)
         frames.append(pd.DataFrame(cols))
         tot = {**flat, "hardware": np.full(n, hw.name, dtype=object)}
         for c in OUT_COLUMNS:
