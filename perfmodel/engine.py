@@ -92,21 +92,47 @@ def rate_env(op, h: NS) -> dict:
             "vector_peak": h[precision.vector_name(precision.compute_dtype(op))]}
 
 
+def _hw_ns(hw: Hardware) -> NS:
+    """hw_env as numpy scalars (what the numeric formulas read), built once per spec object."""
+    hit = _NS_CACHE.get(id(hw))
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_NS_CACHE) > 256:
+        _NS_CACHE.clear()
+    ns = NS({k: np.float64(v) for k, v in hw_env(hw).items()})
+    _NS_CACHE[id(hw)] = (hw, ns)
+    return ns
+
+
+_NS_CACHE: dict[int, tuple[Hardware, NS]] = {}
+
+
+def op_cost(op, hw: Hardware, wl: Workload | None = None, *, inputs: dict | None = None):
+    """(inputs, cost, hardware symbols) of one op, numeric, without the roofline columns (for
+    callers that need only FLOPs or bytes)."""
+    model = REGISTRY[op.kind]
+    values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
+    p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
+    h = _hw_ns(hw)
+    cost = model.cost(p, h, op)
+    if "repeat" in values:  # ops.common_inputs: a cell only when not 1
+        cost = _repeated(cost, p.repeat, False)
+    return p, cost, h
+
+
 def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,
                inputs: dict | None = None):
     """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic."""
     model = REGISTRY[op.kind]
     values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
-    henv = hw_env(hw)
     if symbolic:
-        p, h = symbols(values), symbols(henv)
+        p, h = symbols(values), symbols(hw_env(hw))
+        cost = model.cost(p, h, op)
+        if "repeat" in values:
+            cost = _repeated(cost, p.repeat, True)
     else:
-        p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
-        h = NS({k: np.float64(v) for k, v in henv.items()})
-    cost = model.cost(p, h, op)
+        p, cost, h = op_cost(op, hw, wl, inputs=values)
     rep_ = p.repeat if "repeat" in values else None  # ops.common_inputs: a cell only when not 1
-    if rep_ is not None:
-        cost = _repeated(cost, rep_, symbolic)
     env = NS({**h, **p, **rate_env(op, h), **(symbols(cost) if symbolic else cost)})
     columns = COLUMNS
     cal = calibrated.column(hw, op)

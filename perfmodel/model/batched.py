@@ -22,12 +22,15 @@ import math
 
 import numpy as np
 
-from ..engine import op_columns, price_columns
+from ..engine import op_columns, op_cost, price_columns
+from ..formula import NS
+from ..roofline import COLUMNS
 from ..ops import REGISTRY, OpContext
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from .summary import group_time, matmul_peak, palm_flops, pipeline_stretch
 from .transformer import expand_op, group_of, make_plan, memory_parts
 
+T_MEMORY = dict(COLUMNS)["t_memory"]  # hbm_bytes / hbm_bandwidth, as the roofline defines it
 ARRAY_FIELDS = ("batch", "m", "k", "n", "seq", "kv_seq")  # op fields that are input cells as is
 
 
@@ -260,13 +263,12 @@ def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.n
     plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
     peak = matmul_peak(hw, spec)
     flops = t_mem = 0.0
-    scalar = expand_op(rep, make_plan(rep, mesh))
-    for (d, _), (d1, _) in zip(expand_op(rep, plan), scalar):
+    for d, _ in expand_op(rep, plan):
         if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
             continue
-        op = OP_SPECS["matmul"].model_validate(d1)
+        op = OP_SPECS["matmul"].model_validate(_first(d))
         cell = REGISTRY["matmul"].inputs(op, None)
-        _, cost, roof = op_columns(op, hw, None, inputs=_inputs("matmul", cell, d))
+        _, cost, h = op_cost(op, hw, None, inputs=_inputs("matmul", cell, d))
         flops = flops + cost["flops"]
-        t_mem = t_mem + roof["t_memory"]
+        t_mem = t_mem + T_MEMORY(NS({**h, **cost}))  # the roofline's own column
     return flops / peak - t_mem

@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from .. import precision
-from ..engine import hw_env, op_columns
+from ..engine import hw_env, op_columns, op_cost
 from ..formula import fmax
 from ..specs import OP_SPECS, Hardware, Workload
 from . import expansion
@@ -175,9 +175,9 @@ def model_flops(hw: Hardware, spec) -> float:
         spec = spec.model_copy(update={"capacity_factor": None})  # None: the default, 1.0
     items = expand_op(spec, single_chip_plan(spec))
     total = 0.0
-    for op, role in _ops(items):
-        if role in MODEL_ROLES and op.kind != "collective":
-            total += float(op_columns(op, hw)[1]["flops"])
+    for op, role in _ops([(d, r) for d, r in items
+                          if r in MODEL_ROLES and d["kind"] != "collective"]):
+        total += float(op_cost(op, hw)[1]["flops"])
     return total
 
 
