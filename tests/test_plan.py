@@ -48,7 +48,8 @@ def agree(result, rows):
 
 @pytest.mark.parametrize("mode,chips,extra", [
     ("train", [8], {}), ("prefill", [4], {}), ("decode", [8], {}),
-    ("train", [8], {"attention": "naive", "optimizer": "sgd", "param_dtype": "fp32"})])
+    ("train", [8], {"attention": "naive", "optimizer": "sgd", "param_dtype": "fp32"}),
+    ("train", [8], {"experts": 4, "top_k": 2}), ("decode", [8], {"experts": 4, "top_k": 2})])
 def test_every_sampled_candidate_is_the_roofline_model(tmp_path, mode, chips, extra):
     """A sample of configurations (feasible or not, every strategy layout, remat, grad_accum,
     pipeline microbatches) equals perfmodel roofline's to_json on the explain YAML to 1e-12."""

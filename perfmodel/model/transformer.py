@@ -313,13 +313,13 @@ def _layer_activation_elements(op, plan: Plan) -> int:
     M, D, H = plan.tokens, op.d_model, op.head_dim
     m_sp = _split_rows(M, plan, op)
     n = 4 * m_sp * D
-    n += M * (plan.heads + 2 * plan.kv_heads) * H + M * plan.heads * H
+    n = n + M * (plan.heads + 2 * plan.kv_heads) * H + M * plan.heads * H
     rows = _expert_rows(op, plan)[0] * _expert_rows(op, plan)[1] if op.experts else M
-    n += rows * (_gate(op) + 1) * plan.d_ff
+    n = n + rows * (_gate(op) + 1) * plan.d_ff
     if op.experts:
-        n += M * op.experts  # router logits
+        n = n + M * op.experts  # router logits
     if op.attention == "naive":
-        n += plan.micro_batch * plan.heads * plan.q_seq * plan.kv_seq
+        n = n + plan.micro_batch * plan.heads * plan.q_seq * plan.kv_seq
     return n
 
 
@@ -331,9 +331,9 @@ def _layer_dots_elements(op, plan: Plan):
     M, D, H = plan.tokens, op.d_model, op.head_dim
     n = 2 * _split_rows(M, plan, op) * D + M * (plan.heads + 2 * plan.kv_heads) * H
     rows = _expert_rows(op, plan)[0] * _expert_rows(op, plan)[1] if op.experts else M
-    n += rows * _gate(op) * plan.d_ff
+    n = n + rows * _gate(op) * plan.d_ff
     if op.experts:
-        n += M * op.experts
+        n = n + M * op.experts
     return n
 
 
