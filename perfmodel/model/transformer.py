@@ -24,6 +24,16 @@ context parallelism; expert = expert parallelism, which also shards the batch li
 
 Per chip, the ledger holds the embedding and the output layer as well as its L/pp layers (with
 a pipeline they live on the first and last stages: the ledger is the busiest stage's bound).
+
+Gradient accumulation (``grad_accum`` g, training): the step's batch is run as g passes of
+b/(g m) sequences per microbatch; every layer (and its FSDP gathers) runs m g times, the FSDP
+gradient reduce-scatter once per pass, the data-parallel all-reduce and the optimizer once per
+step; the gradients are accumulated in fp32. Remat ``full`` recomputes a layer's forward and
+its activation collectives in the backward; ``dots`` (JAX's checkpoint_dots) keeps the matmul
+outputs and recomputes the rest (norms, activation, attention, and the gathers feeding them).
+
+The plan's batch fields may be numpy arrays (perfmodel.plan evaluates one structure over many
+batch sizes): the expansion and the memory ledger then carry arrays where they depend on them.
 """
 
 from __future__ import annotations
