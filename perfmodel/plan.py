@@ -343,7 +343,7 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
            progress: bool = False) -> Result:
     """Evaluate every configuration of ``req`` on the chips (``chips``: chip counts, else each
     chip's sold slices, or the stated slice's)."""
-    from .model.batched import Structure
+    from .model.batched import prepare_all
 
     if req.objective == "cost":
         missing = [h.name for h in hardware if h.price_per_hour is None]
@@ -405,7 +405,8 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
             continue
         b, m, g = b[ok], m[ok], g[ok]
         wl = candidate_workload(req, lay, remat, int(b[0]), int(m[0]), int(g[0]), pp)
-        pending.append(((hw, hi, n, li, remat, b, m, g), Structure(hw, wl).prepare(b, m, g)))
+        for idx, prepared in prepare_all(hw, wl, b, m, g):
+            pending.append(((hw, hi, n, li, remat, b[idx], m[idx], g[idx]), prepared))
         if len(pending) >= PENDING:
             frames += _evaluate(req, pending)
             pending = []

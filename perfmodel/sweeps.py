@@ -175,7 +175,10 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
         if v.field not in fields:
             raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
                                                   f"vary its fields (e.g. batch, seq, d_model)")
-    if varies and all(v.field in BATCHED_FIELDS and v.numeric for v in varies):
+    # calibrated chips price one-row products with their own fitted group, chosen per row:
+    # those configurations take the per-configuration loop
+    if varies and all(v.field in BATCHED_FIELDS and v.numeric for v in varies) and \
+            all(hw.calibration is None for hw in hardware):
         return _sweep_batched(src, spec, hardware, varies)
     combos = list(itertools.product(*[v.values for v in varies]))
     if len(combos) * len(hardware) > MAX_MODEL_CONFIGS:

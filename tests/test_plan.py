@@ -348,3 +348,29 @@ def test_compute_bound_batch_closed_form_equals_the_search(chip, extra):
     wl = source_workload(api.load_workload("llama2-7b-decode"))
     spec = wl.ops[0].model_copy(update=extra)
     assert decode_compute_bound_batch(hw, spec, wl.mesh) == _cbb_search(hw, spec, wl.mesh)
+
+
+def test_calibrated_chip_prices_one_row_products_as_gemv_in_the_batched_path():
+    """On a calibrated chip a product of one row is priced by the fitted gemv group, of more
+    rows by the matmul group: the batched evaluation splits the configurations so that each
+    equals to_json (decode at batch 8 has one row per chip, at 16 two)."""
+    from perfmodel.specs import Calibration, KindCalibration
+
+    base = api.load_hardware("h100")
+    kinds = {"gemv_bf16": KindCalibration(peak_flops="1 TFLOP/s", bandwidth="1 TB/s",
+                                          overhead="1 us"),
+             "matmul_bf16": KindCalibration(peak_flops="500 TFLOP/s", bandwidth="3 TB/s",
+                                            overhead="2 us")}
+    hw = base.model_copy(update={"calibration": Calibration(kinds=kinds)})
+    src = source_workload(api.load_workload("llama2-7b-decode")).model_dump()
+    src.update(slice="8", mesh={"data": 8})
+    src["ops"][0].update(parallelism={"data": "data"}, batch=8)
+    wl = Workload.model_validate(src)
+    out = Structure(hw, wl).evaluate(np.array([8, 16, 64]), 1, 1)
+    assert out["t_step_basis"] == "t_calibrated"
+    for i, b in enumerate([8, 16, 64]):
+        d = json.loads(json.dumps(src))
+        d["ops"][0]["batch"] = b
+        tot = to_json(hw, Workload.model_validate(d))["total"]
+        assert out["t_step"][i] == pytest.approx(tot["t_step"], rel=1e-12)
+        assert out["t_calibrated"][i] == pytest.approx(tot["t_calibrated"], rel=1e-12)

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from ..calibrated import matmul_group
 from ..engine import op_columns, op_cost, price_columns
 from ..formula import NS
 from ..roofline import COLUMNS
@@ -105,7 +106,57 @@ class Structure:
     def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None) -> dict:
         """Step figures per configuration (numpy arrays), as summary.step_summary defines them.
         ``rows``: a list that receives (op name, cost and roofline columns) per ledger row."""
-        return evaluate_many([self.prepare(batch, microbatches, grad_accum)], rows)[0]
+        parts = prepare_all(self.hw, self.wl, batch, microbatches, grad_accum)
+        if len(parts) == 1:
+            return evaluate_many([parts[0][1]], rows)[0]
+        if rows is not None:
+            raise ValueError("per-row columns need one calibration group per matmul row")
+        return _merge([(idx, res) for (idx, _), res in
+                       zip(parts, evaluate_many([p for _, p in parts]))],
+                      int(np.asarray(batch).shape[0]))
+
+
+def prepare_all(hw: Hardware, wl: Workload, batch, microbatches, grad_accum) -> list:
+    """[(configuration indices, prepared structure)]: one part, or on a calibrated chip one
+    part per combination of fitted kernel groups of the matmul rows (a product of one row is a
+    matrix-vector kernel with its own fitted group: calibrated.matmul_group)."""
+    batch = np.asarray(batch, dtype=np.int64)
+    n = batch.shape[0]
+    micro = np.broadcast_to(np.asarray(microbatches, dtype=np.int64), (n,))
+    accum = np.broadcast_to(np.asarray(grad_accum, dtype=np.int64), (n,))
+    first = Structure(hw, wl)
+    if hw.calibration is None:
+        return [(np.arange(n), first.prepare(batch, micro, accum))]
+    plan = array_plan(first.spec, wl.mesh, batch, micro, accum)
+    keys = []
+    for d, _ in expand_op(first.spec, plan):
+        if d["kind"] == "matmul":
+            m = np.broadcast_to(np.asarray(d["m"]), (n,))
+            keys.append(np.array([matmul_group(int(x), int(d["n"])) == "gemv" for x in m]))
+    if not keys:
+        return [(np.arange(n), first.prepare(batch, micro, accum))]
+    _, part = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)
+    part = part.ravel()
+    out = []
+    for k in range(int(part.max()) + 1):
+        idx = np.flatnonzero(part == k)
+        st = first if k == 0 else Structure(hw, wl)
+        out.append((idx, st.prepare(batch[idx], micro[idx], accum[idx])))
+    return out
+
+
+def _merge(parts: list, n: int) -> dict:
+    """One result dict from the parts' results, in the configurations' order."""
+    out: dict = {}
+    for idx, res in parts:
+        for k, v in res.items():
+            if isinstance(v, np.ndarray):
+                if k not in out:
+                    out[k] = np.empty(n, dtype=v.dtype)
+                out[k][idx] = v
+            else:
+                out.setdefault(k, v)
+    return out
 
 
 _OPS: dict = {}
@@ -141,7 +192,9 @@ def _validated(d: dict):
 def _shape_of(op) -> tuple:
     """The fields of an op that choose its formulas (not its numbers)."""
     d = op.__dict__  # a pydantic model's fields (faster than getattr on thousands of rows)
-    return tuple(d.get(f) for f in (
+    # a calibrated chip prices a one-row product with the gemv group (calibrated.column)
+    gemv = matmul_group(d["m"], d["n"]) if op.kind == "matmul" else None
+    return (gemv,) + tuple(d.get(f) for f in (
         "impl", "backward", "collective", "dtype", "weight_dtype", "compute_dtype",
         "out_dtype", "kv_dtype", "precision", "causal", "in_step"))
 

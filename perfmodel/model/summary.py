@@ -190,8 +190,9 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     Closed form for a dense model: with k sequences per chip per microbatch every layer matmul
     has m = k rows, so margin(k) = FLOPs / peak - t_memory = a + b k is affine in k (FLOPs
     2 k K N, bytes e k (K + N) + w K N: the useful FLOPs, not padded to the matrix tile); the
-    answer is k* = ceil(-a / b) when b > 0 (checked against margin at k* and k* - 1, so float
-    rounding cannot move it), times the sequences one k stands for. A mixture of experts (the
+    answer is k* = ceil(-a / b) when b > 0 (when -a / b is within 1e-6 of a whole number,
+    checked against margin at k* and k* - 1, so float rounding cannot move it), times the
+    sequences one k stands for. A mixture of experts (the
     active experts grow with k) is searched by doubling then bisection."""
     base = make_plan(spec, mesh)
     peak = matmul_peak(hw, spec)
@@ -203,8 +204,10 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
         slope = f2 - f1
         if slope <= 0:
             return None
-        k = max(1, math.ceil(-(f1 - slope) / slope))
-        for _ in range(4):  # settle a float tie at the boundary
+        q = -(f1 - slope) / slope
+        k = max(1, math.ceil(q))
+        near_tie = abs(q - round(q)) <= 1e-6 * max(1.0, abs(q))
+        for _ in range(4 if near_tie else 0):  # settle a float tie at the boundary
             lo, hi = decode_matmul_margin(hw, spec, mesh, np.array([max(k - 1, 1), k]))
             if hi < 0:
                 k += 1
