@@ -15,6 +15,7 @@ import pandas as pd
 from . import calibrated, precision
 from .formula import NS, BinOp, Call, Cmp, Ref, symbols
 from .formula import evaluate as evaluate_expr
+from .model import expand_workload
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload
@@ -27,7 +28,7 @@ TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_
 # by r; the roofline columns derived from them (t_compute, t_memory, t_lower, t_upper,
 # t_calibrated) follow, and intensive columns (hops, q_block, onchip_bytes, algbw, intensity,
 # mfu) stay per instance. A row is then a ledger entry: its FLOPs, bytes and times are totals.
-REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "hbm_bytes", "comm_bytes",
+REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "flops_transcendental", "hbm_bytes", "comm_bytes",
                     "t_latency", "t_bandwidth", "t_comm", "t_link", "t_scale_out", "t_dcn")
 
 
@@ -88,8 +89,9 @@ HW_PARAMS = (["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile_m",
 def rate_env(op, h: NS) -> dict:
     """``peak`` (the rate of the op's main unit) and ``vector_peak`` (the vector unit's, for
     the softmax inside attention): the chip's derived rate parameters (perfmodel.precision)."""
-    return {"peak": h[precision.rate_name(op)],
-            "vector_peak": h[precision.vector_name(precision.compute_dtype(op))]}
+    d = precision.compute_dtype(op)
+    return {"peak": h[precision.rate_name(op)], "vector_peak": h[precision.vector_name(d)],
+            "transcendental_peak": h[precision.transcendental_name(d)]}
 
 
 def _hw_ns(hw: Hardware) -> NS:
@@ -211,9 +213,7 @@ def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
 
 
 def evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
-    from .model import expand_workload  # a transformer op becomes its kernels (no-op otherwise)
-
-    wl = expand_workload(wl)
+    wl = expand_workload(wl)  # a transformer op becomes its kernels (no-op otherwise)
     return [evaluate_op(op, hw, wl) for op in wl.ops]
 
 
@@ -244,21 +244,3 @@ def price_columns(price_per_hour, total: dict) -> dict:
     if tokens is not None and np.all(tokens):
         out["usd_per_mtok"] = usd / total["tokens_per_step"] * 1e6
     return out
-
-
-def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
-    """The rows and their ``total``. For a transformer workload the total is the step's
-    (perfmodel.model.summary): t_lower overlaps each layer's communication with its compute,
-    and it adds MFU, tokens/s, memory per chip and the inference latencies."""
-    from .model import expand_workload
-    from .model.summary import step_summary
-
-    wl = expand_workload(wl)
-    rows = rows if rows is not None else evaluate_rows(hw, wl)
-    total = totals(rows)
-    step = step_summary(hw, wl, rows)
-    if step is not None:
-        total.update(step)
-    total.update(price_columns(hw.price_per_hour, total))
-    return {"schema_version": SCHEMA_VERSION, "hardware": hw.name, "workload": wl.name, "ops": rows,
-            "total": total}

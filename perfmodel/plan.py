@@ -678,7 +678,7 @@ def table_text(result: Result, k: int) -> str:
 def explain_text(result: Result, rank: int) -> str:
     """The rank's workload YAML and why it ranks there: its step by ledger group, memory,
     and the best configuration of every other strategy layout."""
-    from .engine import to_json as engine_json
+    from .results import to_json as engine_json
     from .model import expand_workload
     from .units import fmt_si
     import yaml

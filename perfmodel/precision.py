@@ -7,7 +7,9 @@ it, and a label for tables (``runs_as``).
 Units. Matmuls and attention's two products run on the matrix unit (TPU MXU, GPU tensor
 cores) at ``peak_flops``; elementwise ops, softmax (inside attention too), norms, the loss, the
 optimizer and a reduction's adds run on the vector unit (TPU VPU, GPU CUDA cores) at
-``vector_flops``. A dtype with no vector rate uses fp32's (the TPU VPU computes in fp32). A
+``vector_flops``; attention's exponentials on the transcendental unit (GPU SFU, TPU EUP) at
+``transcendental_flops`` where the chip gives it (FlashAttention-3: on an H100 the exp of a
+128-wide head costs half as long as its two products). A dtype with no vector rate uses fp32's (the TPU VPU computes in fp32). A
 chip with no ``vector_flops`` (a CPU: the same SIMD units do both) uses its matrix rate.
 
 Matrix rate of a product whose arithmetic is in dtype d (``compute_dtype``, default ``dtype``)
@@ -126,9 +128,14 @@ def vector_name(dtype: str) -> str:
     return f"vector_rate_{_rated(dtype)}"
 
 
+def transcendental_name(dtype: str) -> str:
+    return f"transcendental_rate_{_rated(dtype)}"
+
+
 RATE_NAMES = ([matrix_name(d) for d in RATE_DTYPES if d != "fp32"]
               + [matrix_name("fp32", p) for p in PRECISIONS]
-              + [vector_name(d) for d in RATE_DTYPES])
+              + [vector_name(d) for d in RATE_DTYPES]
+              + [transcendental_name(d) for d in RATE_DTYPES])
 
 
 def rate_name(op) -> str:
@@ -147,4 +154,16 @@ def rate_exprs(hw) -> dict[str, Expr]:
     out = {matrix_name(d): _expr(matrix_rate(hw, d)) for d in RATE_DTYPES if d != "fp32"}
     out.update({matrix_name("fp32", p): _expr(matrix_rate(hw, "fp32", p)) for p in PRECISIONS})
     out.update({vector_name(d): _expr(vector_rate(hw, d)) for d in RATE_DTYPES})
+    out.update({transcendental_name(d): _expr(transcendental_rate(hw, d)) for d in RATE_DTYPES})
     return out
+
+
+def transcendental_rate(hw, dtype: str) -> Rate:
+    """exp/log per second: the chip's transcendental unit (TPU EUP, GPU SFU) where a source
+    gives its rate, fp32's for a dtype it does not list; else the vector unit's rate (an exp
+    then costs one vector FLOP, as before the unit was modelled)."""
+    tr = hw.transcendental_flops or {}
+    d = dtype if dtype in tr else "fp32"
+    if d in tr:
+        return Rate(f"transcendental_flops_{d}", 1, f"transcendental {d}")
+    return vector_rate(hw, dtype)

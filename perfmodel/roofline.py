@@ -14,7 +14,8 @@ from .formula import NS, fmax, where
 # (column, formula over env) in dependency order. ``peak`` is the rate of the op's main unit
 # (perfmodel.precision: the matrix unit at its compute dtype and precision, or the vector
 # unit); ``vector_peak`` the vector unit's, for the part of an op's FLOPs that runs there
-# (``flops_vector``: attention's softmax). The two parts run one after the other.
+# (``flops_vector``: attention's softmax, of which ``flops_transcendental`` are exps priced at
+# ``transcendental_peak``). The parts run one after the other.
 COLUMNS: list[tuple[str, Callable]] = [
     ("peak_used", lambda e: e.peak),
     ("intensity", lambda e: e.flops / e.hbm_bytes),
@@ -31,9 +32,13 @@ COLUMNS: list[tuple[str, Callable]] = [
 
 
 def _t_compute(e):
-    if "flops_vector" in e:
-        return (e.flops_exec - e.flops_vector) / e.peak_used + e.flops_vector / e.vector_peak
-    return e.flops_exec / e.peak_used
+    if "flops_vector" not in e:
+        return e.flops_exec / e.peak_used
+    t = (e.flops_exec - e.flops_vector) / e.peak_used
+    if "flops_transcendental" in e:  # the exps of flops_vector, on their own unit
+        return (t + (e.flops_vector - e.flops_transcendental) / e.vector_peak
+                + e.flops_transcendental / e.transcendental_peak)
+    return t + e.flops_vector / e.vector_peak
 
 
 def _comm(e) -> list:

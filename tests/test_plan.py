@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from perfmodel import api, plan
 from perfmodel.cli import main
-from perfmodel.engine import to_json
+from perfmodel.results import to_json
 from perfmodel.model import expand_workload, source_workload
 from perfmodel.model.batched import Structure
 from perfmodel.report.plots import pareto_front
@@ -181,7 +181,7 @@ def test_grad_accum_splits_the_batch_and_counts_passes():
     bad = json.loads(json.dumps(base))
     bad["ops"][0].update(batch=8, grad_accum=2)  # 1 sequence per chip cannot split in 2
     with pytest.raises(Exception, match="grad_accum"):
-        Workload.model_validate(bad)
+        expand_workload(Workload.model_validate(bad))
 
 
 def test_slice_shapes():

@@ -3,7 +3,7 @@ the hardware runs it; the scaling book's inference answers reproduced."""
 
 import pytest
 
-from perfmodel import catalog, engine, precision
+from perfmodel import catalog, engine, precision, results
 from perfmodel.cli import main
 from perfmodel.specs import DTYPE_BYTES, ElementwiseOp, MatmulOp, SpecError, Workload
 from perfmodel.whatif import apply_override
@@ -21,7 +21,7 @@ LLAMA3_70B = dict(kind="transformer", name="llama3-70b", layers=80, d_model=8192
 
 
 def total(hw, op, **wl):
-    return engine.to_json(hw, Workload.model_validate({"name": "w", **wl, "ops": [op]}))["total"]
+    return results.to_json(hw, Workload.model_validate({"name": "w", **wl, "ops": [op]}))["total"]
 
 
 # ---- the vector unit ----------------------------------------------------------------------
@@ -61,9 +61,17 @@ def test_attention_softmax_runs_on_the_vector_unit():
     r = engine.evaluate_op(AttentionOp(name="a", kind="attention", batch=1, seq=4096, heads=32,
                                        head_dim=128, impl="flash"), h100)
     scores = 32 * 4096 * 4096
-    assert r["flops_vector"] == 5 * scores
-    # QK^T and AV (4 D FLOPs per score) on the tensor cores, the softmax on the CUDA cores
-    assert r["t_compute"] == pytest.approx(4 * 128 * scores / 990e12 + 5 * scores / 67e12,
+    assert r["flops_vector"] == 5 * scores and r["flops_transcendental"] == scores
+    # QK^T and AV (4 D FLOPs per score) on the tensor cores, 4 softmax FLOPs per score on the
+    # CUDA cores and its exp on the SFU (3.9e12/s, FlashAttention-3): the exps alone take half
+    # as long as the products (1/3.9e12 vs 512/990e12 per score)
+    assert r["t_compute"] == pytest.approx(
+        4 * 128 * scores / 990e12 + 4 * scores / 67e12 + scores / 3.9e12, rel=1e-12)
+    # a chip with no transcendental figure prices the exp as one vector FLOP
+    a100 = HW["a100"]
+    r = engine.evaluate_op(AttentionOp(name="a", kind="attention", batch=1, seq=4096, heads=32,
+                                       head_dim=128, impl="flash"), a100)
+    assert r["t_compute"] == pytest.approx(4 * 128 * scores / 312e12 + 5 * scores / 19.5e12,
                                            rel=1e-12)
 
 
@@ -210,7 +218,7 @@ def test_mfu_counts_model_flops_whatever_the_attention_kernel(mode):
 def test_mixed_precision_training_casts_the_master_copy_once():
     h100 = HW["h100"]
     op = {**LLAMA2_7B, "mode": "train", "batch": 8, "seq": 512, "param_dtype": "fp32"}
-    js = engine.to_json(h100, Workload.model_validate({"name": "w", "ops": [op]}))
+    js = results.to_json(h100, Workload.model_validate({"name": "w", "ops": [op]}))
     rows = {r["name"]: r for r in js["ops"]}
     cast = rows["optimizer/cast"]
     n = js["total"]["params_total"]

@@ -1,6 +1,6 @@
 """A transformer step evaluated over arrays of batch sizes: one expansion per structure.
 
-``engine.to_json`` expands a transformer op into its ledger, validates every op and evaluates
+``results.to_json`` expands a transformer op into its ledger, validates every op and evaluates
 them one by one: milliseconds per configuration. A search over thousands of configurations
 changes only numbers between many of them: the sequences per step (``batch``), the pipeline
 ``microbatches`` and ``grad_accum``. Everything else (the mesh and the strategies on it, remat,
@@ -17,51 +17,15 @@ the equivalent workload (tests/test_plan.py checks it to 1e-12).
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import numpy as np
 
 from ..calibrated import matmul_group
-from ..engine import op_columns, op_cost, price_columns
-from ..formula import NS
-from ..roofline import COLUMNS
+from ..engine import op_columns, price_columns
 from ..ops import REGISTRY, OpContext
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from .summary import group_time, matmul_peak, palm_flops, pipeline_stretch
-from .transformer import expand_op, group_of, make_plan, memory_parts
-
-T_MEMORY = dict(COLUMNS)["t_memory"]  # hbm_bytes / hbm_bandwidth, as the roofline defines it
-ARRAY_FIELDS = ("batch", "m", "k", "n", "seq", "kv_seq")  # op fields that are input cells as is
-
-
-def array_plan(spec: TransformerOp, mesh, batch, microbatches, grad_accum):
-    """The sharding plan of ``spec`` with its batch fields as arrays (one entry per
-    configuration). ``batch`` is sequences per step of the whole job; every entry must divide
-    into the batch shards x microbatches x grad_accum (the caller filters)."""
-    base = make_plan(spec, mesh)
-    b = batch // base.batch_shards
-    micro = b // (microbatches * grad_accum)
-    return dataclasses.replace(base, batch=b, microbatches=microbatches, grad_accum=grad_accum,
-                               micro_batch=micro, tokens=micro * base.q_seq)
-
-
-def _inputs(kind: str, cell: dict, d: dict) -> dict:
-    """The representative row's input cells with this structure's array-valued fields."""
-    p = dict(cell)
-    rep = d.get("repeat")
-    if isinstance(rep, np.ndarray):
-        p["repeat"] = rep.astype(float)
-    for f in ARRAY_FIELDS:
-        v = d.get(f)
-        if isinstance(v, np.ndarray):
-            p[f] = v.astype(float)
-    if kind == "elementwise" and any(isinstance(x, np.ndarray) for x in d["shape"]):
-        p["elements"] = math.prod(d["shape"]).astype(float)
-    if kind == "collective" and isinstance(d.get("bytes"), np.ndarray):
-        p["v_bytes"] = d["bytes"]
-    return p
-
+from .transformer import (array_plan, expand_op, first_row, group_of, make_plan, memory_parts,
+                          row_inputs)
 
 class Structure:
     """One structure of a transformer workload, ready to evaluate over batch arrays.
@@ -90,11 +54,11 @@ class Structure:
             ctx = OpContext(self.wl, self.hw)
             self.rows = []
             for d, _role in items:
-                op = _validated(_first(d))
+                op = _validated(first_row(d))
                 self.rows.append((op, REGISTRY[op.kind].inputs(op, ctx), group_of(d["name"])))
         elif [d["name"] for d, _ in items] != [op.name for op, _, _ in self.rows]:
             raise AssertionError("the array expansion's ledger differs from the structure's")
-        cells = [_inputs(op.kind, cell, d) for (d, _), (op, cell, _) in zip(items, self.rows)]
+        cells = [row_inputs(op.kind, cell, d) for (d, _), (op, cell, _) in zip(items, self.rows)]
         return _Prepared(self, n, batch, plan, cells)
 
     def signature(self) -> tuple:
@@ -160,23 +124,6 @@ def _merge(parts: list, n: int) -> dict:
 
 
 _OPS: dict = {}
-WHOLE_FIELDS = ("m", "k", "n", "batch", "seq", "kv_seq", "repeat")  # counts: ints in a spec
-
-
-def _first(d: dict) -> dict:
-    """A ledger row of array-valued fields at its first configuration, as the scalar
-    expansion writes it (whole-number fields as ints)."""
-    def one(k, v):
-        if isinstance(v, np.ndarray):
-            v = v.flat[0].item()
-            return int(v) if k in WHOLE_FIELDS else v
-        return v
-    out = {k: one(k, v) for k, v in d.items()}
-    if "shape" in out:
-        out["shape"] = [int(one("m", x)) for x in out["shape"]]
-    return out
-
-
 def _validated(d: dict):
     """The op spec of a ledger row, validated once per distinct row (a search meets the same
     rows in many structures; specs are frozen, so sharing them is safe)."""
@@ -304,24 +251,3 @@ def _bound_names(bits: np.ndarray) -> np.ndarray:
                                 if b & bit)) for b in range(1, 8)}
     return np.array([names[b] for b in range(8) if b] , dtype=object)[bits - 1] if bits.size \
         else np.array([], dtype=object)
-
-
-def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.ndarray):
-    """FLOPs / peak - t_memory of a decode step's layer matmuls with ``per_chip`` sequences
-    per chip per microbatch (an array): >= 0 where they are compute-bound (the useful FLOPs,
-    as summary.decode_compute_bound_batch defines it)."""
-    base = make_plan(spec, mesh)
-    step = base.batch_shards * base.microbatches
-    rep = spec.model_copy(update={"batch": step})
-    plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
-    peak = matmul_peak(hw, spec)
-    flops = t_mem = 0.0
-    for d, _ in expand_op(rep, plan):
-        if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
-            continue
-        op = OP_SPECS["matmul"].model_validate(_first(d))
-        cell = REGISTRY["matmul"].inputs(op, None)
-        _, cost, h = op_cost(op, hw, None, inputs=_inputs("matmul", cell, d))
-        flops = flops + cost["flops"]
-        t_mem = t_mem + T_MEMORY(NS({**h, **cost}))  # the roofline's own column
-    return flops / peak - t_mem

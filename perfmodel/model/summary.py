@@ -41,10 +41,13 @@ import numpy as np
 
 from .. import precision
 from ..engine import hw_env, op_columns, op_cost
-from ..formula import fmax
-from ..specs import OP_SPECS, Hardware, Workload
+from ..formula import NS, fmax
+from ..ops import REGISTRY
+from ..roofline import COLUMNS
+from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from . import expansion
-from .transformer import (Plan, expand_op, group_of, make_plan, memory_parts, param_ledger,
+from .transformer import (Plan, array_plan, expand_op, first_row, group_of, make_plan,
+                          memory_parts, param_ledger, row_inputs,
                           params_6pt, single_chip_plan)
 
 MODEL_ROLES = ("fwd", "bwd")  # the roles whose FLOPs count as model FLOPs (not remat, optimizer)
@@ -198,8 +201,6 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
     if not spec.experts:
-        from .batched import decode_matmul_margin
-
         f1, f2 = decode_matmul_margin(hw, spec, mesh, np.array([1, 2]))
         slope = f2 - f1
         if slope <= 0:
@@ -227,7 +228,7 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
             flops += float(cost["flops"])
             tm += float(roof["t_memory"])
         # the useful FLOPs (not padded to the matmul tile): the ridge-point batch, peak / HBM
-        # bandwidth tokens per step (reference.md section 6), not a tile-rounding artefact
+        # bandwidth tokens per step (How to Scale Your Model, inference chapter: jax-ml.github.io/scaling-book/inference), not a tile-rounding artefact
         return flops / peak >= tm
 
     hi = 1
@@ -243,3 +244,27 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
         else:
             lo = mid
     return hi * step
+
+
+T_MEMORY = dict(COLUMNS)["t_memory"]  # hbm_bytes / hbm_bandwidth, as the roofline defines it
+
+
+def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.ndarray):
+    """FLOPs / peak - t_memory of a decode step's layer matmuls with ``per_chip`` sequences
+    per chip per microbatch (an array): >= 0 where they are compute-bound (the useful FLOPs,
+    as summary.decode_compute_bound_batch defines it)."""
+    base = make_plan(spec, mesh)
+    step = base.batch_shards * base.microbatches
+    rep = spec.model_copy(update={"batch": step})
+    plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
+    peak = matmul_peak(hw, spec)
+    flops = t_mem = 0.0
+    for d, _ in expand_op(rep, plan):
+        if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
+            continue
+        op = OP_SPECS["matmul"].model_validate(first_row(d))
+        cell = REGISTRY["matmul"].inputs(op, None)
+        _, cost, h = op_cost(op, hw, None, inputs=row_inputs("matmul", cell, d))
+        flops = flops + cost["flops"]
+        t_mem = t_mem + T_MEMORY(NS({**h, **cost}))  # the roofline's own column
+    return flops / peak - t_mem

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -652,3 +653,51 @@ def group_of(name: str) -> str:
     """The ledger group of an op path: its first segment (embed, layer, lm_head, pipeline,
     optimizer)."""
     return name.split("/", 1)[0].split(".", 1)[0]
+
+
+# ---- one structure over arrays of batch sizes (perfmodel.model.batched, perfmodel.plan) ------
+
+ARRAY_FIELDS = ("batch", "m", "k", "n", "seq", "kv_seq")  # op fields that are input cells as is
+WHOLE_FIELDS = ("m", "k", "n", "batch", "seq", "kv_seq", "repeat")  # counts: ints in a spec
+
+
+def array_plan(spec: TransformerOp, mesh, batch, microbatches, grad_accum):
+    """The sharding plan of ``spec`` with its batch fields as arrays (one entry per
+    configuration). ``batch`` is sequences per step of the whole job; every entry must divide
+    into the batch shards x microbatches x grad_accum (the caller filters)."""
+    base = make_plan(spec, mesh)
+    b = batch // base.batch_shards
+    micro = b // (microbatches * grad_accum)
+    return dataclasses.replace(base, batch=b, microbatches=microbatches, grad_accum=grad_accum,
+                               micro_batch=micro, tokens=micro * base.q_seq)
+
+
+def row_inputs(kind: str, cell: dict, d: dict) -> dict:
+    """The representative row's input cells with this structure's array-valued fields."""
+    p = dict(cell)
+    rep = d.get("repeat")
+    if isinstance(rep, np.ndarray):
+        p["repeat"] = rep.astype(float)
+    for f in ARRAY_FIELDS:
+        v = d.get(f)
+        if isinstance(v, np.ndarray):
+            p[f] = v.astype(float)
+    if kind == "elementwise" and any(isinstance(x, np.ndarray) for x in d["shape"]):
+        p["elements"] = math.prod(d["shape"]).astype(float)
+    if kind == "collective" and isinstance(d.get("bytes"), np.ndarray):
+        p["v_bytes"] = d["bytes"]
+    return p
+
+
+def first_row(d: dict) -> dict:
+    """A ledger row of array-valued fields at its first configuration, as the scalar
+    expansion writes it (whole-number fields as ints)."""
+    def one(k, v):
+        if isinstance(v, np.ndarray):
+            v = v.flat[0].item()
+            return int(v) if k in WHOLE_FIELDS else v
+        return v
+    out = {k: one(k, v) for k, v in d.items()}
+    if "shape" in out:
+        out["shape"] = [int(one("m", x)) for x in out["shape"]]
+    return out

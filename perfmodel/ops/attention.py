@@ -35,6 +35,7 @@ from .matmul import FMA_FLOPS
 
 # softmax per score: max, subtract, exp, sum, divide (XLA counts about 5 and 1 transcendental)
 SOFTMAX_FLOPS_PER_SCORE = 5
+EXPS_PER_SCORE = 1  # of those, the exp (a transcendental); recomputing P = exp(S - lse) too
 FLASH_TILES = 4  # Q, O, K and V tiles resident at once
 # backward (FlashAttention-2): matmuls per score, with and without recomputing S = QK^T
 BWD_MATMULS_RECOMPUTE = 5  # S, dV, dP, dQ, dK: 2.5x the forward's 2
@@ -80,7 +81,8 @@ def attention(p, hw, op):
     kv = 2 * B * K * T * D
     kv_e = p.kv_bytes if "kv_bytes" in p else e
     out = {"flops": flops, "flops_exec": flops,
-           "flops_vector": SOFTMAX_FLOPS_PER_SCORE * scores * kept}
+           "flops_vector": SOFTMAX_FLOPS_PER_SCORE * scores * kept,
+           "flops_transcendental": EXPS_PER_SCORE * scores * kept}
     if op.impl == "naive":
         out["hbm_bytes"] = e * (qo + 4 * scores) + kv_e * kv if "kv_bytes" in p else \
             e * (qo + kv + 4 * scores)
@@ -108,7 +110,8 @@ def _backward(p, hw, op, B, H, K, S, T, D, e, scores, kept):
     vector = (SOFTMAX_BWD_FLOPS_PER_SCORE + (0 if naive else SOFTMAX_RECOMPUTE_FLOPS_PER_SCORE))
     q_side = 4 * B * H * S * D   # Q, O, dO read; dQ written
     kv_side = 4 * B * K * T * D  # K, V read; dK, dV written
-    out = {"flops": flops, "flops_exec": flops, "flops_vector": vector * scores * kept}
+    out = {"flops": flops, "flops_exec": flops, "flops_vector": vector * scores * kept,
+           "flops_transcendental": (0 if naive else EXPS_PER_SCORE) * scores * kept}
     if naive:
         out["hbm_bytes"] = e * (q_side + kv_side + NAIVE_BWD_SCORE_PASSES * scores)
         out["onchip_bytes"] = 0
