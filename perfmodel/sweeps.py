@@ -34,7 +34,8 @@ class Vary:
 
     @functools.cached_property
     def numeric(self) -> bool:
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+        kinds = {type(v) for v in self.values}  # a few types for thousands of values
+        return all(issubclass(t, (int, float)) and not issubclass(t, bool) for t in kinds)
 
 
 def _number(s: str, arg: str):
@@ -73,7 +74,9 @@ def parse_vary(arg: str) -> Vary:
                 raise SpecError(f"--vary {arg!r}: {n:,} values is more than {MAX_VALUES:,}; "
                                 f"use a larger STEP or log2.")
             vals = (lo + st * np.arange(n)).tolist()
-        vals = [int(v) if float(v).is_integer() else v for v in vals]
+        arr = np.asarray(vals, dtype=float)
+        vals = arr.astype(np.int64).tolist() if np.all(arr == np.floor(arr)) else \
+            [int(v) if float(v).is_integer() else v for v in vals]
     else:
         import yaml
 
@@ -266,33 +269,58 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
         upd["microbatches"] = int(micro[0])
     rep = _validated(src, spec, upd)
     frames, totals = [], []
-    for hw in hardware:
+    chips = [hw.name for hw in hardware]
+    frames, totals = [], []
+    for hi, hw in enumerate(hardware):
         rows: list = []
         res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows)
         k = len(rows)
+        # names as categories (codes, not a million repeated strings, which build slowly)
         cols = {f: np.tile(v, k) for f, v in flat.items()}
-        # op and chip names as categories: a million rows of repeated strings build slowly
-        cols["op"] = pd.Categorical.from_codes(np.repeat(np.arange(k), n),
-                                               [r[0] for r in rows])
-        cols["hardware"] = pd.Categorical.from_codes(np.zeros(n * k, dtype=np.int64), [hw.name])
+        cols["op"] = pd.Categorical.from_codes(np.repeat(np.arange(k), n), [r[0] for r in rows])
+        cols["hardware"] = pd.Categorical.from_codes(np.full(n * k, hi), chips)
         for c in OUT_COLUMNS:
-            cols[c] = np.concatenate([np.broadcast_to(np.asarray(r[1][c]), (n,)) for r in rows])
-        cols["bound"] = pd.Categorical(cols["bound"], categories=BOUNDS)
-        frames.append(pd.DataFrame(cols))
-        tot = {**flat, "hardware": np.full(n, hw.name, dtype=object)}
+            if c == "bound":
+                labels = np.concatenate([np.broadcast_to(np.asarray(r[1][c], dtype=str), (n,))
+                                         for r in rows])
+                codes = np.full(labels.shape, BOUNDS.index("comm"))
+                codes[labels == "compute"] = BOUNDS.index("compute")
+                codes[labels == "memory"] = BOUNDS.index("memory")
+                cols[c] = pd.Categorical.from_codes(codes, BOUNDS)
+            else:
+                cols[c] = np.concatenate([np.broadcast_to(np.asarray(r[1][c], dtype=float), (n,))
+                                          for r in rows])
+        frames.append(cols)
+        tot = {**flat, "hardware": pd.Categorical.from_codes(np.full(n, hi), chips)}
         for c in OUT_COLUMNS:
-            if c in ("bound", "intensity"):
-                continue
-            tot[c] = res.get(c, sum(np.broadcast_to(np.asarray(r[1][c]), (n,)) for r in rows))
-        tot["bound"] = res["bounds"]
+            if c == "intensity":
+                tot[c] = None  # below, from the sums
+            elif c == "bound":
+                tot[c] = res["bounds"]
+            else:
+                tot[c] = res.get(c, sum(np.broadcast_to(np.asarray(r[1][c]), (n,))
+                                        for r in rows))
         tot.update({c: res[c] for c in TOTAL_EXTRAS if c in res})
-        totals.append(pd.DataFrame(tot))
-    df = pd.concat(frames, ignore_index=True)
-    tot = pd.concat(totals, ignore_index=True)
-    tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
-    extra = [c for c in TOTAL_EXTRAS if c in tot.columns]
-    df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
+        tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+        totals.append(tot)
+    df = pd.DataFrame(_joined(frames))
+    df.attrs["totals"] = pd.DataFrame(_joined(totals))
     return df
+
+
+def _joined(parts: list[dict]) -> dict:
+    """Column-wise concatenation of dicts of arrays (categoricals keep their categories)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for c in parts[0]:
+        vals = [p[c] for p in parts]
+        if isinstance(vals[0], pd.Categorical):
+            out[c] = pd.Categorical.from_codes(np.concatenate([v.codes for v in vals]),
+                                               vals[0].categories)
+        else:
+            out[c] = np.concatenate(vals)
+    return out
 
 
 def _validated(src: Workload, spec, upd: dict) -> Workload:
