@@ -27,9 +27,9 @@ it beside perfmodel in the environment that runs the benchmark, from the reposit
 
 (REPS, default 200: llm-analysis calls per batch, spread over REPS/10 interleaved rounds so that
 load from other processes hits every tool alike; perfmodel's single evaluations a quarter as
-many, the sweeps once per round. Pinned to one core where the OS allows. About a minute on an
-idle core; an earlier version took about 29 minutes, nearly all in a transformer sweep that
-expanded every configuration again.)
+many, the sweeps once per round. Pinned to one core where the OS allows. Well under a minute (a
+plan search of about 220,000 configurations is most of it); an earlier version took about 29
+minutes, nearly all in a transformer sweep that expanded every configuration again.)
 llm-analysis 0.2.2 installs and runs as is with Python 3.11, numpy 2 and pandas 3: nothing had
 to be pinned. Its command line gives the same figures as ``infer()`` here:
 ``python -m llm_analysis.analysis infer --model_name NousResearch_Llama-2-7b-hf --gpu_name
