@@ -40,7 +40,12 @@ def sweep_totals(df):
 def select_hardware(names: str | None) -> list[Hardware]:
     if not names:
         return [h for h in all_hardware() if h.kind != "cpu"]
-    return [load_hardware(n.strip()) for n in names.split(",") if n.strip()]
+    out: dict[str, Hardware] = {}  # by name: an alias (ironwood = tpu-v7) never lists a chip twice
+    for n in names.split(","):
+        if n.strip():
+            hw = load_hardware(n.strip())
+            out.setdefault(hw.name, hw)
+    return list(out.values())
 
 
 def select_workloads(names: str | None) -> list[Workload]:

@@ -137,12 +137,20 @@ class Alternative(Spec):
 class Interconnect(Spec):
     """Chip-to-chip links (filled in for collectives)."""
 
-    topology: Optional[Literal["torus2d", "torus3d", "switched", "none"]] = None
+    topology: Optional[Literal["torus2d", "torus3d", "switched", "full_mesh", "none"]] = Field(
+        None, description="torus2d | torus3d (TPU ICI), switched (NVLink through switches), "
+        "full_mesh (a node whose GPUs are wired pairwise, e.g. AMD Infinity Fabric: n GPUs use "
+        "n-1 links), none")
     links_per_chip: Optional[Count] = None
     link_bandwidth: Optional[Bandwidth] = Field(None, description="one-way, per link")
     hop_latency: Optional[Seconds] = None
     wraparound: Optional[Literal["whole_cubes_4", "full_axis_16", "none", "always"]] = None
-    domain_size: Optional[Count] = Field(None, description="GPUs per NVLink domain")
+    slice_shapes: Optional[Literal["cubes_4"]] = Field(
+        None, description="which slice shapes exist (unset: any): cubes_4 = 2x2x1, 2x2x2, "
+        "2x2x4, 2x4x4 or whole 4x4x4 cubes (every axis a multiple of 4)")
+    max_chips: Optional[Count] = Field(None, description="largest slice, chips (the pod)")
+    domain_size: Optional[Count] = Field(None, description="GPUs per scale-up domain (NVLink, "
+                                         "or the full mesh): the N of a slice 'N' or 'MxN'")
     scale_out_bandwidth: Optional[Bandwidth] = Field(None, description="per GPU NIC, one-way")
     dcn_bandwidth: Optional[Bandwidth] = Field(None, description="per chip, between slices")
     host_bandwidth: Optional[Bandwidth] = None
@@ -416,10 +424,25 @@ AxisNames = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator
 PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 
 
+# the fields a Hugging Face config.json can fill (perfmodel.model.hf_config); required in the
+# validated op, but a file that names a config: need not write them
+CONFIG_FIELDS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab", "mlp")
+
+
+def _config_or_fields(schema: dict) -> None:
+    """JSON Schema as files are written: the architecture fields, or a config: that fills them."""
+    req = schema.get("required", [])
+    schema["required"] = [f for f in req if f not in CONFIG_FIELDS]
+    schema["anyOf"] = [{"required": ["config"]}, {"required": [f for f in req
+                                                               if f in CONFIG_FIELDS]}]
+
+
 class TransformerOp(Spec):
     """A whole transformer step (train, prefill or decode). Not a kernel: loading the workload
     expands it (perfmodel.model.expand_workload) into per-layer matmul, attention, elementwise
     and collective ops with per-chip shapes, named as ledger paths (layer/attn/qkv)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_config_or_fields)
 
     kind: Literal["transformer"]
     name: str = Field(min_length=1)
@@ -459,6 +482,17 @@ class TransformerOp(Spec):
     top_k: Optional[Count] = Field(None, description="MoE: experts per token")
     capacity_factor: Optional[PosFloat] = Field(None, description="MoE: expert slots per "
                                                 "routed token (default 1.0)")
+    tie_embeddings: bool = Field(False, description="the output layer shares the embedding's "
+                                 "weights: counted once in params and memory, its matmul still "
+                                 "in FLOPs")
+    qkv_bias: bool = Field(False, description="the q, k and v projections carry a bias (Qwen2)")
+    sliding_window: Optional[Count] = Field(
+        None, description="attention over the last sliding_window tokens (Mistral, Gemma 2): "
+        "not modelled, so a seq beyond it is refused; null prices full attention")
+    config: Optional[str] = Field(
+        None, min_length=1, description="a Hugging Face config.json (path relative to the "
+        "workload file) that fills the architecture fields when the workload is loaded; "
+        "fields written in the op override it")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -490,6 +524,12 @@ class TransformerOp(Spec):
                                  f"e.g. top_k: 2)")
             if self.top_k > self.experts:
                 raise ValueError(f"top_k {self.top_k} is more than experts {self.experts}")
+        if self.sliding_window is not None and self.seq > self.sliding_window:
+            raise ValueError(
+                f"seq {self.seq} is longer than sliding_window {self.sliding_window}: the "
+                f"model attends to the last {self.sliding_window} tokens only, which perfmodel "
+                f"does not model; use seq <= {self.sliding_window}, or write sliding_window: "
+                f"null in the op to price full attention over seq (an upper bound)")
         if self.microbatches is not None and "pipeline" not in self.parallelism:
             raise ValueError("microbatches applies to pipeline parallelism: add "
                              "parallelism.pipeline or remove microbatches")

@@ -49,6 +49,7 @@ from . import expansion
 from .transformer import (Plan, array_plan, expand_op, first_row, group_of, make_plan,
                           memory_parts, param_ledger, row_inputs,
                           params_6pt, single_chip_plan)
+from .transformer import params_active
 
 MODEL_ROLES = ("fwd", "bwd")  # the roles whose FLOPs count as model FLOPs (not remat, optimizer)
 MAX_DECODE_BATCH = 1 << 24     # search limit for the compute-bound decode batch
@@ -80,6 +81,7 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     out["tokens_per_step"] = tokens
     out["params"] = params_6pt(spec)
     out["params_total"] = sum(param_ledger(spec).values())
+    out["params_active"] = params_active(spec)  # P plus the embedding (once when tied)
     out["flops_model"] = palm_flops(spec)
     out["flops_ledger"] = model_flops(hw, spec)
     pt = 6 if spec.mode == "train" else 2

@@ -222,9 +222,9 @@ def param_ledger(op: TransformerOp) -> dict[str, int]:
     D, H, N, K, F, V, L = (op.d_model, op.head_dim, op.heads, op.kv_heads, op.d_ff, op.vocab,
                            op.layers)
     E = op.experts or 1
-    out = {"embed/lookup": V * D,
+    out = {"embed/lookup": 0 if op.tie_embeddings else V * D,  # tied: lm_head/proj holds it
            "layer/norm1": L * D,
-           "layer/attn/qkv": L * D * (N + 2 * K) * H,
+           "layer/attn/qkv": L * (D + op.qkv_bias) * (N + 2 * K) * H,  # a bias: one more row
            "layer/attn/o": L * N * H * D,
            "layer/norm2": L * D}
     if op.experts:
@@ -247,11 +247,16 @@ def params_6pt(op: TransformerOp) -> int:
     return p
 
 
+def params_active(op: TransformerOp) -> int:
+    """Parameters a token uses: 6PT's P plus the embedding table (once when tied)."""
+    return params_6pt(op) + param_ledger(op)["embed/lookup"]
+
+
 def _layer_weights(op, plan: Plan) -> tuple[int, int]:
     """(non-expert, expert) parameters of one layer on one chip after tensor and expert
     sharding, before FSDP: what an FSDP all-gather of the layer produces."""
     D, H = op.d_model, op.head_dim
-    dense = D * (plan.heads + 2 * plan.kv_heads) * H + plan.heads * H * D + 2 * D
+    dense = (D + op.qkv_bias) * (plan.heads + 2 * plan.kv_heads) * H + plan.heads * H * D + 2 * D
     mlp = (_gate(op) + 1) * D * plan.d_ff
     if op.experts:
         return dense + D * op.experts, plan.experts * mlp
@@ -267,7 +272,8 @@ def local_params(op: TransformerOp, plan: Plan) -> int:
     embedding and output layer (by tensor and fsdp) and the final norm."""
     dense, expert = _layer_weights(op, plan)
     layers = plan.layers * math.ceil((dense + expert) / plan.fsdp)
-    return layers + 2 * math.ceil(_head_weights(op, plan) / plan.fsdp) + op.d_model
+    tables = 1 if op.tie_embeddings else 2  # tied: embedding and output layer share one
+    return layers + tables * math.ceil(_head_weights(op, plan) / plan.fsdp) + op.d_model
 
 
 # ---- dtypes -------------------------------------------------------------------------------
@@ -623,10 +629,11 @@ def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_
     d = fwd_embed[0]
     o.add("bwd", "elementwise", "embed/lookup.bwd", d["repeat"], shape=d["shape"], inputs=2,
           outputs=1, flops_per_element=float(EMBED_BWD_FLOPS))
-    o.coll("bwd", "embed/fsdp/reduce_scatter.bwd", "reduce_scatter", fsdp_ax,
-           _head_weights(op, P) * pb, 1)
-    o.coll("bwd", "embed/dp/all_reduce.bwd", "all_reduce", replicas,
-           math.ceil(_head_weights(op, P) / P.fsdp) * pb, 1)
+    if not op.tie_embeddings:  # tied: its gradient is reduced with the output layer's
+        o.coll("bwd", "embed/fsdp/reduce_scatter.bwd", "reduce_scatter", fsdp_ax,
+               _head_weights(op, P) * pb, 1)
+        o.coll("bwd", "embed/dp/all_reduce.bwd", "all_reduce", replicas,
+               math.ceil(_head_weights(op, P) / P.fsdp) * pb, 1)
 
     # optimizer: elementwise over this chip's parameters, computed in fp32 on the vector unit
     # whatever the parameter dtype. Bytes per parameter, read and written, counted in units of
