@@ -38,7 +38,7 @@ import pandas as pd
 
 from .formula import Ref
 from .specs import SpecError, TransformerOp, Workload, load_model, read_yaml
-from .topology import TORUS_DIMS, format_shape, parse_shape, physical_axes
+from .topology import GPU_TOPOLOGIES, TORUS_DIMS, format_shape, parse_shape, physical_axes
 
 SCHEMA_VERSION = 1
 REASONS = ("divisibility", "memory", "max_ttft", "max_tpot", "min_tokens_per_s")
@@ -175,19 +175,30 @@ def slice_shapes(hw, chips: int) -> list[str]:
                             f"chips; its slices are {shown}")
         if sold:
             shapes = {p for s in sold for p in itertools.permutations(s)}
-        else:
-            shapes = {f for f in _factorisations(chips, nd)}
+        else:  # every factorisation the chip's documented shapes allow (topology.py)
+            shapes = {f for f in _factorisations(chips, nd) if _valid(hw, f)}
+            if not shapes:
+                physical_axes(hw, next(_factorisations(chips, nd)))  # raises: says why
         return [format_shape(s) for s in sorted(shapes)]
-    if ic.topology == "switched":
+    if ic.topology in GPU_TOPOLOGIES:
         dom = ic.domain_size or chips
         if chips <= dom:
             return [str(chips)]
         if chips % dom:
-            raise SpecError(f"--chips {chips}: {hw.name} comes in NVLink nodes of {dom}; use a "
-                            f"multiple of {dom} or at most {dom}")
+            raise SpecError(f"--chips {chips}: {hw.name} comes in nodes of {dom} GPUs "
+                            f"(interconnect.domain_size); use a multiple of {dom} or at most "
+                            f"{dom}")
         return [f"{chips // dom}x{dom}"]
     raise SpecError(f"--chips {chips}: {hw.name} has no chip-to-chip interconnect; use "
                     f"--chips 1")
+
+
+def _valid(hw, shape: tuple) -> bool:
+    try:
+        physical_axes(hw, shape)
+    except SpecError:
+        return False
+    return True
 
 
 def _factorisations(n: int, k: int):
