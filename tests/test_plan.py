@@ -191,8 +191,11 @@ def test_slice_shapes():
     assert plan.slice_shapes(api.load_hardware("h100"), 4) == ["4"]
     with pytest.raises(SpecError, match="not sold in a slice of 12"):
         plan.slice_shapes(api.load_hardware("tpu-v5e"), 12)
-    # no slices: list: every factorisation into the torus's axes
+    # no slices: list: every factorisation into the torus's axes the chip's rules allow
     assert "1x2x4" in plan.slice_shapes(api.load_hardware("tpu-v4"), 8)
+    # TPU7x (slice_shapes: cubes_4): 32 chips are 2x4x4 in its three orders, never 1x4x8
+    assert plan.slice_shapes(api.load_hardware("tpu-v7"), 32) == ["2x4x4", "4x2x4", "4x4x2"]
+    assert plan.slice_shapes(api.load_hardware("mi300x"), 16) == ["2x8"]  # full-mesh nodes
 
 
 def test_identical_axes_are_searched_once():
