@@ -387,7 +387,7 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     if output:
         from .report.sweep_report import write_sweep
 
-        for p in write_sweep(Path(output), table, tot, fields, hws):
+        for p in write_sweep(Path(output), table, tot, fields, hws, wl):
             click.echo(f"wrote {p}")
 
 

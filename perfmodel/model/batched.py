@@ -198,7 +198,7 @@ def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
             g["compute"] = g["compute"] + np.where(is_c, t, 0.0)
             g["memory"] = g["memory"] + np.where(is_c, 0.0, t)
         executed = executed + cost["flops"]
-    stretch = _stack([pipeline_stretch(m.plan) for m in group], sizes)
+    stretch = _stack([pipeline_stretch(m.plan.pp, m.plan.microbatches) for m in group], sizes)
     t_lower = t_upper = t_cal = zero
     seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
     for name, g in groups.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..roofline import speedup
 from ..units import fmt_si
 
 COLUMNS = [  # (field, header, unit or None for a plain number, percent?)
@@ -100,12 +101,12 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
         cells = [op]
         for n in names:
             r = results[n][i]
-            sp = results[base][i]["t_lower"] / r["t_lower"] if r["t_lower"] else None
+            sp = speedup(results[base][i]["t_lower"], r["t_lower"]) if r["t_lower"] else None
             cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound']}" +
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
     tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
-    body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{tot[base] / tot[n]:.2f}" if n != base else "")
+    body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
                                      for n in names])
     totals = totals or {}
     for key, label, fmt in (("usd_per_step", "$ per step (all chips)", "${:.4g}"),
