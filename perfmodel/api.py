@@ -80,11 +80,11 @@ def roofline_png(hw, series, path):
 
 
 def write_workbook(path: Path, workloads, hardware, active: str | None = None,
-                   measured_collectives=None, calibration=None) -> Path:
+                   measured_collectives=None, calibration=None, plan=None) -> Path:
     from .report.workbook import write_workbook as _write
 
     return _write(Path(path), workloads, hardware, active=active,
-                  measured_collectives=measured_collectives, calibration=calibration)
+                  measured_collectives=measured_collectives, calibration=calibration, plan=plan)
 
 
 def measure_collectives(quick: bool = True) -> list[dict]:

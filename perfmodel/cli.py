@@ -489,6 +489,95 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
             click.echo(f"wrote {p}")
 
 
+def _numbers(text, flag, kind=int):
+    """'1,2,4' -> [1, 2, 4]; a bad item is bad input (exit 2) naming the flag."""
+    from .specs import SpecError
+
+    if text is None:
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            v = kind(item.strip())
+        except ValueError:
+            raise SpecError(f"{flag} {text!r}: {item.strip()!r} is not a whole number; write "
+                            f"e.g. {flag} 8 or {flag} 8,16,32") from None
+        if v < 1:
+            raise SpecError(f"{flag} {text!r}: {v} must be at least 1")
+        out.append(v)
+    return out
+
+
+@main.command()
+@click.option("--workload", "-w", required=True,
+              help="A workload with one transformer op (built-in name, workloads/models/ name, "
+                   "or YAML path); fields it omits (mode, batch, slice, mesh, parallelism, "
+                   "remat, grad_accum, microbatches) are searched.")
+@click.option("--hardware", "-H", required=True, help="Comma-separated chips.")
+@click.option("--chips", default=None, metavar="N[,N...]",
+              help="Chip counts to search [default: the slices each chip is sold in].")
+@click.option("--mode", type=click.Choice(["train", "prefill", "decode"]), default=None,
+              help="Override or supply the op's mode.")
+@click.option("--batch", default=None, metavar="B[,B...]",
+              help="Batch sizes (sequences per step) [default: the op's, else 1,2,4..1024].")
+@click.option("--max-ttft", type=float, default=None, metavar="SECONDS",
+              help="Prefill: the longest time to first token allowed.")
+@click.option("--max-tpot", type=float, default=None, metavar="SECONDS",
+              help="Decode: the longest time per output token allowed.")
+@click.option("--min-tokens-per-s", type=float, default=None, metavar="X",
+              help="The fewest tokens per second allowed (whole job).")
+@click.option("--objective", type=click.Choice(["tokens_per_s", "cost", "latency"]),
+              default="tokens_per_s", show_default=True,
+              help="Rank by throughput, USD per million tokens, or step time.")
+@click.option("--top", "top_k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many configurations to list.")
+@click.option("--hbm-fraction", type=float, default=0.9, show_default=True,
+              help="The share of HBM a configuration may fill.")
+@click.option("--explain", "explain_rank", type=click.IntRange(min=1), default=None,
+              metavar="RANK", help="Print that rank's workload YAML and why it ranks there.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--csv", "csv_path", type=click.Path(), default=None,
+              help="Write the top configurations as CSV.")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Write a workbook (Plan sheet and the best configuration's sheets) and a "
+                   "Pareto PNG beside it.")
+def plan(workload, hardware, chips, mode, batch, max_ttft, max_tpot, min_tokens_per_s,
+         objective, top_k, hbm_fraction, explain_rank, as_json, csv_path, output):
+    """Search slices, meshes, strategies, remat, grad_accum and batch sizes for one model and
+    rank the configurations that fit memory and the latency limits."""
+    from . import api
+    from . import plan as _plan
+
+    for p, suffix in ((csv_path, ".csv"), (output, ".xlsx")):
+        if p:
+            api.check_output(Path(p), suffix)
+    req = _plan.load_request(workload, mode=mode, batches=_numbers(batch, "--batch"),
+                             max_ttft=max_ttft, max_tpot=max_tpot,
+                             min_tokens_per_s=min_tokens_per_s, objective=objective,
+                             hbm_fraction=hbm_fraction)
+    hws = api.select_hardware(hardware)
+    res = _plan.search(req, hws, _numbers(chips, "--chips"), progress=True)
+    if explain_rank is not None:
+        click.echo(_plan.explain_text(res, explain_rank))
+    elif as_json:
+        _json_out(_plan.to_json(res, top_k))
+    else:
+        click.echo(_plan.table_text(res, top_k))
+    if csv_path:
+        from .atomic import atomic_path
+
+        with atomic_path(Path(csv_path)) as tmp:
+            _plan.csv_table(res, top_k).to_csv(tmp, index=False)
+        if not as_json:
+            click.echo(f"wrote {csv_path}")
+    if output:
+        from .report.plan_report import write_outputs
+
+        for p in write_outputs(res, top_k, Path(output)):
+            if not as_json:
+                click.echo(f"wrote {p}")
+
+
 @main.command()
 @click.option("--measurements", "-m", default="reports/measurements.csv", show_default=True,
               type=click.Path(dir_okay=False), help="CSV written by `perfmodel bench` (here or on a TPU/GPU host).")

@@ -31,6 +31,8 @@ MAX_GRID_POINTS = 100_000_000
 MAX_ROWS = 20_000_000
 # a transformer sweep expands the model again for every configuration (about 1 ms each)
 MAX_MODEL_CONFIGS = 100_000
+# ...except a sweep of batch, grad_accum or microbatches: one expansion, evaluated on arrays
+MAX_BATCHED_CONFIGS = 100 * MAX_MODEL_CONFIGS
 # rows per chunk when `sweep --csv` streams its table (bounds memory, drives the progress bar)
 CSV_CHUNK_ROWS = 200_000
 

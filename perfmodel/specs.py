@@ -225,6 +225,12 @@ def _tile(v: Any) -> Any:
     return v
 
 
+def _slice_text(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # a GPU node written as a bare number: slice: 8
+    return v
+
+
 class Hardware(Spec):
     name: Name
     kind: Literal["tpu", "gpu", "cpu"]
@@ -248,6 +254,9 @@ class Hardware(Spec):
         None, description="flash attention query block rows, overriding the on-chip fit")
     interconnect: Interconnect = Interconnect()
     price_per_hour: Optional[NonNegFloat] = Field(None, description="USD per chip-hour")
+    slices: Optional[list[Annotated[str, BeforeValidator(_slice_text)]]] = Field(
+        None, description="slice shapes the chip is sold in (TPU '2x4'; GPU 'N' or 'MxN'); "
+        "perfmodel plan searches them when --chips is not given")
     sources: dict[str, Union[str, list[str]]] = Field(description="citation per field")
     alternatives: dict[str, list[Alternative]] = {}
     calibration: Optional[Calibration] = None
@@ -262,7 +271,14 @@ class Hardware(Spec):
                              f"vector_flops: {{fp32: 14 TFLOP/s}} with a source")
         need = ["peak_flops", "hbm_capacity", "hbm_bandwidth", "onchip_memory"]
         need += [f for f in ("vector_flops", "transcendental_flops", "flash_block_q",
-                             "matmul_tile", "price_per_hour") if getattr(self, f) is not None]
+                             "matmul_tile", "price_per_hour", "slices")
+                 if getattr(self, f) is not None]
+        for text in self.slices or []:
+            from .topology import parse_shape
+            try:
+                parse_shape(text)
+            except SpecError as e:
+                raise ValueError(f"slices: {e}") from None
         missing = [f for f in need if f not in self.sources]
         if missing:
             raise ValueError(f"sources must cite {', '.join(missing)} (every number needs a citation)")
@@ -476,8 +492,11 @@ class TransformerOp(Spec):
     causal: bool = True
     optimizer: Literal["adam", "sgd"] = Field("adam", description="train only; adam keeps two "
                                               "fp32 moments, sgd no state")
-    remat: Literal["none", "full"] = Field("none", description="full: recompute the forward "
-                                           "once in the backward (train only)")
+    remat: Literal["none", "dots", "full"] = Field(
+        "none", description="train only: full recomputes the forward once in the backward; "
+        "dots keeps the matmul outputs and recomputes the rest (JAX's checkpoint_dots)")
+    grad_accum: Count = Field(1, description="train only: gradient accumulation steps per "
+                              "optimizer step (batch stays per optimizer step)")
     parallelism: dict[Annotated[Literal[STRATEGIES], BeforeValidator(_aliased(_STRATEGY_ALIASES))], AxisNames] = \
         Field({}, description="strategy -> mesh axis name or list of names")
     overlap: bool = Field(True, description="headline figures at t_lower (true) or t_upper")
@@ -544,7 +563,7 @@ class TransformerOp(Spec):
                              f"param_dtype bf16 or fp32 for training")
         if self.mode != "train":
             # a non-default value (a dump of the spec repeats the defaults, so those pass)
-            extra = [f for f in ("optimizer", "remat")
+            extra = [f for f in ("optimizer", "remat", "grad_accum")
                      if getattr(self, f) != type(self).model_fields[f].default]
             if extra:
                 raise ValueError(f"{' and '.join(extra)} only apply to mode: train (mode is "
@@ -559,12 +578,6 @@ OP_SPECS: dict[str, type[Spec]] = {
 
 Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp, TransformerOp],
                Field(discriminator="kind")]
-
-
-def _slice_text(v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)  # a GPU node written as a bare number: slice: 8
-    return v
 
 
 class Workload(Spec):

@@ -426,8 +426,25 @@ def group(hw, slice_shape, mesh: dict[str, int], axes, slices: int = 1) -> Group
     )
 
 
+_GROUPS: dict[tuple, tuple] = {}
+
+
 def workload_group(hw, wl, axes) -> Group:
-    """``group`` for a workload's slice, slices and mesh, with errors naming the fields."""
+    """``group`` for a workload's slice, slices and mesh, with errors naming the fields
+    (remembered per chip spec object and layout: a plan search asks for the same groups of
+    every configuration of a mesh)."""
+    key = (id(hw), wl.slice, wl.slices, tuple((wl.mesh or {}).items()), tuple(axes))
+    hit = _GROUPS.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    g = _workload_group(hw, wl, axes)
+    if len(_GROUPS) > 100_000:
+        _GROUPS.clear()
+    _GROUPS[key] = (hw, g)
+    return g
+
+
+def _workload_group(hw, wl, axes) -> Group:
     if not wl.slice:
         raise SpecError(f"workload {wl.name!r} has collective ops but no 'slice': add a top-level "
                         f"slice (e.g. slice: 16x16) and mesh, or pass --slice")

@@ -35,17 +35,21 @@ Utilisation, by convention (PaLM, Chowdhery et al. 2022, appendix B):
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 
 from .. import precision
-from ..engine import hw_env, op_columns
+from ..engine import hw_env, op_columns, op_cost
 from ..formula import NS, Ref, fmax, rsum, sumif, where
-from ..specs import OP_SPECS, Hardware, Workload
+from ..ops import REGISTRY
+from ..roofline import COLUMNS
+from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from . import expansion
-from .transformer import (Plan, expand_op, group_of, make_plan, memory_parts, param_ledger,
-                          params_6pt, params_active, single_chip_plan)
+from .transformer import (Plan, array_plan, expand_op, first_row, group_of, make_plan,
+                          memory_parts, param_ledger, params_6pt, params_active, row_inputs,
+                          single_chip_plan)
 
 MODEL_ROLES = ("fwd", "bwd")  # the roles whose FLOPs count as model FLOPs (not remat, optimizer)
 MAX_DECODE_BATCH = 1 << 24     # search limit for the compute-bound decode batch
@@ -253,14 +257,17 @@ def matmul_rate_name(spec) -> str:
     return precision.matrix_name(spec.compute_dtype or spec.dtype, spec.precision)
 
 
-def palm_flops(spec) -> float:
+def palm_flops(spec, batch=None):
     """PaLM's model FLOPs per step (appendix B): per token 6P + 12 L N H T to train, the
-    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length)."""
-    tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
+    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length). ``batch``
+    (sequences, a number or an array) replaces the spec's."""
+    batch = spec.batch if batch is None else batch
+    tokens = batch * (1 if spec.mode == "decode" else spec.seq)
     p = params_6pt(spec)
     attn = spec.layers * spec.heads * spec.head_dim * spec.seq
     per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn
-    return float(tokens * per_token)
+    return (tokens * per_token).astype(float) if hasattr(tokens, "astype") \
+        else float(tokens * per_token)
 
 
 def bubble_fraction(stages, microbatches):
@@ -289,9 +296,9 @@ def model_flops(hw: Hardware, spec) -> float:
         spec = spec.model_copy(update={"capacity_factor": None})  # None: the default, 1.0
     items = expand_op(spec, single_chip_plan(spec))
     total = 0.0
-    for op, role in _ops(items):
-        if role in MODEL_ROLES and op.kind != "collective":
-            total += float(op_columns(op, hw)[1]["flops"])
+    for op, role in _ops([(d, r) for d, r in items
+                          if r in MODEL_ROLES and d["kind"] != "collective"]):
+        total += float(op_cost(op, hw)[1]["flops"])
     return total
 
 
@@ -299,10 +306,35 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     """The smallest batch (sequences, whole job) at which a decode step's layer matmuls
     (projections, MLP; not attention, whose KV reads grow with the batch too: AI ~ heads /
     kv_heads) are compute-bound, i.e. their FLOPs / peak >= t_memory; None if not below
-    MAX_DECODE_BATCH. Searched by doubling then bisection in steps the sharding allows."""
+    MAX_DECODE_BATCH.
+
+    Closed form for a dense model: with k sequences per chip per microbatch every layer matmul
+    has m = k rows, so margin(k) = FLOPs / peak - t_memory = a + b k is affine in k (FLOPs
+    2 k K N, bytes e k (K + N) + w K N: the useful FLOPs, not padded to the matrix tile); the
+    answer is k* = ceil(-a / b) when b > 0 (when -a / b is within 1e-6 of a whole number,
+    checked against margin at k* and k* - 1, so float rounding cannot move it), times the
+    sequences one k stands for. A mixture of experts (the
+    active experts grow with k) is searched by doubling then bisection."""
     base = make_plan(spec, mesh)
     peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
+    if not spec.experts:
+        f1, f2 = decode_matmul_margin(hw, spec, mesh, np.array([1, 2]))
+        slope = f2 - f1
+        if slope <= 0:
+            return None
+        q = -(f1 - slope) / slope
+        k = max(1, math.ceil(q))
+        near_tie = abs(q - round(q)) <= 1e-6 * max(1.0, abs(q))
+        for _ in range(4 if near_tie else 0):  # settle a float tie at the boundary
+            lo, hi = decode_matmul_margin(hw, spec, mesh, np.array([max(k - 1, 1), k]))
+            if hi < 0:
+                k += 1
+            elif k > 1 and lo >= 0:
+                k -= 1
+            else:
+                break
+        return k * step if k * step <= MAX_DECODE_BATCH else None
 
     def bound(k: int) -> bool:
         s = spec.model_copy(update={"batch": k * step})
@@ -330,3 +362,27 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
         else:
             lo = mid
     return hi * step
+
+
+T_MEMORY = dict(COLUMNS)["t_memory"]  # hbm_bytes / hbm_bandwidth, as the roofline defines it
+
+
+def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.ndarray):
+    """FLOPs / peak - t_memory of a decode step's layer matmuls with ``per_chip`` sequences
+    per chip per microbatch (an array): >= 0 where they are compute-bound (the useful FLOPs,
+    as summary.decode_compute_bound_batch defines it)."""
+    base = make_plan(spec, mesh)
+    step = base.batch_shards * base.microbatches
+    rep = spec.model_copy(update={"batch": step})
+    plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
+    peak = matmul_peak(hw, spec)
+    flops = t_mem = 0.0
+    for d, _ in expand_op(rep, plan):
+        if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
+            continue
+        op = OP_SPECS["matmul"].model_validate(first_row(d))
+        cell = REGISTRY["matmul"].inputs(op, None)
+        _, cost, h = op_cost(op, hw, None, inputs=row_inputs("matmul", cell, d))
+        flops = flops + cost["flops"]
+        t_mem = t_mem + T_MEMORY(NS({**h, **cost}))  # the roofline's own column
+    return flops / peak - t_mem

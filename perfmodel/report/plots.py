@@ -87,3 +87,45 @@ def save(fig, path) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both (lower x, higher y), by x."""
+    order = np.lexsort((-y, x))
+    front, best = [], -np.inf
+    for i in order:
+        if y[i] > best:
+            front.append(i)
+            best = y[i]
+    return np.asarray(front, dtype=int)
+
+
+def pareto_png(x, y, labels, path: Path, xlabel: str, title: str,
+               max_points: int = 20_000) -> Path:
+    """Scatter of configurations (x: latency or cost, y: tokens/s per chip), one colour per
+    chip, the Pareto frontier drawn as a step line."""
+    x, y, labels = np.asarray(x, float), np.asarray(y, float), np.asarray(labels)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    x, y, labels = x[ok], y[ok], labels[ok]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    rng = np.random.default_rng(0)
+    for chip in sorted(set(labels)):
+        idx = np.flatnonzero(labels == chip)
+        if idx.size > max_points:  # a readable cloud; the frontier uses every point
+            idx = rng.choice(idx, max_points, replace=False)
+        ax.scatter(x[idx], y[idx], s=8, alpha=0.35, label=chip)
+    if x.size:
+        f = pareto_front(x, y)
+        ax.step(x[f], y[f], where="post", color="black", lw=1.5, label="Pareto frontier")
+        ax.scatter(x[f], y[f], s=18, color="black", zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("tokens/s per chip")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)

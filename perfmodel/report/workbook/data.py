@@ -84,6 +84,7 @@ class BookData:
     rows: list[OpRow]
     hw_params: list[str]
     models: list  # (workload, model.Expansion) for transformer workloads
+    plan: object = None  # perfmodel plan's ranked configurations (a DataFrame) or None
 
     @property
     def chips(self) -> list[str]:
