@@ -669,7 +669,7 @@ def table_text(result: Result, k: int) -> str:
         show["memory_bytes_per_chip"] = [_fmt_b(v) for v in show["memory_bytes_per_chip"]]
         for c in ("tokens_per_s", "tokens_per_s_per_chip"):
             show[c] = [f"{v:,.0f}" for v in show[c]]
-        show["mfu"] = [f"{v:.3f}" for v in show["mfu"]]
+        show["mfu"] = [f"{100 * v:.1f}%" for v in show["mfu"]]
         if "usd_per_mtok" in show:
             show["usd_per_mtok"] = [f"{v:.4g}" for v in show["usd_per_mtok"]]
         with pd.option_context("display.width", 250, "display.max_columns", 30,
@@ -706,7 +706,7 @@ def explain_text(result: Result, rank: int) -> str:
     out = [f"# rank {rank} on {hw.name}: perfmodel roofline -H {hw.name} -w FILE gives the same "
            f"figures", text.rstrip(), "", "why:"]
     out.append(f"  step {fmt_si(tot['t_step'], 's')} ({tot['t_step_basis']}), "
-               f"{tot['tokens_per_s']:,.0f} tokens/s, MFU {tot['mfu']:.3f}")
+               f"{tot['tokens_per_s']:,.0f} tokens/s, MFU {100 * tot['mfu']:.1f}%")
     for g, tl in tot["group_times"].items():
         out.append(f"  {g:<10} {fmt_si(tl, 's'):>10}  {tot['bounds'][g]}-bound")
     parts = ", ".join(f"{k} {_fmt_b(v)}" for k, v in tot["memory_parts"].items() if v)

@@ -68,10 +68,14 @@ def step_block(total: dict) -> str:
              + (f", t_calibrated {fmt_si(t['t_calibrated'], 's')}" if "t_calibrated" in t else "")
              + f"; figures at {t['t_step_basis']}"]
     pt = "flops_6pt" if "flops_6pt" in t else "flops_2pt"
+    over = (t.get("mfu") or 0) > 1  # PaLM's count takes every attention score; causal skips half
     lines.append(f"  MFU {pct(t['mfu'])} (PaLM model FLOPs {fmt_si(t['flops_model'], 'FLOP')}), "
                  f"HFU {pct(t['hfu'])} (every executed FLOP), at {fmt_si(t['peak_used'], 'FLOP/s')}"
                  f" per chip; {fmt_si(t['tokens_per_s'])} tokens/s; {pt[6:].upper()} "
                  f"{fmt_si(t[pt], 'FLOP')}")
+    if over:
+        lines.append("  (MFU above 100%: PaLM's model FLOPs count every attention score, while a "
+                     "causal kernel skips the masked half; HFU counts what runs)")
     parts = ", ".join(f"{k} {fmt_si(v, 'B')}" for k, v in t["memory_parts"].items() if v)
     verdict = "fits" if t["fits_memory"] else "DOES NOT FIT"
     lines.append(f"  memory per chip {fmt_si(t['memory_bytes_per_chip'], 'B')} of "
@@ -106,9 +110,20 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
     tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
-    body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
+    body.append(["sum of t_lower"] + [fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
                                      for n in names])
     totals = totals or {}
+    if all("t_step" in totals.get(n, {}) for n in names):  # whole models: the step's figures
+        step = {n: totals[n] for n in names}
+        body.append(["step t_step"] + [
+            fmt_si(step[n]["t_step"], "s") + (f" x{speedup(step[base]['t_step'], step[n]['t_step']):.2f}"
+                                              if n != base else "") for n in names])
+        body.append(["MFU"] + [_cell(step[n].get("mfu"), None, True) for n in names])
+        body.append(["tokens/s"] + [fmt_si(step[n]["tokens_per_s"]) if step[n].get("tokens_per_s")
+                                    else "-" for n in names])
+        body.append(["memory per chip"] + [
+            fmt_si(step[n]["memory_bytes_per_chip"], "B")
+            + ("" if step[n].get("fits_memory", True) else " DOES NOT FIT") for n in names])
     for key, label, fmt in (("usd_per_step", "$ per step (all chips)", "${:.4g}"),
                             ("usd_per_mtok", "$ per million tokens", "${:.4g}"),
                             ("flop_per_usd", "FLOP per $", "{:.3g}")):

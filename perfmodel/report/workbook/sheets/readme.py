@@ -39,13 +39,19 @@ def write(book, ws, data, layout):
          "recomputes. Structural choices (impl, dtype) are fixed per row: rerun perfmodel to change them.", None),
         ("", None),
         ("How bounds are defined:", "bold"),
-        ("- t_compute = flops_exec / peak FLOP/s of the op's dtype (flops_exec pads matmul dims up to the chip's "
-         "matmul_tile_m/k/n).", None),
+        ("- t_compute = flops_exec / peak_used (flops_exec pads matmul dims up to the chip's matmul_tile_m/k/n). "
+         "peak_used is the rate of the unit the op runs on: a matmul's matrix_rate_<dtype> (an fp32 product at "
+         "JAX precision high/highest: matrix_rate_fp32_high/_highest, e.g. 3 or 6 bf16 passes on a TPU), an "
+         "elementwise op's vector_rate_<dtype>; attention adds its softmax at vector_rate and its exps at "
+         "transcendental_rate. Those rates are rows of Hardware, formulas over each chip's peaks.", None),
         ("- t_memory = hbm_bytes / hbm_bandwidth.  t_comm = collective time (links, hops x hop_latency).", None),
         ("- t_lower = MAX of the terms (perfect overlap); t_upper = SUM of the terms (no overlap).", None),
         ("- bound = the largest term. intensity = flops / hbm_bytes; ridge = peak / hbm_bandwidth (compute-bound iff "
          "intensity > ridge).", None),
-        ("- MFU = flops / (t_lower x peak); MBU = hbm_bytes / (t_lower x hbm_bandwidth); both at the lower bound.", None),
+        ("- MFU = flops / (t_lower x peak_used); MBU = hbm_bytes / (t_lower x hbm_bandwidth); both at the lower "
+         "bound, so an op at its own unit's peak shows 100% (an fp32 'highest' product too, at its slower rate). A "
+         "whole model's MFU (Model sheet) counts PaLM's model FLOPs, every attention score included: a causal "
+         "kernel that skips masked blocks can show above 100%; HFU counts what runs.", None),
         ("- fits_onchip (attention): whether the kernel's on-chip working set fits onchip_memory; a 'no' row (red) is "
          "an infeasible schedule whose times are shown only for comparison.", None),
         ("- Units: SI throughout (bytes, seconds, FLOP/s, B/s), named in each column header. Counts show with "
