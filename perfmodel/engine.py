@@ -16,7 +16,7 @@ from . import calibrated
 from .formula import NS, BinOp, Call, Cmp, Ref, symbols
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
-from .specs import DTYPE_BYTES, Hardware, SpecError, Workload
+from .specs import DTYPE_BYTES, INDEX_DTYPES, Hardware, SpecError, Workload
 
 TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
                 "t_calibrated"]
@@ -53,6 +53,9 @@ HW_PARAMS = ["hbm_bandwidth", "hbm_capacity", "onchip_memory", "matmul_tile"] + 
 
 
 def peak_key(hw: Hardware, dtype: str) -> str:
+    # integer and bool arrays (indices, masks) have no rate on any chip sheet: fp32's prices them
+    if dtype in INDEX_DTYPES and dtype not in hw.peak_flops and "fp32" in hw.peak_flops:
+        return "peak_flops_fp32"
     if dtype not in hw.peak_flops:
         raise SpecError(
             f"hardware {hw.name!r} has no peak_flops for dtype {dtype!r} (it lists "

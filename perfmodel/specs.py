@@ -24,9 +24,17 @@ from . import units
 
 # ---- scalar types -------------------------------------------------------------------------
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1,
+               # integer and bool arrays of real programs (indices, masks; perfmodel analyze)
+               "int16": 2, "int32": 4, "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4,
+               "uint64": 8, "bool": 1}
+# dtypes without a rate of their own on any chip sheet: priced at fp32's (engine.peak_key)
+INDEX_DTYPES = ("int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
 DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32",
-                 "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+                 "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
+                 "i8": "int8", "s8": "int8", "i16": "int16", "s16": "int16", "i32": "int32",
+                 "s32": "int32", "i64": "int64", "s64": "int64", "u8": "uint8", "u16": "uint16",
+                 "u32": "uint32", "u64": "uint64", "pred": "bool", "f32": "fp32", "f16": "fp16"}
 
 
 def _dtype(v: Any) -> Any:
@@ -36,7 +44,8 @@ def _dtype(v: Any) -> Any:
     return v
 
 
-DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8"], BeforeValidator(_dtype)]
+DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int16", "int32", "int64",
+                          "uint8", "uint16", "uint32", "uint64", "bool"], BeforeValidator(_dtype)]
 
 
 def _unit(kind: str, bare_ok: bool = False, positive: bool = False):
@@ -72,6 +81,8 @@ def _unit_schema(kind: str, bare_ok: bool = False):
 
 
 Bytes = Annotated[float, _unit("bytes", bare_ok=True), _unit_schema("bytes", bare_ok=True)]
+PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
+                     _unit_schema("bytes", bare_ok=True)]
 Bandwidth = Annotated[float, _unit("bandwidth"), _unit_out("B/s"), _unit_schema("bandwidth")]
 FlopRate = Annotated[float, _unit("flop_rate"), _unit_out("FLOP/s"), _unit_schema("flop_rate")]
 Seconds = Annotated[float, _unit("time"), _unit_out("s"), _unit_schema("time")]
@@ -191,6 +202,10 @@ class ElementwiseOp(OpBase):
     flops_per_element: NonNegFloat = 1.0
     in_place: bool = Field(False, description="outputs overwrite inputs (donated buffers): the "
                                               "working set a cache must hold is the inputs only")
+    bytes: Optional[PosBytes] = Field(
+        None, description="the bytes moved, when they are not inputs + outputs arrays of shape "
+        "x dtype (a fused kernel whose operands differ in shape or dtype, as perfmodel analyze "
+        "writes them)")
 
     @model_validator(mode="after")
     def _moves(self):
@@ -253,8 +268,6 @@ def _one_or_more(hint: str):
     return names
 
 
-PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
-                     _unit_schema("bytes", bare_ok=True)]
 
 
 class CollectiveOp(OpBase):
