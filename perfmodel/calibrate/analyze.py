@@ -794,9 +794,15 @@ def _lower(fn, args):
     except Exception as e:  # the user's function: any error is bad input for us
         name = getattr(fn, "__name__", repr(fn))
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        hint = ("Check --args (shapes and dtypes, in the function's argument order) and "
+                "--static.")
+        if "does not match the specs of the input" in str(e):
+            hint = ("A shard_map over a mesh with Explicit axes needs arguments sharded as its "
+                    "in_specs; for abstract arguments make the mesh with Auto axes "
+                    "(jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * "
+                    "len(names))) or pass jax.ShapeDtypeStruct(..., sharding=...) from Python.")
         raise SpecError(f"lowering {name}({', '.join(_describe(a) for a in args)}) failed: "
-                        f"{type(e).__name__}: {first}. Check --args (shapes and dtypes, in "
-                        f"the function's argument order) and --static.") from None
+                        f"{type(e).__name__}: {first} {hint}") from None
 
 
 def _describe(a) -> str:
