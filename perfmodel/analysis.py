@@ -23,6 +23,8 @@ RELATIONS = {
     "collective-reduction": "perfmodel counts a reduce_scatter / all_reduce's reduction as "
                             "(n-1)/n x V/elem_bytes per device (ops/collectives.py), XLA one "
                             "flop per output element",
+    "loop-trip-count": "a counted loop's body (jax scan, fori_loop) is priced once per trip "
+                       "(the rows' repeat); XLA's cost analysis counts a loop body once",
     "compile-artefacts": "the compiled count differs from the lowered one by the backend's own "
                          "rewrites (bf16 emulated through converts on CPU, constant folding, "
                          "fusion recomputation; perfmodel check names them per kernel); the "
@@ -157,31 +159,36 @@ def _rel(a, b):
 
 
 def xla_agreement(total_flops: float, rows: list[dict], xla: dict) -> dict:
-    """Whether the total agrees with XLA's compiled count (1%), else which relation explains
-    the difference: our collective convention (the difference between the engine's and XLA's
-    counts on the collective rows), and/or the lowered program (compile artefacts)."""
+    """Whether the total agrees with XLA's compiled count (1%), else which relations explain
+    the difference, each a term computed from the rows: our collective convention (the
+    engine's minus XLA's count on the collective rows), loop bodies counted per trip (a row's
+    flops x (1 - 1/repeat)), and the lowered program's count (compile artefacts)."""
     comp, low = xla.get("xla_flops_compiled"), xla.get("xla_flops_lowered")
-    coll = sum((r.get("flops") or 0.0) - (r.get("xla_flops") or 0.0) for r in rows
-               if r["kind"] == "collective")
+    coll = sum((r.get("flops") or 0.0) - (r.get("xla_flops") or 0.0) * (r.get("repeat") or 1)
+               for r in rows if r["kind"] == "collective")
+    loop = sum((r.get("flops") or 0.0) * (1 - 1 / r["repeat"]) for r in rows
+               if r["kind"] != "unpriced" and (r.get("repeat") or 1) > 1)
     out = {"flops_ratio_compiled": None if not comp else total_flops / comp,
-           "flops_ratio_lowered": None if not low else total_flops / low}
+           "flops_ratio_lowered": None if not low else total_flops / low,
+           "status": "MISMATCH" if comp is not None or low is not None else "no XLA count",
+           "relation": ""}
 
     def close(a, b):
         return b is not None and (abs(a - b) <= TOLERANCE * abs(b) if b else abs(a) <= 0.5)
 
-    if close(total_flops, comp):
-        out.update(status="ok", relation="")
-    elif close(total_flops - coll, comp):
-        out.update(status="explained", relation="collective-reduction")
-    elif close(total_flops, low):
-        out.update(status="explained", relation="compile-artefacts")
-    elif close(total_flops - coll, low):
-        out.update(status="explained", relation="collective-reduction, compile-artefacts")
-    else:
-        out.update(status="MISMATCH" if comp is not None or low is not None else "no XLA count",
-                   relation="")
-    if out["relation"]:
-        out["relation_reason"] = "; ".join(RELATIONS[r.strip()] for r in out["relation"].split(","))
+    terms = [("", 0.0)] + [(n, v) for n, v in (("collective-reduction", coll),
+                                               ("loop-trip-count", loop)) if v]
+    if coll and loop:
+        terms.append(("collective-reduction, loop-trip-count", coll + loop))
+    for target, value in (("", comp), ("compile-artefacts", low)):
+        for name, adj in terms:
+            if close(total_flops - adj, value):
+                rel = ", ".join(x for x in (name, target) if x)
+                out.update(status="ok" if not rel else "explained", relation=rel)
+                if rel:
+                    out["relation_reason"] = "; ".join(RELATIONS[r.strip()]
+                                                       for r in rel.split(","))
+                return out
     return out
 
 

@@ -96,6 +96,7 @@ class Instr:
     op_name: str = ""
     root: bool = False
     index: int = 0          # a parameter's number
+    literal: str = ""       # a constant's value
 
     @property
     def nbytes(self) -> float:
@@ -191,7 +192,8 @@ def parse_hlo(text: str) -> tuple[dict, str]:
         meta = re.search(r'op_name="((?:[^"\\]|\\.)*)"', attrs)
         cur.append(Instr(m.group(2), _shapes(type_text), opcode, operands, attrs,
                          meta.group(1).replace("\\'", "'") if meta else "",
-                         bool(m.group(1)), int(args) if opcode == "parameter" else 0))
+                         bool(m.group(1)), int(args) if opcode == "parameter" else 0,
+                         args if opcode == "constant" else ""))
     if entry is None:
         raise SpecError("the lowered program has no ENTRY computation; perfmodel analyze "
                         "cannot read this HLO")
@@ -261,6 +263,7 @@ class Node:
     scope: str
     bwd: bool
     where: str = ""         # "loop body" / "conditional branch" when not straight-line
+    trip: int = 1           # times a loop body runs (known trip counts multiplied)
     users: list = field(default_factory=list)
 
 
@@ -282,15 +285,39 @@ class Program:
             i = self.alias[i]
         return i
 
-    def _node(self, ins, operands, where, outer=("", False)) -> int:
+    def _node(self, ins, operands, where, outer=("", False), trip=1) -> int:
         scope, bwd = scope_of(ins.op_name)
         if not scope:  # an instruction of a called function: the call's scope
             scope, bwd = outer[0], bwd or outer[1]
-        n = Node(len(self.nodes), ins, operands, scope, bwd, where)
+        n = Node(len(self.nodes), ins, operands, scope, bwd, where, trip)
         self.nodes.append(n)
         return n.id
 
-    def _expand(self, comp: str, args, where: str, outer: tuple) -> int:
+    def _trip(self, ins: Instr, ops: list) -> int | None:
+        """A while loop's trip count when it is a counted loop (jax's scan and fori_loop):
+        the condition is ``counter < N`` with N a constant and the counter starting at a
+        constant; else None."""
+        cond = self.comps.get((ins.attr("condition") or "").lstrip("%"), [])
+        by = {i.name: i for i in cond}
+        root = next((i for i in cond if i.root), None)
+        if root is None or root.opcode != "compare" or "direction=LT" not in root.attrs \
+                or len(root.operands) != 2:
+            return None
+        a, b = (by.get(o) for o in root.operands)
+        if a is None or b is None or a.opcode != "get-tuple-element" or b.opcode != "constant":
+            return None
+        init = self.nodes[ops[0]] if ops and ops[0] < len(self.nodes) else None
+        k = int(a.attr("index") or 0)
+        if init is None or init.ins.opcode != "tuple" or k >= len(init.operands):
+            return None
+        start = self.nodes[init.operands[k]].ins
+        try:
+            n0, n1 = int(start.literal), int(b.literal)
+        except ValueError:
+            return None
+        return max(n1 - n0, 0) if start.opcode == "constant" else None
+
+    def _expand(self, comp: str, args, where: str, outer: tuple, trip: int = 1) -> int:
         if comp not in self.comps:
             raise SpecError(f"the lowered program calls computation {comp!r}, which its text "
                             f"does not define; perfmodel analyze cannot read this HLO")
@@ -303,16 +330,19 @@ class Program:
                 i = args[ins.index]
             elif ins.opcode == "call":
                 callee = ins.attr("to_apply") or ins.attr("calls")
-                i = self._expand(callee.lstrip("%"), ops, where, inner)
+                i = self._expand(callee.lstrip("%"), ops, where, inner, trip)
             elif ins.opcode == "while":
-                self._expand(ins.attr("condition").lstrip("%"), ops, "loop body", inner)
-                i = self._expand(ins.attr("body").lstrip("%"), ops, "loop body", inner)
+                n = self._trip(ins, ops)
+                self._expand(ins.attr("condition").lstrip("%"), ops,
+                             "counted loop" if n else "loop body", inner, trip * (n or 1))
+                i = self._expand(ins.attr("body").lstrip("%"), ops,
+                                 "counted loop" if n else "loop body", inner, trip * (n or 1))
             elif ins.opcode == "conditional":
                 branches = re.findall(r"%?([\w.\-]+)", ins.attr("branch_computations") or "")
                 if not branches:
                     branches = [ins.attr("true_computation"), ins.attr("false_computation")]
                 outs = [self._expand(b.lstrip("%"), ops[1 + k:2 + k] or ops[1:],
-                                     "conditional branch", inner)
+                                     "conditional branch", inner, trip)
                         for k, b in enumerate(branches) if b]
                 i = outs[0]
             elif ins.opcode == "get-tuple-element" and ops:
@@ -322,9 +352,9 @@ class Program:
                 if n is not None and n.ins.opcode == "tuple" and idx < len(n.operands):
                     i = n.operands[idx]
                 else:
-                    i = self._node(ins, ops, where, outer)
+                    i = self._node(ins, ops, where, outer, trip)
             else:
-                i = self._node(ins, ops, where, outer)
+                i = self._node(ins, ops, where, outer, trip)
                 if ins.opcode == "parameter":
                     self.params.append(i)
             local[ins.name] = i
@@ -512,7 +542,8 @@ class Builder:
             n = p.nodes[i]
             for o in n.operands:
                 for s in self.sources(o):
-                    if s in parent and (p.nodes[s].scope, p.nodes[s].bwd) == (n.scope, n.bwd):
+                    if s in parent and (p.nodes[s].scope, p.nodes[s].bwd, p.nodes[s].trip) == \
+                            (n.scope, n.bwd, n.trip):
                         parent[find(s)] = find(i)
         groups: dict[int, list] = {}
         for i in parent:
@@ -558,8 +589,10 @@ class Builder:
               "k": k, "n": nn, "in_step": True}
         if b > 1:
             op["batch"] = b
+        if n.trip > 1:
+            op["repeat"] = n.trip
         return Row(op, op["name"], ins.opcode, {ins.op_name}, n.scope, f, t,
-                   _join(note, n.where and f"in a {n.where}: counted once"), prec, n.id)
+                   _join(note, _where_note(n.where, n.trip)), prec, n.id)
 
     def collective(self, n: Node) -> Row:
         ins = n.ins
@@ -576,9 +609,11 @@ class Builder:
         else:  # reduce_scatter, all_reduce: the unreduced input; ppermute: what is sent
             shape = list(src.shapes[0][1])
         op["shape"] = [max(1, s) for s in shape] or [1]
+        if n.trip > 1:
+            op["repeat"] = n.trip
         f, t = cost(n, self.p)
         return Row(op, op["name"], ins.opcode, {ins.op_name}, n.scope, f, t,
-                   _join(note, n.where and f"in a {n.where}: counted once"), "", n.id)
+                   _join(note, _where_note(n.where, n.trip)), "", n.id)
 
     def axes_of(self, ins: Instr) -> tuple[list[str], int]:
         """The mesh axes a collective's replica groups (or permutation pairs) span."""
@@ -678,9 +713,11 @@ class Builder:
             op["outputs"] = 1
         if _is_softmax(ops_seen, [p.nodes[i] for i in members], p):
             op["calibrate_as"] = "softmax"
+        if big.trip > 1:
+            op["repeat"] = big.trip
         where = next((w for w in wheres if w), "")
         return Row(op, op["name"], _opnames(ops_seen), op_names, big.scope, flops, trans,
-                   _join(note, where and f"in a {where}: counted once"), "", min(members))
+                   _join(note, _where_note(where, big.trip)), "", min(members))
 
     def _read(self, n: Node, k: int, s: int) -> float:
         """Bytes instruction ``n`` reads of source ``s`` (its k-th operand)."""
@@ -701,6 +738,12 @@ class Builder:
             upd = self.p.nodes[n.operands[-1 if op == "scatter" else 1]].ins
             return _bytes(n.ins.dtype, upd.shapes[0][1])
         return n.ins.nbytes
+
+
+def _where_note(where: str, trip: int) -> str:
+    if where == "counted loop":
+        return f"loop body run {trip} times (XLA's cost analysis counts it once)"
+    return f"in a {where}: counted once, as XLA does" if where else ""
 
 
 def _target(ins: Instr) -> str:
