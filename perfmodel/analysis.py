@@ -50,7 +50,8 @@ class Analysis:
     def rows(self):
         import pandas as pd
 
-        return pd.DataFrame(self.records)
+        return pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")}
+                             for r in self.records])
 
     def to_workload(self) -> Workload:
         if self.workload is None:
