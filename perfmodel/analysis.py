@@ -23,6 +23,8 @@ RELATIONS = {
     "collective-reduction": "perfmodel counts a reduce_scatter / all_reduce's reduction as "
                             "(n-1)/n x V/elem_bytes per device (ops/collectives.py), XLA one "
                             "flop per output element",
+    "convolution-padding": "a convolution priced as its matmul counts the window positions "
+                           "over padding; XLA counts only those touching the input",
     "loop-trip-count": "a counted loop's body (jax scan, fori_loop) is priced once per trip "
                        "(the rows' repeat); XLA's cost analysis counts a loop body once",
     "compile-artefacts": "the compiled count differs from the lowered one by the backend's own "
@@ -167,6 +169,8 @@ def xla_agreement(total_flops: float, rows: list[dict], xla: dict) -> dict:
     comp, low = xla.get("xla_flops_compiled"), xla.get("xla_flops_lowered")
     coll = sum((r.get("flops") or 0.0) - (r.get("xla_flops") or 0.0) * (r.get("repeat") or 1)
                for r in rows if r["kind"] == "collective")
+    conv = sum((r.get("flops") or 0.0) - (r.get("xla_flops") or 0.0) * (r.get("repeat") or 1)
+               for r in rows if r.get("hlo") == "convolution")
     loop = sum((r.get("flops") or 0.0) * (1 - 1 / r["repeat"]) for r in rows
                if r["kind"] != "unpriced" and (r.get("repeat") or 1) > 1)
     out = {"flops_ratio_compiled": None if not comp else total_flops / comp,
@@ -177,10 +181,12 @@ def xla_agreement(total_flops: float, rows: list[dict], xla: dict) -> dict:
     def close(a, b):
         return b is not None and (abs(a - b) <= TOLERANCE * abs(b) if b else abs(a) <= 0.5)
 
-    terms = [("", 0.0)] + [(n, v) for n, v in (("collective-reduction", coll),
-                                               ("loop-trip-count", loop)) if v]
-    if coll and loop:
-        terms.append(("collective-reduction, loop-trip-count", coll + loop))
+    named = [(n, v) for n, v in (("collective-reduction", coll), ("convolution-padding", conv),
+                                 ("loop-trip-count", loop)) if v]
+    terms = [("", 0.0)]
+    for mask in range(1, 1 << len(named)):  # every combination of the terms present
+        use = [named[i] for i in range(len(named)) if mask >> i & 1]
+        terms.append((", ".join(n for n, _ in use), sum(v for _, v in use)))
     for target, value in (("", comp), ("compile-artefacts", low)):
         for name, adj in terms:
             if close(total_flops - adj, value):

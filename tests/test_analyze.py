@@ -340,3 +340,30 @@ def test_measure_reports_calibrated_and_roofline_errors():
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     print(f"median |error|: calibrated {med([abs(e[1]) for e in errs]):.1%}, roofline "
           f"{med([abs(e[2]) for e in errs]):.1%}")
+
+
+def test_convolution_is_a_matmul_and_xla_padding_is_named():
+    def conv(x, k):
+        with jax.named_scope("conv"):
+            return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    args = (sds(2, 16, 16, 8), sds(3, 3, 8, 32))
+    a = perfmodel.analyze(conv, *args, hardware="h100")
+    r = a.rows.iloc[0]
+    # matmul equivalent: m = 2*16*16 output positions, k = 3*3*8, n = 32
+    assert r["kind"] == "matmul" and r["flops"] == 2 * (2 * 16 * 16) * (3 * 3 * 8) * 32
+    # XLA counts only window positions inside the input: per spatial dim of 16 with a 3-wide
+    # window and padding 1, 16*3 - 2 = 46 of 48 (output, window) pairs land inside
+    assert r["xla_flops"] == pytest.approx(2 * 2 * 32 * 8 * 46 * 46)
+    assert agrees(a, conv, *args) == "convolution-padding"
+
+
+def test_matmul_precision_is_kept():
+    def f(a, b):
+        with jax.named_scope("proj"):
+            return jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST)
+
+    a = perfmodel.analyze(f, sds(64, 32), sds(32, 16), hardware="h100")
+    assert a.rows.iloc[0]["precision"] == "highest"
+    assert "proj: precision highest" in a.to_workload().description

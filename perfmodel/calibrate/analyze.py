@@ -390,8 +390,7 @@ def cost(node: Node, prog: Program) -> tuple[float, float]:
         k = math.prod(lhs.shapes[0][1][d] for d in ins.dims("lhs_contracting_dims"))
         return 2.0 * ins.elements * k, 0.0
     if op == "convolution":
-        m, k, n, b = conv_dims(node, prog)
-        return 2.0 * b * m * k * n, 0.0
+        return 2.0 * conv_valid_macs(node, prog), 0.0
     if op == "reduce":
         src = prog.nodes[node.operands[0]].ins
         f, t = _computation_flops(prog.comps, ins.attr("to_apply"))
@@ -451,6 +450,38 @@ def conv_dims(node: Node, prog: Program) -> tuple[int, int, int, int]:
                         f"perfmodel analyze cannot read") from None
     m = math.prod(out) // o_feat
     return m, window * k_in, k_out // groups, groups
+
+
+def conv_valid_macs(node: Node, prog: Program) -> float:
+    """Multiply-adds of a convolution that touch the input (XLA counts no padding): per
+    spatial dim, the (output, window) pairs landing inside the input."""
+    ins = node.ins
+    lhs = prog.nodes[node.operands[0]].ins.shapes[0][1]
+    out = ins.shapes[0][1]
+    m, k, n, groups = conv_dims(node, prog)
+    labels = ins.attr("dim_labels") or ""
+    ilab, klab, olab = re.split(r"_|->", labels)
+    win = ins.attr("window") or "{}"
+
+    def field(key, default):
+        mm = re.search(rf"{key}=([\d_x-]+)", win)
+        return mm.group(1).split("x") if mm else None
+
+    digits = sorted(c for c in olab if c.isdigit())
+    size = field("size", None) or ["1"] * len(digits)
+    stride = field("stride", None) or ["1"] * len(digits)
+    pad = field("pad", None) or ["0_0"] * len(digits)
+    rdil = field("rhs_dilate", None) or ["1"] * len(digits)
+    if field("lhs_dilate", None) and any(x != "1" for x in field("lhs_dilate", None)):
+        return float(m * k * n * groups)  # a transposed convolution: not derived, all counted
+    pairs, full = 1.0, 1.0
+    for d, c in enumerate(digits):
+        I, O = lhs[ilab.index(c)], out[olab.index(c)]
+        K, st, dl = int(size[d]), int(stride[d]), int(rdil[d])
+        lo = int(pad[d].split("_")[0])
+        pairs *= sum(1 for o in range(O) for kk in range(K) if 0 <= o * st - lo + kk * dl < I)
+        full *= O * K
+    return m * k * n * groups * pairs / full
 
 
 # ---- kernels ------------------------------------------------------------------------------
@@ -576,7 +607,8 @@ class Builder:
             b, m, k, nn = dot_dims(n, self.p)
         else:
             m, k, nn, b = conv_dims(n, self.p)
-            note = "convolution as a matmul (padding computed)" + (f"; {note}" if note else "")
+            note = _join("convolution as a matmul (padding counted as computed; XLA does not)",
+                         note)
         rhs = self.p.nodes[n.operands[1]].ins
         if rhs.dtype != lhs.dtype:
             note = "; ".join(x for x in (note, f"operands {lhs.dtype} x {rhs.dtype}: priced "
