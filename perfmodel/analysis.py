@@ -15,6 +15,10 @@ from pathlib import Path
 from . import engine
 from .specs import Hardware, SpecError, Workload
 
+GSPMD_NOTE = ("note: the program is sharded by jit shardings (GSPMD): its lowered form is the "
+              "whole job's (global shapes; the partitioner adds collectives only when "
+              "compiling), so these rows are whole-job figures, not one chip's; write the "
+              "sharded part with shard_map for per-device rows and collectives")
 TOLERANCE = 0.01  # as perfmodel check: FLOPs within 1% of XLA's, or a named relation
 EXTRA = ["hlo", "scope", "xla_flops", "transcendentals", "precision", "note"]
 
@@ -27,6 +31,9 @@ RELATIONS = {
                            "over padding; XLA counts only those touching the input",
     "loop-trip-count": "a counted loop's body (jax scan, fori_loop) is priced once per trip "
                        "(the rows' repeat); XLA's cost analysis counts a loop body once",
+    "gspmd-whole-job": "a program sharded by jit shardings is lowered as the whole job's "
+                       "program, which the rows count; XLA's compiled count is one device's "
+                       "after the SPMD partitioner split it",
     "compile-artefacts": "the compiled count differs from the lowered one by the backend's own "
                          "rewrites (bf16 emulated through converts on CPU, constant folding, "
                          "fusion recomputation; perfmodel check names them per kernel); the "
@@ -100,6 +107,8 @@ class Analysis:
         x = self.xla
         if x.get("xla_flops_compiled") is not None or x.get("xla_flops_lowered") is not None:
             lines.append(_xla_line(self.totals, x))
+        if x.get("gspmd"):
+            lines.append(GSPMD_NOTE)
         if "t_calibrated" in self.totals:
             lines.append(f"t_calibrated (calibrated groups of {self.hardware.name}): "
                          f"{_s(self.totals['t_calibrated'])}")
@@ -187,7 +196,8 @@ def xla_agreement(total_flops: float, rows: list[dict], xla: dict) -> dict:
     for mask in range(1, 1 << len(named)):  # every combination of the terms present
         use = [named[i] for i in range(len(named)) if mask >> i & 1]
         terms.append((", ".join(n for n, _ in use), sum(v for _, v in use)))
-    for target, value in (("", comp), ("compile-artefacts", low)):
+    lowered_rel = "gspmd-whole-job" if xla.get("gspmd") else "compile-artefacts"
+    for target, value in (("", comp), (lowered_rel, low)):
         for name, adj in terms:
             if close(total_flops - adj, value):
                 rel = ", ".join(x for x in (name, target) if x)
@@ -235,7 +245,7 @@ def build(hw: Hardware, res: dict, *, slice_: str | None = None, name: str | Non
     total["unpriced"] = len(unpriced)
     total["transcendentals"] = sum(r.transcendentals for r in rows)
     xla = {k: res.get(k) for k in ("xla_flops_lowered", "xla_transcendentals_lowered",
-                                   "xla_flops_compiled", "backend", "jax_version")}
+                                   "xla_flops_compiled", "backend", "jax_version", "gspmd")}
     if res.get("compile_error"):
         xla["compile_error"] = res["compile_error"]
     xla["counted_flops"] = sum(r.xla_flops for r in rows)

@@ -180,6 +180,34 @@ def test_shard_map_all_gather_matmul_on_8_host_devices(tmp_path):
     assert abs(js["total"]["flops"] / x["xla_flops_compiled"] - 1) <= TOLERANCE
 
 
+GSPMD = """
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def f(x, w):
+    return jax.lax.with_sharding_constraint(x @ w, NamedSharding(mesh, P(None, "x")))
+"""
+
+
+def test_gspmd_program_is_said_to_be_whole_job(tmp_path):
+    (tmp_path / "gspmd.py").write_text(GSPMD)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    res = subprocess.run([sys.executable, "-m", "perfmodel.cli", "analyze", "gspmd.py:f",
+                          "--args", "f32[64,128];f32[128,256]", "--mesh", "x=8", "-H", "h100",
+                          "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    js = json.loads(res.stdout)
+    assert js["xla"]["gspmd"] is True
+    # the whole job's product (64 x 128 x 256), which XLA compiles as 8 per-device eighths
+    assert js["total"]["flops"] == 2 * 64 * 128 * 256
+    assert js["xla"]["xla_flops_compiled"] == pytest.approx(js["total"]["flops"] / 8)
+    assert js["xla"]["relation"] == "gspmd-whole-job"
+
+
 # ---- the workload round trip --------------------------------------------------------------
 
 def _close(a, b, rel=1e-12):

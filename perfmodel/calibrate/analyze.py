@@ -26,6 +26,10 @@ counted once, as XLA's cost analysis does, and their rows say so):
 - collectives (all-gather, all-reduce, reduce-scatter, all-to-all, collective-permute) ->
   collective ops over the mesh axes their replica groups span (shard_map bodies are
   per-device programs; their shapes are per device).
+- a program sharded by jit in/out shardings or sharding constraints (GSPMD) is lowered as the
+  whole job's program: its instructions have global shapes and the partitioner adds its
+  collectives only when compiling, so such rows are whole-job figures, said in the output
+  (``xla.gspmd``); write the sharded part with shard_map for per-device rows and collectives.
 - custom calls: the SPMD partitioner's sharding annotations cost nothing and are skipped;
   any other target is the op the ``--annotations`` file maps it to, or a row marked
   ``unpriced``, never dropped.
@@ -264,6 +268,7 @@ class Node:
     bwd: bool
     where: str = ""         # "loop body" / "conditional branch" when not straight-line
     trip: int = 1           # times a loop body runs (known trip counts multiplied)
+    manual: bool = False    # inside a shard_map body (per-device shapes)
     users: list = field(default_factory=list)
 
 
@@ -273,8 +278,16 @@ class Program:
     def __init__(self, comps: dict, entry: str):
         self.comps, self.nodes, self.alias = comps, [], {}
         self.params: list[int] = []
+        self._manual = False
         root = self._expand(entry, None, "", ("", False))
         self.root = self.resolve(root)
+        # jit in/out shardings or sharding constraints outside shard_map bodies: the SPMD
+        # partitioner (at compile time) splits those instructions and adds the collectives
+        self.gspmd = any(
+            re.search(r"sharding=\{devices=", n.ins.attrs) for n in self.nodes
+            if n.ins.opcode in ("parameter", "custom-call")) and any(
+            not n.manual for n in self.nodes if n.ins.opcode not in LEAVES | LAYOUT
+            and not (n.ins.opcode == "custom-call" and _target(n.ins) in SHARDING_TARGETS))
         for n in self.nodes:
             n.operands = [self.resolve(o) for o in n.operands]
             for o in n.operands:
@@ -289,7 +302,7 @@ class Program:
         scope, bwd = scope_of(ins.op_name)
         if not scope:  # an instruction of a called function: the call's scope
             scope, bwd = outer[0], bwd or outer[1]
-        n = Node(len(self.nodes), ins, operands, scope, bwd, where, trip)
+        n = Node(len(self.nodes), ins, operands, scope, bwd, where, trip, self._manual)
         self.nodes.append(n)
         return n.id
 
@@ -329,8 +342,11 @@ class Program:
             if ins.opcode == "parameter" and args is not None and ins.index < len(args):
                 i = args[ins.index]
             elif ins.opcode == "call":
-                callee = ins.attr("to_apply") or ins.attr("calls")
-                i = self._expand(callee.lstrip("%"), ops, where, inner, trip)
+                callee = (ins.attr("to_apply") or ins.attr("calls")).lstrip("%")
+                was = self._manual
+                self._manual |= callee.startswith("xla.sdy.manual_computation_body")
+                i = self._expand(callee, ops, where, inner, trip)
+                self._manual = was
             elif ins.opcode == "while":
                 n = self._trip(ins, ops)
                 self._expand(ins.attr("condition").lstrip("%"), ops,
@@ -910,7 +926,7 @@ def analyze_program(fn, args, mesh=None, annotations: dict | None = None,
     rows = Builder(prog, mesh_d, ids, annotations).build()
     dedupe(rows)
     low = xla_cost(lowered)
-    out = {"rows": rows, "mesh": mesh_d, "backend": jax.default_backend(),
+    out = {"rows": rows, "mesh": mesh_d, "backend": jax.default_backend(), "gspmd": prog.gspmd,
            "jax_version": jax.__version__,
            "function": getattr(fn, "__name__", None) or "function",
            "xla_flops_lowered": float(low.get("flops", 0.0)) if low else None,
