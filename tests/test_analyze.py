@@ -26,6 +26,8 @@ from perfmodel import catalog, engine  # noqa: E402
 from perfmodel.analysis import TOLERANCE  # noqa: E402
 from perfmodel.cli import main  # noqa: E402
 
+from . import lo  # noqa: E402
+
 DATA = Path(__file__).parent / "data"
 CALIBRATED = DATA / "cpu-local-quick.yaml"  # perfmodel bench --quick; perfmodel calibrate
 REPO = Path(__file__).resolve().parents[1]
@@ -395,3 +397,18 @@ def test_matmul_precision_is_kept():
     a = perfmodel.analyze(f, sds(64, 32), sds(32, 16), hardware="h100")
     assert a.rows.iloc[0]["precision"] == "highest"
     assert "proj: precision highest" in a.to_workload().description
+
+
+@lo.needs_lo
+def test_workbook_of_an_analysis_recalculates(tmp_path):
+    """The analysed train step's workbook: every formula cell (fused kernels priced from
+    their bytes, the calibrated column) recalculates in LibreOffice to Python's value."""
+    from perfmodel.report.workbook import write_workbook
+
+    from .test_workbook import _assert_parity
+
+    fn, args, _ = train_step_program()
+    hw = catalog.load_hardware(str(CALIBRATED))
+    a = perfmodel.analyze(fn, *args, hardware=hw)
+    path = write_workbook(tmp_path / "train.xlsx", [a.to_workload()], [hw], active=hw.name)
+    _assert_parity(path, tmp_path, 500)
