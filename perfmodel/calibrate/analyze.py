@@ -276,11 +276,11 @@ class Program:
     """The entry computation with calls inlined: nodes in program order."""
 
     def __init__(self, comps: dict, entry: str):
-        self.comps, self.nodes, self.alias = comps, [], {}
+        self.comps, self.nodes = comps, []
         self.params: list[int] = []
         self._manual = False
         root = self._expand(entry, None, "", ("", False))
-        self.root = self.resolve(root)
+        self.root = root
         # jit in/out shardings or sharding constraints outside shard_map bodies: the SPMD
         # partitioner (at compile time) splits those instructions and adds the collectives
         self.gspmd = any(
@@ -289,14 +289,8 @@ class Program:
             not n.manual for n in self.nodes if n.ins.opcode not in LEAVES | LAYOUT
             and not (n.ins.opcode == "custom-call" and _target(n.ins) in SHARDING_TARGETS))
         for n in self.nodes:
-            n.operands = [self.resolve(o) for o in n.operands]
             for o in n.operands:
                 self.nodes[o].users.append(n.id)
-
-    def resolve(self, i: int) -> int:
-        while i in self.alias:
-            i = self.alias[i]
-        return i
 
     def _node(self, ins, operands, where, outer=("", False), trip=1) -> int:
         scope, bwd = scope_of(ins.op_name)
@@ -328,7 +322,7 @@ class Program:
             n0, n1 = int(start.literal), int(b.literal)
         except ValueError:
             return None
-        return max(n1 - n0, 0) if start.opcode == "constant" else None
+        return n1 - n0 if start.opcode == "constant" and n1 > n0 else None
 
     def _expand(self, comp: str, args, where: str, outer: tuple, trip: int = 1) -> int:
         if comp not in self.comps:
@@ -362,8 +356,7 @@ class Program:
                         for k, b in enumerate(branches) if b]
                 i = outs[0]
             elif ins.opcode == "get-tuple-element" and ops:
-                src = self.resolve(ops[0])
-                n = self.nodes[src] if src < len(self.nodes) else None
+                n = self.nodes[ops[0]]
                 idx = int(ins.attr("index") or 0)
                 if n is not None and n.ins.opcode == "tuple" and idx < len(n.operands):
                     i = n.operands[idx]
