@@ -118,6 +118,10 @@ class Analysis:
                          f"(median of {m['timing']['reps']}); t_lower "
                          f"{_pct(self.totals.get('err_lower'))}, t_calibrated "
                          f"{_pct(self.totals.get('err_calibrated'))}")
+            if self.hardware.calibration is None:
+                lines.append(f"note: {self.hardware.name} is not calibrated: compare measured "
+                             f"times with a calibrated spec of this machine (perfmodel "
+                             f"calibrate) for t_calibrated")
             rows = [r for r in self.records if r.get("t_measured") is not None]
             if rows:
                 lines.append("per row (profile; a fused kernel counts to its root's row):")

@@ -472,16 +472,16 @@ def conv_valid_macs(node: Node, prog: Program) -> float:
     ilab, klab, olab = re.split(r"_|->", labels)
     win = ins.attr("window") or "{}"
 
-    def field(key, default):
+    def window(key):
         mm = re.search(rf"{key}=([\d_x-]+)", win)
         return mm.group(1).split("x") if mm else None
 
     digits = sorted(c for c in olab if c.isdigit())
-    size = field("size", None) or ["1"] * len(digits)
-    stride = field("stride", None) or ["1"] * len(digits)
-    pad = field("pad", None) or ["0_0"] * len(digits)
-    rdil = field("rhs_dilate", None) or ["1"] * len(digits)
-    if field("lhs_dilate", None) and any(x != "1" for x in field("lhs_dilate", None)):
+    size = window("size") or ["1"] * len(digits)
+    stride = window("stride") or ["1"] * len(digits)
+    pad = window("pad") or ["0_0"] * len(digits)
+    rdil = window("rhs_dilate") or ["1"] * len(digits)
+    if any(x != "1" for x in window("lhs_dilate") or []):
         return float(m * k * n * groups)  # a transposed convolution: not derived, all counted
     pairs, full = 1.0, 1.0
     for d, c in enumerate(digits):
@@ -616,8 +616,8 @@ class Builder:
             b, m, k, nn = dot_dims(n, self.p)
         else:
             m, k, nn, b = conv_dims(n, self.p)
-            note = _join("convolution as a matmul (padding counted as computed; XLA does not)",
-                         note)
+            note = _join("convolution as its matmul: padding counted as computed (XLA does "
+                         "not), bytes as the unrolled (im2col) operand", note)
         rhs = self.p.nodes[n.operands[1]].ins
         if rhs.dtype != lhs.dtype:
             note = "; ".join(x for x in (note, f"operands {lhs.dtype} x {rhs.dtype}: priced "
