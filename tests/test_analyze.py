@@ -412,3 +412,39 @@ def test_workbook_of_an_analysis_recalculates(tmp_path):
     a = perfmodel.analyze(fn, *args, hardware=hw)
     path = write_workbook(tmp_path / "train.xlsx", [a.to_workload()], [hw], active=hw.name)
     _assert_parity(path, tmp_path, 500)
+
+
+HOST = """
+import jax
+import numpy as np
+
+
+def host_double(x):
+    with jax.named_scope("host"):
+        y = jax.pure_callback(lambda a: np.asarray(a) * 2, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+    with jax.named_scope("post"):
+        return y + 1
+"""
+
+
+def test_annotations_file_prices_the_custom_call(tmp_path):
+    (tmp_path / "host.py").write_text(HOST)
+    a = perfmodel.analyze(host_double, sds(4096), hardware="h100")
+    target = a.rows.set_index("name").loc["host", "hlo"].split()[-1]
+    (tmp_path / "ann.yaml").write_text(f"{target}: {{kind: matmul, m: 64, k: 64, n: 64, "
+                                       f"dtype: fp32}}\n")
+    (tmp_path / "bad.yaml").write_text(f"{target}: {{kind: matmul, m: 64, k: 64}}\n")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        ok = CliRunner().invoke(main, ["analyze", "host.py:host_double", "--args", "f32[4096]",
+                                       "-H", "h100", "--annotations", "ann.yaml", "--json"])
+        bad = CliRunner().invoke(main, ["analyze", "host.py:host_double", "--args", "f32[4096]",
+                                        "-H", "h100", "--annotations", "bad.yaml"])
+    finally:
+        os.chdir(cwd)
+    assert ok.exit_code == 0, ok.output
+    host = {o["name"]: o for o in json.loads(ok.output)["ops"]}["host"]
+    assert host["kind"] == "matmul" and host["flops"] == 2 * 64 ** 3
+    assert bad.exit_code == 2 and "bad.yaml" in bad.output and "n" in bad.output
+    assert "Traceback" not in bad.output
