@@ -341,7 +341,13 @@ def load_annotations(src) -> dict | None:
             TypeAdapter(Op).validate_python({"name": str(target), **spec})
         except ValidationError as e:
             err = e.errors()[0]
-            raise SpecError(f"{where}: {target}.{'.'.join(str(x) for x in err['loc'][1:])}: "
-                            f"{err['msg'].removeprefix('Value error, ')}") from None
+            field_ = ".".join(str(x) for x in err["loc"][1:]) or "(the spec)"
+            need = [n for n, f in OP_SPECS[spec["kind"]].model_fields.items()
+                    if f.is_required() and n not in ("name", "kind")]
+            raise SpecError(f"{where}: {target}.{field_}: "
+                            f"{err['msg'].removeprefix('Value error, ')}"
+                            f"{'' if err['type'] == 'missing' else ' (got ' + repr(err.get('input')) + ')'}; "
+                            f"a {spec['kind']} op needs {', '.join(need) or 'no other field'}, "
+                            f"as in a workload YAML") from None
         out[str(target)] = {k: v for k, v in spec.items() if k != "name"}
     return out
