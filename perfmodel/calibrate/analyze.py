@@ -966,7 +966,14 @@ def measure(fn, args, rows: list[dict], mode: str = "quick", profile: bool = Tru
 
     real = concrete_args(tuple(args))
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-    compiled = jitted.lower(*real).compile()
+    try:
+        compiled = jitted.lower(*real).compile()
+        jax.block_until_ready(compiled(*real))
+    except Exception as e:  # the user's program on this backend
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise SpecError(f"--measure: running {getattr(fn, '__name__', 'the function')} on "
+                        f"{jax.default_backend()} failed: {type(e).__name__}: {first}. The "
+                        f"analysis without --measure needs no run.") from None
 
     def run():
         return compiled(*real)
