@@ -20,7 +20,7 @@ GSPMD_NOTE = ("note: the program is sharded by jit shardings (GSPMD): its lowere
               "compiling), so these rows are whole-job figures, not one chip's; write the "
               "sharded part with shard_map for per-device rows and collectives")
 TOLERANCE = 0.01  # as perfmodel check: FLOPs within 1% of XLA's, or a named relation
-EXTRA = ["hlo", "scope", "xla_flops", "transcendentals", "precision", "note"]
+EXTRA = ["hlo", "scope", "xla_flops", "transcendentals", "note"]
 
 # why a total may differ from XLA's compiled count by more than 1% (each a computed term)
 RELATIONS = {
@@ -224,8 +224,7 @@ def build(hw: Hardware, res: dict, *, slice_: str | None = None, name: str | Non
     ops = [r.op for r in priced]
     if ops:
         data = {"name": name or f"analyze-{fn}", "ops": ops}
-        notes = [f"{r.name}: precision {r.precision}" for r in priced if r.precision]
-        notes += [f"{r.name}: unpriced {r.hlo}" for r in unpriced]
+        notes = [f"{r.name}: unpriced {r.hlo}" for r in unpriced]
         desc = (f"perfmodel analyze of {fn} (jax {res['jax_version']}, lowered for "
                 f"{res['backend']})")
         data["description"] = desc + ("; " + "; ".join(notes) if notes else "")
@@ -242,7 +241,7 @@ def build(hw: Hardware, res: dict, *, slice_: str | None = None, name: str | Non
         else:
             rec = {"name": r.name, "kind": "unpriced", "dtype": None, "repeat": 1}
         rec.update(hlo=r.hlo, scope=r.scope, xla_flops=r.xla_flops,
-                   transcendentals=r.transcendentals, precision=r.precision, note=r.note)
+                   transcendentals=r.transcendentals, note=r.note)
         rec["_op_names"] = r.op_names
         records.append(rec)
     total = engine.to_json(hw, wl, [engine_rows[r.name] for r in priced])["total"] if wl else {}

@@ -57,7 +57,7 @@ def matmul_group(m, n) -> str:
 
 def group(base: str, dtype: str) -> str:
     # integer and bool kernels (indices, masks) take fp32's group, as the engine prices them
-    # at fp32's rate (engine.peak_key)
+    # as fp32 (perfmodel.precision)
     return base if dtype == "fp32" or dtype in INDEX_DTYPES else f"{base}_{dtype}"
 
 

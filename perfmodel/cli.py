@@ -134,8 +134,10 @@ def hardware(ctx):
 
         for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
+            vec = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in (hw.vector_flops or {}).items())
             click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_si(hw.hbm_capacity, 'B')} at "
-                       f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; {peaks}")
+                       f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; "
+                       f"matrix {peaks}" + (f"; vector {vec}" if vec else ""))
 
 
 @hardware.command("show")

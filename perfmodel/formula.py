@@ -102,6 +102,7 @@ _FUNCS: dict[str, tuple[Callable, Callable[[list[str]], str]]] = {
     "max": (lambda *a: _reduce(np.maximum, a), lambda a: f"MAX({','.join(a)})"),
     "min": (lambda *a: _reduce(np.minimum, a), lambda a: f"MIN({','.join(a)})"),
     "ceil": (np.ceil, lambda a: f"ROUNDUP({a[0]},0)"),
+    "sqrt": (np.sqrt, lambda a: f"SQRT({a[0]})"),
     "floor": (np.floor, lambda a: f"ROUNDDOWN({a[0]},0)"),
     "where": (lambda c, x, y: _where(c, x, y), lambda a: f"IF({a[0]},{a[1]},{a[2]})"),
     "and": (lambda *a: _reduce(np.logical_and, a), lambda a: f"AND({','.join(a)})"),
@@ -135,6 +136,7 @@ def fmax(*args): return _call("max", *args)
 def fmin(*args): return _call("min", *args)
 def ceil(x): return _call("ceil", x)
 def floor(x): return _call("floor", x)
+def sqrt(x): return _call("sqrt", x)
 def where(cond, a, b): return _call("where", cond, a, b)
 def fand(*args): return _call("and", *args)
 

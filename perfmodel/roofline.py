@@ -11,19 +11,34 @@ from typing import Callable
 
 from .formula import NS, fmax, where
 
-# (column, formula over env) in dependency order. ``peak`` is the op dtype's peak FLOP/s.
+# (column, formula over env) in dependency order. ``peak`` is the rate of the op's main unit
+# (perfmodel.precision: the matrix unit at its compute dtype and precision, or the vector
+# unit); ``vector_peak`` the vector unit's, for the part of an op's FLOPs that runs there
+# (``flops_vector``: attention's softmax, of which ``flops_transcendental`` are exps priced at
+# ``transcendental_peak``). The parts run one after the other.
 COLUMNS: list[tuple[str, Callable]] = [
+    ("peak_used", lambda e: e.peak),
     ("intensity", lambda e: e.flops / e.hbm_bytes),
-    ("ridge", lambda e: e.peak / e.hbm_bandwidth),
-    ("t_compute", lambda e: e.flops_exec / e.peak),
+    ("ridge", lambda e: e.peak_used / e.hbm_bandwidth),
+    ("t_compute", lambda e: _t_compute(e)),
     ("t_memory", lambda e: e.hbm_bytes / e.hbm_bandwidth),
     # lower bound: compute, memory (and comm) perfectly overlapped; upper: none overlapped
     ("t_lower", lambda e: fmax(e.t_compute, e.t_memory, *_comm(e))),
     ("t_upper", lambda e: _sum([e.t_compute, e.t_memory, *_comm(e)])),
     ("bound", lambda e: _bound(e)),
-    ("mfu", lambda e: e.flops / (e.t_lower * e.peak)),
+    ("mfu", lambda e: e.flops / (e.t_lower * e.peak_used)),
     ("mbu", lambda e: e.hbm_bytes / (e.t_lower * e.hbm_bandwidth)),
 ]
+
+
+def _t_compute(e):
+    if "flops_vector" not in e:
+        return e.flops_exec / e.peak_used
+    t = (e.flops_exec - e.flops_vector) / e.peak_used
+    if "flops_transcendental" in e:  # the exps of flops_vector, on their own unit
+        return (t + (e.flops_vector - e.flops_transcendental) / e.vector_peak
+                + e.flops_transcendental / e.transcendental_peak)
+    return t + e.flops_vector / e.vector_peak
 
 
 def _comm(e) -> list:

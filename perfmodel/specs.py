@@ -24,28 +24,62 @@ from . import units
 
 # ---- scalar types -------------------------------------------------------------------------
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1,
+# bytes per element; int4 and fp4 pack two to a byte
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1, "int4": 0.5, "fp4": 0.5,
                # integer and bool arrays of real programs (indices, masks; perfmodel analyze)
                "int16": 2, "int32": 4, "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4,
                "uint64": 8, "bool": 1}
-# dtypes without a rate of their own on any chip sheet: priced at fp32's (engine.peak_key)
+# dtypes without a rate of their own on any chip sheet: priced as fp32 (precision.py)
 INDEX_DTYPES = ("int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
 DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32",
                  "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
+                 "float4": "fp4", "float4_e2m1fn": "fp4", "nvfp4": "fp4", "mxfp4": "fp4",
                  "i8": "int8", "s8": "int8", "i16": "int16", "s16": "int16", "i32": "int32",
                  "s32": "int32", "i64": "int64", "s64": "int64", "u8": "uint8", "u16": "uint16",
                  "u32": "uint32", "u64": "uint64", "pred": "bool", "f32": "fp32", "f16": "fp16"}
+# peak_flops may also list tf32: the tensor-core rate of an fp32 matmul at JAX's default
+# precision on a GPU. It is a rate, not a storage dtype: data in tf32 is fp32 in memory.
+PEAK_KEYS = (*(d for d in DTYPE_BYTES if d not in INDEX_DTYPES), "tf32")
+PEAK_ALIASES = {**DTYPE_ALIASES, "tensorfloat32": "tf32"}
 
 
 def _dtype(v: Any) -> Any:
     if isinstance(v, str):
         v = v.strip().lower()
-        return DTYPE_ALIASES.get(v, v)
+        v = DTYPE_ALIASES.get(v, v)
+        if v in ("tf32", "tensorfloat32"):
+            raise ValueError("tf32 is not a storage dtype (tf32 data is fp32 in memory): write "
+                             "dtype: fp32; precision: default (or high) runs it on TF32 tensor "
+                             "cores where the chip lists peak_flops.tf32")
     return v
 
 
-DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int16", "int32", "int64",
-                          "uint8", "uint16", "uint32", "uint64", "bool"], BeforeValidator(_dtype)]
+def _peak_key(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower()
+        return PEAK_ALIASES.get(v, v)
+    return v
+
+
+DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "int16", "int32",
+                          "int64", "uint8", "uint16", "uint32", "uint64", "bool"],
+                  BeforeValidator(_dtype)]
+PeakDType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "tf32"],
+                      BeforeValidator(_peak_key)]
+# JAX's lax.Precision names (and the aliases jax accepts as strings)
+PRECISIONS = ("default", "high", "highest")
+_PRECISION_ALIASES = {"fastest": "default", "bfloat16": "default", "bfloat16_3x": "high",
+                      "tensorfloat32": "high", "float32": "highest"}
+
+
+def _precision(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip().lower().removeprefix("precision.")
+        return _PRECISION_ALIASES.get(v, v)
+    return v
+
+
+Precision = Annotated[Literal["default", "high", "highest"], BeforeValidator(_precision)]
 
 
 def _unit(kind: str, bare_ok: bool = False, positive: bool = False):
@@ -143,15 +177,52 @@ class Calibration(Spec):
     provenance: dict[str, Any] = {}
 
 
+SUBLANE_ROWS = 8  # a TPU MXU streams activation rows 8 at a time (the VPU's sublanes)
+
+
+class MatmulTile(Spec):
+    """The matrix unit's tile: a product's m, k and n are padded up to these."""
+
+    m: Count = Field(description="streamed activation rows (TPU: the 8 sublanes)")
+    k: Count = Field(description="contraction dim (TPU: the MXU's side)")
+    n: Count = Field(description="output columns (TPU: the MXU's side)")
+
+
+def _tile(v: Any) -> Any:
+    # a bare number is the systolic array's side: k and n pad to it, the streamed rows to 8
+    if isinstance(v, float) and not v.is_integer():
+        raise ValueError(f"must be a whole number (the matrix unit's side), not a fraction "
+                         f"(got {v!r}); or a mapping such as {{m: 8, k: 128, n: 128}}")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError(f"must be a positive whole number (got {v!r}); or a mapping such "
+                             f"as {{m: 8, k: 128, n: 128}}")
+        v = int(v)
+        return {"m": min(SUBLANE_ROWS, v), "k": v, "n": v}
+    return v
+
+
 class Hardware(Spec):
     name: str = Field(min_length=1)
     kind: Literal["tpu", "gpu", "cpu"]
     description: Optional[str] = None
-    peak_flops: dict[DType, PosFlopRate] = Field(min_length=1, description="dense, per dtype")
+    peak_flops: dict[PeakDType, PosFlopRate] = Field(
+        min_length=1, description="matrix unit (MXU / tensor cores), dense, per dtype")
+    vector_flops: Optional[dict[DType, PosFlopRate]] = Field(
+        None, description="vector unit (TPU VPU / GPU CUDA cores) per dtype, at least fp32; "
+        "elementwise ops, softmax, norms and the optimizer run here (required on tpu and gpu)")
+    transcendental_flops: Optional[dict[DType, PosFlopRate]] = Field(
+        None, description="exp/log per second (TPU EUP / GPU SFU), where a source gives it")
     hbm_capacity: Bytes
     hbm_bandwidth: PosBandwidth
     onchip_memory: Bytes = Field(description="what one kernel instance can hold (VMEM, SMEM)")
-    matmul_tile: Optional[Count] = Field(None, description="MXU/tensor tile; dims pad to it")
+    matmul_tile: Annotated[Optional[MatmulTile], BeforeValidator(_tile), WithJsonSchema({
+        "anyOf": [{"type": "integer", "minimum": 1}, MatmulTile.model_json_schema(),
+                  {"type": "null"}],
+        "description": "matrix unit tile {m, k, n}; a bare number N means k = n = N, m = 8"})] = Field(
+        None, description="matrix unit tile {m, k, n}; a bare number N means k = n = N, m = 8")
+    flash_block_q: Optional[Count] = Field(
+        None, description="flash attention query block rows, overriding the on-chip fit")
     interconnect: Interconnect = Interconnect()
     price_per_hour: Optional[NonNegFloat] = Field(None, description="USD per chip-hour")
     sources: dict[str, Union[str, list[str]]] = Field(description="citation per field")
@@ -160,9 +231,15 @@ class Hardware(Spec):
 
     @model_validator(mode="after")
     def _cited(self) -> "Hardware":
+        if self.kind in ("tpu", "gpu") and (not self.vector_flops
+                                             or "fp32" not in self.vector_flops):
+            raise ValueError(f"vector_flops.fp32 is required on a {self.kind}: elementwise ops, "
+                             f"softmax, norms and the optimizer run on the vector unit (TPU "
+                             f"VPU, GPU CUDA cores), far below the matrix peak; add e.g. "
+                             f"vector_flops: {{fp32: 14 TFLOP/s}} with a source")
         need = ["peak_flops", "hbm_capacity", "hbm_bandwidth", "onchip_memory"]
-        if self.price_per_hour is not None:
-            need.append("price_per_hour")
+        need += [f for f in ("vector_flops", "transcendental_flops", "flash_block_q",
+                             "matmul_tile", "price_per_hour") if getattr(self, f) is not None]
         missing = [f for f in need if f not in self.sources]
         if missing:
             raise ValueError(f"sources must cite {', '.join(missing)} (every number needs a citation)")
@@ -174,6 +251,9 @@ class Hardware(Spec):
 class OpBase(Spec):
     name: str = Field(min_length=1)
     dtype: DType = "bf16"
+    compute_dtype: Optional[DType] = Field(
+        None, description="the dtype the arithmetic runs in, which picks the peak (default: "
+        "dtype); e.g. int8 for a W8A8 matmul, fp32 for an optimizer over bf16 parameters")
     # identical instances run one after another (a transformer's layers): the engine multiplies
     # the extensive cost columns (engine.REPEATED_COLUMNS) by it; times and bytes are totals
     repeat: Count = Field(1, description="identical instances run in sequence (e.g. layers); "
@@ -192,6 +272,11 @@ class MatmulOp(OpBase):
     k: Count
     n: Count
     batch: Count = 1
+    weight_dtype: Optional[DType] = Field(
+        None, description="storage dtype of the k x n operand (the weights; default dtype): "
+        "int8 or int4 for weight-only quantization")
+    precision: Precision = Field("default", description="JAX's Precision: default | high | "
+                                 "highest (how an fp32 product runs; see perfmodel.precision)")
 
 
 class ElementwiseOp(OpBase):
@@ -202,6 +287,8 @@ class ElementwiseOp(OpBase):
     flops_per_element: NonNegFloat = 1.0
     in_place: bool = Field(False, description="outputs overwrite inputs (donated buffers): the "
                                               "working set a cache must hold is the inputs only")
+    out_dtype: Optional[DType] = Field(None, description="dtype of the outputs (default dtype): "
+                                       "a cast reads one dtype and writes another")
     bytes: Optional[PosBytes] = Field(
         None, description="the bytes moved, when they are not inputs + outputs arrays of shape "
         "x dtype (a fused kernel whose operands differ in shape or dtype, as perfmodel analyze "
@@ -227,6 +314,10 @@ class AttentionOp(OpBase):
     causal: bool = False
     impl: Literal["naive", "fused", "flash"] = "flash"
     backward: bool = Field(False, description="the backward pass (dQ, dK, dV) of this attention")
+    kv_dtype: Optional[DType] = Field(None, description="storage dtype of K and V (the KV "
+                                      "cache; default dtype)")
+    precision: Precision = Field("default", description="JAX's Precision of the QK^T and AV "
+                                 "products")
 
     @model_validator(mode="after")
     def _gqa(self):
@@ -336,7 +427,12 @@ class TransformerOp(Spec):
     vocab: Count
     mlp: Literal["gated", "plain"] = Field(description="gated: up and gate projections (SwiGLU)")
     dtype: DType = Field("bf16", description="activations and matmuls")
-    param_dtype: DType = Field("bf16", description="parameters and gradients")
+    param_dtype: DType = Field("bf16", description="parameters and gradients; in inference (or "
+                               "when narrower than dtype) the layer matmuls read weights in it")
+    compute_dtype: Optional[DType] = Field(None, description="the matmuls' arithmetic (default "
+                                           "dtype): int8 with param_dtype int8 is W8A8")
+    kv_dtype: Optional[DType] = Field(None, description="the KV cache (default dtype)")
+    precision: Precision = Field("default", description="JAX's Precision of the matmuls")
     mode: Literal["train", "prefill", "decode"]
     batch: Count = Field(description="sequences per step (the whole job)")
     seq: Count = Field(description="tokens per sequence; for decode the KV length")
@@ -389,6 +485,10 @@ class TransformerOp(Spec):
         if self.microbatches is not None and "pipeline" not in self.parallelism:
             raise ValueError("microbatches applies to pipeline parallelism: add "
                              "parallelism.pipeline or remove microbatches")
+        if self.mode == "train" and self.param_dtype in ("int4", "fp4"):
+            raise ValueError(f"param_dtype {self.param_dtype} is for inference only (no "
+                             f"optimizer updates 4-bit weights): use mode prefill or decode, or "
+                             f"param_dtype bf16 or fp32 for training")
         if self.mode != "train":
             # a non-default value (a dump of the spec repeats the defaults, so those pass)
             extra = [f for f in ("optimizer", "remat")
@@ -753,7 +853,7 @@ def load_model(path: Path, model: type[BaseModel], data: dict | None = None, nod
         raise SpecError(explain(e, Path(path), node, model)) from None
 
 
-def elem_bytes(dtype: str) -> int:
+def elem_bytes(dtype: str) -> float:
     return DTYPE_BYTES[dtype]
 
 

@@ -13,7 +13,7 @@ import re
 
 from pydantic import ValidationError
 
-from .specs import DTYPE_BYTES, Hardware, SpecError
+from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, SpecError
 
 _MULT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*x\s*$")
 
@@ -38,7 +38,11 @@ def _settable(hw: Hardware) -> list[str]:
     for f in type(hw.interconnect).model_fields:
         ic.setdefault(f, None)
     full["interconnect"] = ic
-    full["peak_flops"] = {d: full["peak_flops"].get(d) for d in DTYPE_BYTES}  # may add a dtype
+    full["peak_flops"] = {d: full["peak_flops"].get(d) for d in PEAK_KEYS}  # may add a dtype
+    for f in ("vector_flops", "transcendental_flops"):
+        full[f] = {d: (full.get(f) or {}).get(d) for d in DTYPE_BYTES}
+    if full.get("matmul_tile") is None:
+        full["matmul_tile"] = {d: None for d in ("m", "k", "n")}
     return _paths(full)
 
 

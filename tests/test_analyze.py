@@ -312,7 +312,7 @@ def test_repeated_scopes_get_suffixes_and_loops_repeat():
     assert agrees(a, f, sds(8, 16), sds(4, 16, 16)) == "loop-trip-count"
 
 
-def test_integer_ops_are_priced_at_fp32():
+def test_integer_ops_are_priced_as_fp32():
     def f(i):
         with jax.named_scope("idx"):
             return (i * 3 + 1) % 7
@@ -321,7 +321,8 @@ def test_integer_ops_are_priced_at_fp32():
     r = a.rows.iloc[0]
     assert r["dtype"] == "int32"
     h100 = catalog.load_hardware("h100")
-    assert r["t_compute"] == pytest.approx(r["flops"] / h100.peak_flops["fp32"])
+    # integer arithmetic has no rate of its own: the vector unit's fp32 rate prices it
+    assert r["t_compute"] == pytest.approx(r["flops"] / h100.vector_flops["fp32"])
 
 
 # ---- bad input ----------------------------------------------------------------------------
@@ -396,7 +397,11 @@ def test_matmul_precision_is_kept():
 
     a = perfmodel.analyze(f, sds(64, 32), sds(32, 16), hardware="h100")
     assert a.rows.iloc[0]["precision"] == "highest"
-    assert "proj: precision highest" in a.to_workload().description
+    assert a.to_workload().ops[0].precision == "highest"
+    # an fp32 product at HIGHEST runs on an H100's CUDA cores, not its TF32 tensor cores
+    h100 = catalog.load_hardware("h100")
+    # (the spec's CUDA-core rate is its vector_flops.fp32, 67 TFLOP/s)
+    assert a.rows.iloc[0]["t_compute"] == pytest.approx(2 * 64 * 32 * 16 / h100.vector_flops["fp32"])
 
 
 @lo.needs_lo

@@ -409,11 +409,10 @@ def test_hardware_show_unknown_name():
     assert "unknown hardware 'h10'" in msg and "h100" in msg
 
 
-def test_dtype_the_chip_has_no_peak_for(tmp_path):
-    p = one_op(tmp_path, with_field(MATMUL, "dtype", "fp8"))  # tpu-v4 lists bf16 and int8 only
+def test_tf32_is_a_rate_not_a_dtype(tmp_path):
+    p = one_op(tmp_path, with_field(MATMUL, "dtype", "tf32"))
     msg = bad_workload(p)
-    assert "hardware 'tpu-v4' has no peak_flops for dtype 'fp8'" in msg
-    assert "bf16, int8" in msg  # what would be valid
+    assert "tf32 is not a storage dtype" in msg and "dtype: fp32" in msg
 
 
 # ---- the real process ---------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_roofline_json_is_one_object_with_sums(chip, workload):
     js = strict_json(res.stdout)  # the whole stdout is exactly one JSON value
     assert isinstance(js, dict)
     assert {"schema_version", "hardware", "workload", "ops", "total"} <= set(js)
-    assert js["schema_version"] == 1
+    assert js["schema_version"] == 2
     assert js["hardware"] == chip and js["workload"] == workload
     ops = js["ops"]
     assert len(ops) == len(catalog.load_workload(workload).ops) > 0

@@ -202,10 +202,14 @@ def test_h100_two_nodes_across_the_nics():
     r = run("h100", "2x8", mesh, "all_gather", ["node"], V)
     assert r["t_bandwidth"] == pytest.approx(V / 2 / NIC)
     assert r["wraparound"] == [None] and r["physical_axes"] == ["scale_out:2"]
-    # over all 16: NVLink phase V 7/8 / 4.5e11, then the NIC phase on the V/8 shards:
-    # V/8 x 1/2 / 5e10 (= the node's V/2 over 8 NICs x 5e10 = 4e11 B/s)
+    # over all 16: NVLink phase V 7/8 / 4.5e11, and the NIC phase on the V/8 shards:
+    # V/8 x 1/2 / 5e10 (= the node's V/2 over 8 NICs x 5e10 = 4e11 B/s); the levels pipeline,
+    # so the slower phase sets the time (book, GPU chapter)
     r = run("h100", "2x8", mesh, "all_gather", ["node", "gpu"], V)
-    assert r["t_bandwidth"] == pytest.approx(V * 7 / 8 / NVLINK_H100 + V / 16 / NIC)
+    assert r["t_link"] == pytest.approx(V * 7 / 8 / NVLINK_H100)
+    assert r["t_scale_out"] == pytest.approx(V / 16 / NIC)
+    assert r["t_bandwidth"] == pytest.approx(max(V * 7 / 8 / NVLINK_H100, V / 16 / NIC))
+    assert r["t_levels"] == {"link": r["t_link"], "scale_out": r["t_scale_out"], "dcn": 0.0}
     assert r["comm_bytes"] == pytest.approx(V * 15 / 16)
     assert r["hops"] == 7 + 1  # 7 NVLink ring steps + 1 step between the 2 nodes
 
@@ -219,8 +223,18 @@ def test_dcn_between_slices():
     assert r["t_bandwidth"] == pytest.approx(V / 2 / 6.25e9)
     # the outermost mesh axis may span DCN and ICI: {data: 8 = 2 slices x 4} on 4x4x4
     r = run("tpu-v5p", "4x4x4", {"data": 8, "m": 16}, "all_gather", ["data"], V, slices=2)
-    # ICI phase over the wrapped 4 axis, then DCN on the V/4 shards
-    assert r["t_bandwidth"] == pytest.approx(V * 3 / 4 / (2 * 9e10) + V / 4 / 2 / 6.25e9)
+    # ICI phase over the wrapped 4 axis and DCN on the V/4 shards, pipelined: the max
+    assert r["t_bandwidth"] == pytest.approx(max(V * 3 / 4 / (2 * 9e10), V / 4 / 2 / 6.25e9))
+
+
+def test_book_gpu_all_gather_over_32_nodes_takes_the_slower_level():
+    # How to Scale Your Model, GPU chapter: a 1 GB all-gather over 32 nodes x 8 H100 is
+    # V (n-1)/n / W_scale-out with W = 8 NICs x 400 Gb/s = 4e11 B/s per node:
+    # 1e9 x 31/32 / 4e11 = 2.42 ms (NVLink phase 1e9 x 7/8 / 4.5e11 = 1.94 ms hides under it)
+    r = run("h100", "32x8", {"node": 32, "gpu": 8}, "all_gather", ["node", "gpu"], 1e9)
+    assert r["t_bandwidth"] == pytest.approx(1e9 * 31 / 32 / 4e11, rel=1e-12)
+    assert r["t_comm"] == pytest.approx(2.42e-3, rel=0.05)
+    assert r["t_link"] == pytest.approx(1e9 * 7 / 8 / 4.5e11, rel=1e-12)
 
 
 @pytest.mark.parametrize("collective, factor", [
@@ -303,7 +317,8 @@ def test_formulas_are_live_over_link_bandwidth_and_hop_latency():
 
 
 def test_hw_env_keys_uniform_across_chips():
-    keys = {frozenset(engine.hw_env(h)) - {k for k in engine.hw_env(h) if k.startswith("peak")}
+    rates = ("peak", "vector", "transcendental")  # per-dtype rates differ by chip
+    keys = {frozenset(engine.hw_env(h)) - {k for k in engine.hw_env(h) if k.startswith(rates)}
             for h in catalog.all_hardware()}
     assert len(keys) == 1
     assert {"link_bandwidth", "hop_latency", "scale_out_bandwidth", "dcn_bandwidth"} <= set(
@@ -387,7 +402,7 @@ def test_bad_size_and_collective_fields(tmp_path):
 @pytest.mark.parametrize("chip, slice_, mesh, slices, words", [
     ("tpu-v5e", "4x4x4", {"m": 64}, 1, ["3 axes", "2D torus"]),
     ("h100", "16", {"m": 16}, 1, ["8 GPUs per NVLink domain", "'2x8'"]),
-    ("tpu-v5e", "16x16", {"s": 2, "m": 256}, 2, ["dcn_bandwidth"]),
+    ("h100", "2x8", {"s": 2, "m": 16}, 2, ["dcn_bandwidth"]),
     ("cpu-local", "8", {"m": 8}, 1, ["no chip-to-chip interconnect"]),
 ])
 def test_bad_slice_for_the_hardware(chip, slice_, mesh, slices, words):

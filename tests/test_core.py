@@ -35,11 +35,21 @@ def test_v4_16384_matmul_time_and_course_mfu(v4):
 
 
 def test_padding_to_mxu_tile(v4):
-    # m = 129 pads to 256 on a 128 MXU: executed FLOPs 2*256*128*128, useful 2*129*128*128
-    r = engine.evaluate_op(MatmulOp(name="p", kind="matmul", m=129, k=128, n=128), v4)
-    assert r["flops"] == 2 * 129 * 128 * 128
-    assert r["flops_exec"] == 2 * 256 * 128 * 128
+    # k = 129 pads to 256 on a 128 MXU (the weight tile's side): executed 2*128*256*128,
+    # useful 2*128*129*128
+    r = engine.evaluate_op(MatmulOp(name="p", kind="matmul", m=128, k=129, n=128), v4)
+    assert r["flops"] == 2 * 128 * 129 * 128
+    assert r["flops_exec"] == 2 * 128 * 256 * 128
     assert r["mfu"] < 129 / 256 + 1e-12  # padding caps MFU at useful/padded
+
+
+def test_streamed_rows_pad_only_to_the_sublane():
+    # the MXU streams activation rows 8 at a time: m pads to 8, not to 128 (book, TPU chapter)
+    v5e = catalog.load_hardware("tpu-v5e")
+    decode = engine.evaluate_op(MatmulOp(name="d", kind="matmul", m=64, k=4096, n=16384), v5e)
+    assert decode["flops_exec"] == decode["flops"]  # 64, 4096 and 16384 are whole tiles
+    r = engine.evaluate_op(MatmulOp(name="r", kind="matmul", m=100, k=4096, n=4096), v5e)
+    assert r["flops_exec"] == 2 * 104 * 4096 * 4096  # 100 rows -> 13 sublane groups of 8
 
 
 def test_elementwise_fused_vs_unfused_bytes(v4):
@@ -78,12 +88,15 @@ def test_flash_equals_fused_when_block_is_whole_sequence(v4):
 
 
 def test_flash_bytes_grow_as_onchip_shrinks():
-    # H100: 228 kB shared -> Br = floor(228000/(4*128*2)) = 222, ceil(16384/222) = 74 passes
+    # H100: 228 kB shared. Br = the largest b with 4 b D e + 4 b^2 <= 228000 (Q, O, K, V tiles
+    # and the fp32 b x b score tile): b = 142 gives 4*142*256 + 4*142^2 = 145408 + 80656 =
+    # 226064 <= 228000; b = 143 gives 146432 + 81796 = 228228 > 228000. ceil(16384/142) = 116
     h100 = catalog.load_hardware("h100")
     r = engine.evaluate_op(attn(impl="flash", seq=16384), h100)
-    assert r["q_block"] == 222
+    assert r["q_block"] == 142
     e, S, D = 2, 16384, 128
-    assert r["hbm_bytes"] == e * (2 * S * D + 2 * S * D * math.ceil(S / 222))
+    assert r["hbm_bytes"] == e * (2 * S * D + 2 * S * D * math.ceil(S / 142))
+    assert r["onchip_bytes"] == 226064
 
 
 def test_causal_fraction_and_naive_ignores_mask(v4):
@@ -119,10 +132,11 @@ def test_70b_prefill_chip_count(v4):
     assert chips == pytest.approx(50.9, abs=0.05)
 
 
-def test_unknown_dtype_peak_names_both(v4):
+def test_a_dtype_without_its_own_peak_runs_as_the_next_wider(v4):
+    # v4 lists bf16 and int8: fp8 runs as bf16 (perfmodel.precision.FALLBACK), never refused
     op = MatmulOp(name="x", kind="matmul", m=8, k=8, n=8, dtype="fp8")
-    with pytest.raises(SpecError, match=r"tpu-v4.*fp8"):
-        engine.evaluate_op(op, v4)
+    r = engine.evaluate_op(op, v4)
+    assert r["peak_used"] == v4.peak_flops["bf16"] and r["runs_as"] == "MXU bf16"
 
 
 def test_json_totals_are_sums(v4):

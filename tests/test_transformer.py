@@ -21,7 +21,7 @@ from perfmodel.model import expand_workload, expansion, source_workload
 from perfmodel.model.summary import bubble_fraction, model_flops
 from perfmodel.model.transformer import (ADAM_MOMENT_BYTES, make_plan, memory_parts,
                                          param_ledger, params_6pt)
-from perfmodel.specs import TransformerOp, Workload, with_slice
+from perfmodel.specs import DTYPE_BYTES, TransformerOp, Workload, with_slice
 
 REPO = Path(__file__).resolve().parents[1]
 V4_PEAK = 2.75e14  # reference.md section 7: the course's v4 numbers
@@ -82,7 +82,9 @@ def test_training_flops_vs_6pt():
     # so at T = 2048 our count is 6PT + 5.4% (attention), and the total says so
     assert ours / six_pt == pytest.approx(1 + attn / six_pt, abs=0.01)
     js = engine.to_json(catalog.load_hardware("tpu-v4"), wl_of(op))
-    assert js["total"]["flops_6pt"] == six_pt and js["total"]["flops_model"] == ours
+    assert js["total"]["flops_6pt"] == six_pt and js["total"]["flops_ledger"] == ours
+    # PaLM's model FLOPs (appendix B): 6P + 12 L N H T per token, whatever the kernel
+    assert js["total"]["flops_model"] == six_pt + 12 * L * N * H * T * B * T
 
 
 def test_remat_adds_one_forward_but_not_model_flops():
@@ -138,7 +140,7 @@ def test_course_70b_prefill_chip_count():
     assert chips_2pt == pytest.approx(2 * 70e9 * 1e6 / (10 * V4_PEAK) * P / 70e9, rel=1e-12)
     assert math.ceil(chips_2pt) == math.ceil(2 * 70e9 * 1e6 / (10 * V4_PEAK)) == 51
     attn = 4 * 1000 * 1000**2 * 64 * 128 * (1001 / 2000) * 80
-    chips_ours = tot["flops_model"] / (10 * v4.peak_flops["bf16"])
+    chips_ours = tot["flops_ledger"] / (10 * v4.peak_flops["bf16"])
     head = 8192 * 128256
     ours = 2 * (P - head) * 1e6 + 2 * head * 1000 + attn
     assert chips_ours == pytest.approx(ours / (10 * V4_PEAK), rel=0.005)
@@ -159,7 +161,8 @@ def test_gemma_7b_kv_cache_per_sequence():
 
 @pytest.mark.parametrize("param_dtype, optimizer, per_param", [
     ("bf16", "adam", 2 + 2 * 4),  # bf16 params + two fp32 moments = 10 bytes/param
-    ("fp32", "adam", 4 + 2 * 4),  # fp32 params: 12
+    # fp32 master params + their bf16 cast copy for the step's matmuls + moments: 14
+    ("fp32", "adam", 4 + 2 + 2 * 4),
     ("bf16", "sgd", 2),           # plain SGD keeps no state
 ])
 def test_params_plus_optimizer_state_bytes_per_param(param_dtype, optimizer, per_param):
@@ -168,7 +171,7 @@ def test_params_plus_optimizer_state_bytes_per_param(param_dtype, optimizer, per
     parts = memory_parts(spec, make_plan(spec, None))
     n = sum(param_ledger(spec).values())  # one chip holds every parameter
     assert parts["params"] + parts["optimizer"] == per_param * n
-    assert parts["grads"] == parts["params"]  # gradients in the parameter dtype
+    assert parts["grads"] == n * DTYPE_BYTES[param_dtype]  # gradients in the parameter dtype
     assert ADAM_MOMENT_BYTES == 4
 
 

@@ -22,7 +22,7 @@ from .wbdump import dump
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("PERFMODEL_UPDATE_GOLDEN") == "1"
-WORKLOADS = ["course-attention", "course-elementwise", "course-matmul-sweep"]
+WORKLOADS = ["course-attention", "course-elementwise", "course-matmul-sweep", "precision-mix"]
 CHIPS = ["tpu-v4", "h100", "tpu-v5e"]
 
 

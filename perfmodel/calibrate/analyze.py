@@ -11,8 +11,8 @@ compiler starts from.
 Instructions become ops (calls are inlined; a ``while`` body or a conditional's branches are
 counted once, as XLA's cost analysis does, and their rows say so):
 - ``dot`` -> matmul: batch = the batch dims, m and n = the free dims of each side, k = the
-  contracted dims; dtype the left operand's; a non-default operand precision is kept in the
-  row's ``precision`` (and the workload's description). ``convolution`` -> the equivalent
+  contracted dims; dtype the left operand's, ``weight_dtype`` the right's where it differs;
+  JAX's operand precision (high, highest) as the op's ``precision``. ``convolution`` -> the equivalent
   matmul: m = output positions, n = output features, k = window x input features per group,
   batch = feature groups.
 - everything else that computes is grouped into fused kernels, as XLA fuses elementwise and
@@ -619,15 +619,19 @@ class Builder:
             note = _join("convolution as its matmul: padding counted as computed (XLA does "
                          "not), bytes as the unrolled (im2col) operand", note)
         rhs = self.p.nodes[n.operands[1]].ins
-        if rhs.dtype != lhs.dtype:
-            note = "; ".join(x for x in (note, f"operands {lhs.dtype} x {rhs.dtype}: priced "
-                                         f"at {dtype}") if x)
-        prec = ins.attr("operand_precision") or ins.attr("precision_config") or ""
-        prec = ",".join(sorted(set(x.lower() for x in re.findall(r"\w+", prec)))) or ""
-        prec = "" if prec in ("", "default") else prec
+        wdtype, wnote = _dtype(rhs.dtype)
+        # JAX's precision of the product (the highest of its operands'), for an fp32 product
+        given = {x.lower() for x in re.findall(r"\w+", ins.attr("operand_precision")
+                                               or ins.attr("precision_config") or "")}
+        prec = next((p for p in ("highest", "high") if p in given), "")
         f, t = cost(n, self.p)
         op = {"name": self._base(n, ins.opcode), "kind": "matmul", "dtype": dtype, "m": m,
               "k": k, "n": nn, "in_step": True}
+        if prec:
+            op["precision"] = prec
+        if wdtype != dtype:  # the k x n operand stored narrower or wider (quantized weights)
+            op["weight_dtype"] = wdtype
+            note = _join(note, wnote)
         if b > 1:
             op["batch"] = b
         if n.trip > 1:

@@ -16,16 +16,27 @@ Rows are per chip (every chip runs the same ledger); ``flops``, ``hbm_bytes``, `
 
 Headline figures use ``t_step``: t_calibrated when present, else t_lower when the op says
 ``overlap: true``, else t_upper. ``tokens_per_s`` = tokens per step / t_step (decode: one token
-per sequence); ``mfu`` = model FLOPs / (chips x t_step x peak), model FLOPs being the forward and
-backward of the whole job counted without sharding, remat recompute or optimizer (useful work,
-as in PaLM's MFU); ``flops_6pt`` (train) or ``flops_2pt`` (inference) is the textbook count beside
-it. Memory per chip sums params, grads, optimizer state, activations and KV cache
+per sequence).
+
+Utilisation, by convention (PaLM, Chowdhery et al. 2022, appendix B):
+- ``flops_model`` = tokens x (6P + 12 L N H T) in training, tokens x (2P + 4 L N H T) in
+  inference (the forward third), P the parameters a token's FLOPs go through (params_6pt), L
+  layers, N heads, H head_dim, T the sequence (decode: the KV length). It does not depend on the
+  attention kernel or on causal masking, so MFU compares implementations fairly.
+- ``mfu`` = flops_model / (chips x t_step x peak); ``hfu`` = every FLOP the chips execute
+  (the rows' unpadded ``flops``: remat, flash recompute, optimizer, masked-out scores a naive
+  kernel computes) / (t_step x peak) per chip. ``peak`` is the layer matmuls' ``peak_used``
+  (their dtype, compute_dtype and precision: perfmodel.precision).
+- ``flops_ledger`` is the ledger's own count of the forward and backward of the whole job
+  without sharding, remat or optimizer (what ``mfu`` used before schema 2); ``flops_6pt``
+  (train) or ``flops_2pt`` (inference) is the textbook count beside it. Memory per chip sums params, grads, optimizer state, activations and KV cache
 (transformer.memory_parts) and is checked against the chip's HBM capacity.
 """
 
 from __future__ import annotations
 
-from ..engine import op_columns
+from .. import precision
+from ..engine import hw_env, op_columns
 from ..formula import fmax
 from ..specs import OP_SPECS, Hardware, Workload
 from . import expansion
@@ -58,15 +69,18 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
         out["pipeline_bubble"] = bubble_fraction(plan.pp, plan.microbatches)
 
     tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
-    flops_model = model_flops(hw, spec)
-    peak = hw.peak_flops[spec.dtype]
+    peak = matmul_peak(hw, spec)
     out["tokens_per_step"] = tokens
-    out["flops_model"] = flops_model
     out["params"] = params_6pt(spec)
     out["params_total"] = sum(param_ledger(spec).values())
+    out["flops_model"] = palm_flops(spec)
+    out["flops_ledger"] = model_flops(hw, spec)
     pt = 6 if spec.mode == "train" else 2
     out[f"flops_{pt}pt"] = float(pt * out["params"] * tokens)
-    out["mfu"] = flops_model / (plan.chips * t_step * peak) if t_step > 0 else None
+    out["peak_used"] = peak
+    executed = sum(r["flops"] or 0.0 for r in rows)  # per chip, every row
+    out["mfu"] = out["flops_model"] / (plan.chips * t_step * peak) if t_step > 0 else None
+    out["hfu"] = executed / (t_step * peak) if t_step > 0 else None
     out["tokens_per_s"] = tokens / t_step if t_step > 0 else None
 
     parts = memory_parts(spec, plan)
@@ -82,6 +96,22 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
         out["t_per_token"] = t_step  # one step writes one token of every sequence
         out["compute_bound_batch"] = decode_compute_bound_batch(hw, spec, x.source.mesh)
     return out
+
+
+def matmul_peak(hw: Hardware, spec) -> float:
+    """The rate the layer matmuls run at (their compute dtype and precision)."""
+    r = precision.matrix_rate(hw, spec.compute_dtype or spec.dtype, spec.precision)
+    return hw_env(hw)[r.key] / r.passes
+
+
+def palm_flops(spec) -> float:
+    """PaLM's model FLOPs per step (appendix B): per token 6P + 12 L N H T to train, the
+    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length)."""
+    tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
+    p = params_6pt(spec)
+    attn = spec.layers * spec.heads * spec.head_dim * spec.seq
+    per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn
+    return float(tokens * per_token)
 
 
 def bubble_fraction(stages: int, microbatches: int) -> float:
@@ -150,7 +180,7 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     kv_heads) are compute-bound, i.e. their FLOPs / peak >= t_memory; None if not below
     MAX_DECODE_BATCH. Searched by doubling then bisection in steps the sharding allows."""
     base = make_plan(spec, mesh)
-    peak = hw.peak_flops[spec.dtype]
+    peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
 
     def bound(k: int) -> bool:

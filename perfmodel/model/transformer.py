@@ -47,6 +47,7 @@ ADAM_FLOPS_PER_PARAM = 12       # two moment updates, bias corrections, sqrt, di
 SGD_FLOPS_PER_PARAM = 2         # p - lr * g
 ADAM_MOMENT_BYTES = 4           # Adam's two moments are fp32 whatever the parameter dtype
 ADAM_MOMENTS = 2
+CAST_FLOPS = 1                  # a dtype conversion: one vector op per element
 LOGITS_BYTES = 4                # the loss reads the logits in fp32
 DEFAULT_CAPACITY_FACTOR = 1.0
 
@@ -75,7 +76,7 @@ class Plan:
     tokens: int         # rows of the projections per microbatch: micro_batch x q_seq
     layers: int         # layers per pipeline stage
     heads: int          # per chip (N/tp)
-    kv_heads: int       # per chip (K/tp)
+    kv_heads: int       # per chip (K/tp; 1 when tp > K: each KV head replicated tp/K times)
     d_ff: int           # per chip (F/tp)
     vocab: int          # per chip (V/tp)
     experts: int        # experts per chip (E/ep; 0 for a dense model)
@@ -121,10 +122,16 @@ def make_plan(op: TransformerOp, mesh: dict[str, int] | None) -> Plan:
         return f"{strat} size {size[strat]} (mesh axes {', '.join(par[strat])})"
 
     if tp > 1:
-        for f in ("heads", "kv_heads", "d_ff", "vocab"):
+        for f in ("heads", "d_ff", "vocab"):
             need(getattr(op, f) % tp == 0,
                  f"{f} {getattr(op, f)} is not divisible by the {where('tensor')}: tensor "
                  f"parallelism splits {f} evenly; choose a tensor size that divides it")
+        # wider than kv_heads: each KV head is replicated tp/kv_heads times (Megatron, vLLM)
+        need(op.kv_heads % tp == 0 or tp % op.kv_heads == 0,
+             f"kv_heads {op.kv_heads} and the {where('tensor')} do not divide one another: "
+             f"tensor parallelism splits the KV heads evenly, or replicates each one when it "
+             f"is wider than kv_heads; choose a tensor size that divides kv_heads or a "
+             f"multiple of it")
     need(op.layers % pp == 0, f"layers {op.layers} is not divisible by the {where('pipeline')}"
          if pp > 1 else "")
     if ep > 1:
@@ -146,7 +153,7 @@ def make_plan(op: TransformerOp, mesh: dict[str, int] | None) -> Plan:
     return Plan(axes=par, dp=size["data"], fsdp=size["fsdp"], tp=tp, sp=sp, ep=ep, pp=pp,
                 chips=math.prod(mesh.values()) if mesh else 1, microbatches=m, batch=b,
                 micro_batch=b // m, q_seq=q_seq, kv_seq=kv_seq, tokens=(b // m) * q_seq,
-                layers=op.layers // pp, heads=op.heads // tp, kv_heads=op.kv_heads // tp,
+                layers=op.layers // pp, heads=op.heads // tp, kv_heads=max(1, op.kv_heads // tp),
                 d_ff=op.d_ff // tp, vocab=op.vocab // tp,
                 experts=(op.experts // ep) if op.experts else 0)
 
@@ -215,6 +222,27 @@ def local_params(op: TransformerOp, plan: Plan) -> int:
     return layers + 2 * math.ceil(_head_weights(op, plan) / plan.fsdp) + op.d_model
 
 
+# ---- dtypes -------------------------------------------------------------------------------
+
+def weight_dtype(op: TransformerOp) -> str:
+    """The dtype the matmuls read weights in: param_dtype in inference (weight-only
+    quantization: int8, int4, fp8 weights) or when it is narrower than dtype; in training with
+    wider parameters (an fp32 master copy) the step casts them to dtype once (optimizer/cast)
+    and the matmuls read that copy."""
+    if op.mode != "train" or DTYPE_BYTES[op.param_dtype] < DTYPE_BYTES[op.dtype]:
+        return op.param_dtype
+    return op.dtype
+
+
+def casts_params(op: TransformerOp) -> bool:
+    """Training keeps wider master parameters than it computes with: one cast per step."""
+    return op.mode == "train" and DTYPE_BYTES[op.param_dtype] > DTYPE_BYTES[op.dtype]
+
+
+def kv_dtype(op: TransformerOp) -> str:
+    return op.kv_dtype or op.dtype
+
+
 # ---- memory -------------------------------------------------------------------------------
 
 def memory_parts(op: TransformerOp, plan: Plan) -> dict[str, float]:
@@ -222,7 +250,8 @@ def memory_parts(op: TransformerOp, plan: Plan) -> dict[str, float]:
     e, pb = DTYPE_BYTES[op.dtype], DTYPE_BYTES[op.param_dtype]
     train = op.mode == "train"
     n = local_params(op, plan)
-    parts = {"params": float(n * pb),
+    # master parameters, plus the step's cast copy in dtype when they are wider
+    parts = {"params": float(n * pb + (n * e if casts_params(op) else 0)),
              "grads": float(n * pb) if train else 0.0,  # gradients in the parameter dtype
              "optimizer": float(n * ADAM_MOMENTS * ADAM_MOMENT_BYTES)
              if train and op.optimizer == "adam" else 0.0,
@@ -230,7 +259,7 @@ def memory_parts(op: TransformerOp, plan: Plan) -> dict[str, float]:
              "kv_cache": 0.0}
     if op.mode != "train":
         # K and V of every layer on the chip for its sequences: 2 e S L K H per sequence
-        parts["kv_cache"] = float(2 * e * plan.batch * (op.seq // plan.sp) * plan.layers
+        parts["kv_cache"] = float(2 * DTYPE_BYTES[kv_dtype(op)] * plan.batch * (op.seq // plan.sp) * plan.layers
                                   * plan.kv_heads * op.head_dim)
     return parts
 
@@ -311,6 +340,14 @@ class _Ops:
         if repeat < 1:
             return
         d = {"kind": kind, "name": name, "dtype": dtype or self.op.dtype, "repeat": int(repeat)}
+        if kind == "matmul":  # weights in their storage dtype, arithmetic in compute_dtype
+            wd = weight_dtype(self.op)
+            if wd != d["dtype"]:
+                d["weight_dtype"] = wd
+            if self.op.compute_dtype is not None:
+                d["compute_dtype"] = self.op.compute_dtype
+        if kind in ("matmul", "attention") and self.op.precision != "default":
+            d["precision"] = self.op.precision
         if kind != "collective":
             d["in_step"] = True  # one compiled program: no per-call overhead (calibrated.py)
         d.update(f)
@@ -344,7 +381,7 @@ def _bwd_of(d: dict) -> dict:
 def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
     """The op dicts (validated later as Workload ops) and their roles, ledger order."""
     o = _Ops(op)
-    e, pb = DTYPE_BYTES[op.dtype], DTYPE_BYTES[op.param_dtype]
+    e, pb = DTYPE_BYTES[op.dtype], DTYPE_BYTES[weight_dtype(op)]  # weights gathered as read
     train, decode = op.mode == "train", op.mode == "decode"
     D, H = op.d_model, op.head_dim
     P = plan
@@ -395,6 +432,8 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
                     2 * P.micro_batch * op.seq * P.kv_heads * H * e, R))
     attn = dict(batch=P.micro_batch, seq=P.q_seq, kv_seq=P.kv_seq, heads=P.heads,
                 kv_heads=P.kv_heads, head_dim=H, causal=op.causal, impl=op.attention)
+    if decode and kv_dtype(op) != op.dtype:  # the KV cache is read in its own dtype
+        attn["kv_dtype"] = kv_dtype(op)
     comp(o.add("fwd", "attention", "layer/attn", R, **attn))
     if decode:  # each sequence shard attended to its part of the cache: combine the outputs
         comm(o.coll("fwd", "layer/attn/sp_all_reduce", "all_reduce", sp_ax,
@@ -504,18 +543,25 @@ def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_
     o.coll("bwd", "embed/dp/all_reduce.bwd", "all_reduce", replicas,
            math.ceil(_head_weights(op, P) / P.fsdp) * pb, 1)
 
-    # optimizer: elementwise over this chip's parameters. Bytes per parameter, read and
-    # written, counted in units of the parameter dtype (Adam's fp32 moments are 4/pb units):
-    # Adam reads p, g, m, v and writes p, m, v; SGD reads p, g and writes p
+    # optimizer: elementwise over this chip's parameters, computed in fp32 on the vector unit
+    # whatever the parameter dtype. Bytes per parameter, read and written, counted in units of
+    # the parameter dtype (Adam's fp32 moments are 4/pb units): Adam reads p, g, m, v and
+    # writes p, m, v; SGD reads p, g and writes p
     n = local_params(op, P)
+    pb = DTYPE_BYTES[op.param_dtype]
     if op.optimizer == "adam":
-        mom = ADAM_MOMENT_BYTES // pb
+        mom = int(ADAM_MOMENT_BYTES // pb)
         o.add("optimizer", "elementwise", "optimizer/adam", 1, dtype=op.param_dtype, shape=[n],
               inputs=2 + ADAM_MOMENTS * mom, outputs=1 + ADAM_MOMENTS * mom,
-              flops_per_element=float(ADAM_FLOPS_PER_PARAM))
+              flops_per_element=float(ADAM_FLOPS_PER_PARAM), compute_dtype="fp32")
     else:
         o.add("optimizer", "elementwise", "optimizer/sgd", 1, dtype=op.param_dtype, shape=[n],
-              inputs=2, outputs=1, flops_per_element=float(SGD_FLOPS_PER_PARAM))
+              inputs=2, outputs=1, flops_per_element=float(SGD_FLOPS_PER_PARAM),
+              compute_dtype="fp32")
+    if casts_params(op):  # the master copy cast to dtype once per step, for the next forward
+        o.add("optimizer", "elementwise", "optimizer/cast", 1, dtype=op.param_dtype,
+              out_dtype=op.dtype, shape=[n], inputs=1, outputs=1,
+              flops_per_element=float(CAST_FLOPS))
 
 
 def group_of(name: str) -> str:

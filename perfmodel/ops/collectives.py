@@ -12,7 +12,15 @@ the hardware symbols ``link_bandwidth`` (one-way, per link), ``hop_latency``,
 Levels: the group's devices sit on up to three levels, fastest first: ``n_link`` over the
 chip's own links (ICI torus or NVLink), ``n_scale_out`` nodes (GPU NICs, all rails in parallel:
 each GPU its own scale_out_bandwidth), ``n_dcn`` slices (dcn_bandwidth per chip). A collective
-over several levels runs hierarchically, one phase per level, and the phases add.
+over several levels runs hierarchically, one phase per level; the per-level times are the
+columns ``t_link``, ``t_scale_out`` and ``t_dcn`` (JSON ``t_levels``).
+
+Level rule: all_gather, reduce_scatter, all_reduce, broadcast and ppermute take the max of the
+level times, because the levels pipeline: chunks move on the fast level while earlier chunks
+cross the slow one (How to Scale Your Model, GPU chapter: a 1 GB all-gather over 32 nodes of 8
+H100s is V/W_scale-out = 1e9/4.13e11 = 2.42 ms, not the sum of the NVLink and NIC phases). The
+same holds for the ICI and DCN phases of a multi-slice collective. all_to_all keeps the sum: its
+levels exchange different data (every device sends to every other), nothing to pipeline.
 
 Bandwidth terms (W = ring_links x link_bandwidth: 2 per wrapped torus axis, 1 per unwrapped,
 summed over the axes gathered at once; links_per_chip on NVLink):
@@ -64,7 +72,8 @@ INPUT_CELLS = ["elem_bytes", "v_bytes", "n_devices", "n_link", "n_scale_out", "n
                "ring_links", "cut_frac", "cut_links", "p2p_links", "step_hops"]
 # cost columns this model returns (besides the roofline's derived columns)
 COST_COLUMNS = ["flops", "flops_exec", "hbm_bytes", "comm_bytes", "hops", "t_latency",
-                "t_bandwidth", "t_comm", "algbw", "busbw"]
+                "t_link", "t_scale_out", "t_dcn", "t_bandwidth", "t_comm", "algbw", "busbw"]
+LEVELS = ("link", "scale_out", "dcn")  # fastest first; t_<level> columns
 
 
 def _group(op, ctx):
@@ -118,13 +127,14 @@ def _cost(p, hw, op):
     nl, ns, nd = p.n_link, p.n_scale_out, p.n_dcn
     L, S, D = hw.link_bandwidth, hw.scale_out_bandwidth, hw.dcn_bandwidth
     passes = PASSES.get(c, 1)
+    pipelined = True  # the level times combine by max (see the module docstring)
     if c in RING:
         b_link = V * (nl - 1) / nl
         b_so = V / nl * (ns - 1) / ns
         b_dcn = V / (nl * ns) * (nd - 1) / nd
         comm = passes * (b_link + b_so + b_dcn)
-        t_bw = passes * (_phase(nl > 1, b_link, p.ring_links * L) + _phase(ns > 1, b_so, S)
-                         + _phase(nd > 1, b_dcn, D))
+        levels = [passes * _phase(nl > 1, b_link, p.ring_links * L),
+                  passes * _phase(ns > 1, b_so, S), passes * _phase(nd > 1, b_dcn, D)]
         hbm = {"all_gather": V / n + V, "reduce_scatter": V + V / n, "all_reduce": 2 * V}[c]
         size, factor = V, passes * (n - 1) / n
     elif c == "all_to_all":
@@ -135,20 +145,21 @@ def _cost(p, hw, op):
         comm = b_link + b_so + b_dcn
         inject = b_link / (p.ring_links * L)
         bisect = V / (ns * nd) * p.cut_frac / (p.cut_links * L)
-        t_bw = (where(nl > 1, fmax(inject, bisect), 0) + _phase(ns > 1, b_so, S)
-                + _phase(nd > 1, b_dcn, D))
+        levels = [where(nl > 1, fmax(inject, bisect), 0), _phase(ns > 1, b_so, S),
+                  _phase(nd > 1, b_dcn, D)]
+        pipelined = False
         hbm = 2 * share
         size, factor = share, (n - 1) / n
     elif c == "ppermute":
         comm = V
-        t_bw = fmax(_phase(nl > 1, V, p.p2p_links * L), _phase(ns > 1, V, S),
-                    _phase(nd > 1, V, D))
+        levels = [_phase(nl > 1, V, p.p2p_links * L), _phase(ns > 1, V, S),
+                  _phase(nd > 1, V, D)]
         hbm = 2 * V
         size, factor = V, 1
     elif c == "broadcast":
         comm = V
-        t_bw = (_phase(nl > 1, V, p.ring_links * L) + _phase(ns > 1, V, S)
-                + _phase(nd > 1, V, D))
+        levels = [_phase(nl > 1, V, p.ring_links * L), _phase(ns > 1, V, S),
+                  _phase(nd > 1, V, D)]
         hbm = V
         size, factor = V, 1
     else:  # pragma: no cover (the spec's Literal rejects others)
@@ -168,7 +179,8 @@ def _cost(p, hw, op):
     col("comm_bytes", comm)
     hops = col("hops", passes * p.step_hops)
     t_lat = col("t_latency", hops * hw.hop_latency)
-    t_bw = col("t_bandwidth", t_bw)
+    lv = [col(f"t_{name}", t) for name, t in zip(LEVELS, levels)]
+    t_bw = col("t_bandwidth", fmax(*lv) if pipelined else lv[0] + lv[1] + lv[2])
     t_comm = col("t_comm", fmax(t_lat, t_bw))
     algbw = col("algbw", size / t_comm)
     col("busbw", algbw * factor)

@@ -1,5 +1,8 @@
 """Elementwise: ``inputs`` arrays in, ``outputs`` arrays out, all of one shape.
 
+Priced on the vector unit (perfmodel.precision). Inputs are in ``dtype``, outputs in
+``out_dtype`` (default ``dtype``: a cast reads one and writes the other).
+
 An unfused chain is several ops (each a round trip through HBM); a fused chain is one op with
 all of its inputs and one output: A+B+C unfused moves 6N elements, fused 4N. An op given
 ``bytes`` (a fused kernel whose operands differ in shape or dtype, as ``perfmodel analyze``
@@ -8,11 +11,15 @@ writes XLA's fusions) moves exactly those bytes.
 
 import math
 
+from ..specs import elem_bytes
 from . import common_inputs, num, register
 
 
 def _inputs(op, ctx):
-    return {**common_inputs(op), "elements": float(math.prod(op.shape)),
+    out = {}
+    if op.out_dtype is not None and op.out_dtype != op.dtype:  # a cell only when it differs
+        out["out_bytes"] = float(elem_bytes(op.out_dtype))
+    return {**common_inputs(op), **out, "elements": float(math.prod(op.shape)),
             "inputs": num(op.inputs), "outputs": num(op.outputs),
             "flops_per_element": num(op.flops_per_element),
             **({"bytes": num(op.bytes)} if op.bytes is not None else {})}
@@ -25,5 +32,6 @@ def elementwise(p, hw, op):
         "flops": flops,
         "flops_exec": flops,
         "hbm_bytes": (p.bytes if op.bytes is not None
-                      else p.elem_bytes * p.elements * (p.inputs + p.outputs)),
+                      else p.elements * (p.elem_bytes * p.inputs + p.out_bytes * p.outputs)
+                      if "out_bytes" in p else p.elem_bytes * p.elements * (p.inputs + p.outputs)),
     }

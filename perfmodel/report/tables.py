@@ -38,6 +38,8 @@ def roofline_table(title: str, rows: list[dict], total: dict) -> str:
         cols.insert(i, ("t_comm", "t_comm", "s", False))
     if any("fits_onchip" in r for r in rows):
         cols.append(("fits_onchip", "fits on chip", None, False))
+    if len({r.get("runs_as") for r in rows}) > 1:  # ops on different units or precisions
+        cols.append(("runs_as", "runs as", None, False))
     head = ["op"] + [c[1] for c in cols]
     body = [[r["name"]] + [_cell(r.get(f), u, p) for f, _, u, p in cols] for r in rows]
     body.append(["total"] + [_cell(total.get(f), u, p) if f in total else "" for f, _, u, p in cols])
@@ -65,9 +67,10 @@ def step_block(total: dict) -> str:
              + (f", t_calibrated {fmt_si(t['t_calibrated'], 's')}" if "t_calibrated" in t else "")
              + f"; figures at {t['t_step_basis']}"]
     pt = "flops_6pt" if "flops_6pt" in t else "flops_2pt"
-    lines.append(f"  MFU {pct(t['mfu'])}, {fmt_si(t['tokens_per_s'])} tokens/s; model FLOPs "
-                 f"{fmt_si(t['flops_model'], 'FLOP')} vs {pt[6:].upper()} "
-                 f"{fmt_si(t[pt], 'FLOP')} ({t['flops_model'] / t[pt] - 1:+.1%})")
+    lines.append(f"  MFU {pct(t['mfu'])} (PaLM model FLOPs {fmt_si(t['flops_model'], 'FLOP')}), "
+                 f"HFU {pct(t['hfu'])} (every executed FLOP), at {fmt_si(t['peak_used'], 'FLOP/s')}"
+                 f" per chip; {fmt_si(t['tokens_per_s'])} tokens/s; {pt[6:].upper()} "
+                 f"{fmt_si(t[pt], 'FLOP')}")
     parts = ", ".join(f"{k} {fmt_si(v, 'B')}" for k, v in t["memory_parts"].items() if v)
     verdict = "fits" if t["fits_memory"] else "DOES NOT FIT"
     lines.append(f"  memory per chip {fmt_si(t['memory_bytes_per_chip'], 'B')} of "

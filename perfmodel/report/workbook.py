@@ -26,6 +26,7 @@ from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell
 from .. import __version__
 from ..atomic import atomic_path, check_output
 from ..calibrated import relative_error
+from .. import precision
 from ..engine import HW_PARAMS, hw_env, op_columns
 from ..formula import NS, Ref, symbols, to_excel
 from ..roofline import COLUMNS as ROOFLINE_COLUMNS
@@ -44,7 +45,7 @@ FORMATS = {
     "fits_onchip": ("", "bool"),
 }
 HW_UNITS = {"hbm_bandwidth": "B/s", "hbm_capacity": "B", "onchip_memory": "B",
-            "matmul_tile": "elements", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
+            "matmul_tile_m": "elements", "matmul_tile_k": "elements", "matmul_tile_n": "elements", "flash_block_q": "rows", "link_bandwidth": "B/s one-way/link", "hop_latency": "s",
             "links_per_chip": "links",
             "scale_out_bandwidth": "B/s per NIC", "dcn_bandwidth": "B/s per chip"}
 HW_SOURCE_KEY = {"link_bandwidth": "interconnect", "hop_latency": "interconnect", "links_per_chip": "interconnect",
@@ -240,13 +241,19 @@ class _Writer:
             self.hw_row[p] = r
             self.text(ws, r, 0, p)
             self.text(ws, r, 1, _hw_unit(p))
-            key = "peak_flops" if p.startswith("peak_flops") else HW_SOURCE_KEY.get(p, p)
+            key = next((f for f in ("peak_flops", "vector_flops", "transcendental_flops", "matmul_tile") if p.startswith(f)), HW_SOURCE_KEY.get(p, p))
             for hw in self.hardware:
                 v = hw_env(hw).get(p)
                 if v is None:
                     continue
                 c = self.hw_col[hw.name]
-                ws.write_number(r, c, v, self.fmt["input_int" if p in ("matmul_tile", "links_per_chip") else "input_eng"])
+                if p in precision.RATE_NAMES:  # derived from this chip's own cells
+                    f = to_excel(precision.rate_exprs(hw)[p],
+                                 lambda n, c=c: xl_rowcol_to_cell(self.hw_row[n], c))
+                    ws.write_formula(r, c, f, self.fmt["eng"], v)
+                    self.formula_cells += 1
+                    continue
+                ws.write_number(r, c, v, self.fmt["input_int" if p in ("matmul_tile_m", "matmul_tile_k", "matmul_tile_n", "flash_block_q", "links_per_chip") else "input_eng"])
                 src = hw.sources.get(key)
                 if src:
                     ws.write_comment(r, c, f"{hw.name} {p}: " + ("; ".join(src) if isinstance(src, list) else src),
@@ -569,7 +576,6 @@ class _Writer:
         xmin = 10 ** math.floor(math.log10(min(pts + [1.0]) / 2))
         xmax = 10 ** math.ceil(math.log10(max(pts + [1e4]) * 2))
         dtype = self.rows[0].op.dtype if self.rows else "bf16"
-        key = f"peak_flops_{dtype}"
         self.text(ws, 0, 0, f"Roofline: one {dtype} roof per chip (live from Hardware); points = ops on the active chip "
                             "(live from Ops) at achieved FLOP/s = flops / t_lower", self.fmt["bold"])
         # roof table, chart below it, point data to the right of the chart (column M on)
@@ -580,6 +586,7 @@ class _Writer:
         peaks = []
         for j, hw in enumerate(self.hardware):
             env = hw_env(hw)
+            key = precision.matrix_rate(hw, dtype).key  # the roof the workload's matmuls run at
             if key not in env:
                 continue
             r = r0 + 1 + j
@@ -590,10 +597,10 @@ class _Writer:
             self.text(ws, r, 0, hw.name)
             # the ridge through roofline's own formula, its inputs bound to this chip's cells
             ridge = dict(ROOFLINE_COLUMNS)["ridge"]
-            ridge_f = to_excel(ridge(symbols(["peak", "hbm_bandwidth"])),
-                               {"peak": pk, "hbm_bandwidth": bw}.__getitem__)
+            ridge_f = to_excel(ridge(symbols(["peak_used", "hbm_bandwidth"])),
+                               {"peak_used": pk, "hbm_bandwidth": bw}.__getitem__)
             cells = [(f"={xmin!r}", xmin, "eng"), (f"={xmin!r}*{bw}", xmin * W, "eng"),
-                     (ridge_f, ridge(NS(peak=P, hbm_bandwidth=W)), "num"),
+                     (ridge_f, ridge(NS(peak_used=P, hbm_bandwidth=W)), "num"),
                      (f"={pk}", P, "eng"), (f"={xmax!r}", xmax, "eng"), (f"={pk}", P, "eng")]
             for c, (f, v, fk) in enumerate(cells):
                 ws.write_formula(r, 1 + c, f, self.fmt[fk], v)
@@ -614,6 +621,7 @@ class _Writer:
         self.text(ws, r0 - 1, 13, "chart series data (live)", self.fmt["bold"])
         env = hw_env(self.active)
         ici = env.get("link_bandwidth", 0) * env.get("links_per_chip", 0)
+        key = precision.matrix_rate(self.active, dtype).key
         if ici > 0 and key in env:
             # interconnect roof of the active chip: x read as FLOP per byte over its links
             base = r0 + 4 * len(self.hardware)
@@ -919,7 +927,7 @@ class _Writer:
 
 
 def _hw_unit(p: str) -> str:
-    return HW_UNITS.get(p, "FLOP/s" if p.startswith("peak") else "")
+    return HW_UNITS.get(p, "FLOP/s" if p.startswith(("peak", "vector", "transcendental")) else "")
 
 
 def _name_stem(op_name: str, i: int, used: set) -> str:
