@@ -72,7 +72,7 @@ class Analysis:
         """``schema_version``, ``ops`` (every row, unpriced ones too), ``total`` (the engine's
         total of the priced ops, as ``perfmodel roofline`` of the workload gives it, plus
         ``unpriced``, ``transcendentals`` and, measured, ``t_measured``), ``xla``."""
-        out = {"schema_version": 1, "hardware": self.hardware.name,
+        out = {"schema_version": engine.SCHEMA_VERSION, "hardware": self.hardware.name,
                "workload": self.workload.name if self.workload is not None else None,
                "function": self.function, "ops": [_clean(r) for r in self.records],
                "total": _clean(self.totals), "xla": _clean(self.xla)}

@@ -457,8 +457,10 @@ def analyze(target, args_, arg_list, statics, hardware, mesh, slice_, as_json, o
         except RuntimeError as e:
             raise api.SpecError(f"--mesh {mesh}: {e}") from None
     fn = load_function(target, kwargs)
+    label = target.rpartition(":")[2]  # as the user named it (a wrapper may rename it)
     a = api.analyze(fn, *_abstract(specs), hardware=hw, mesh=mesh_d, slice=slice_,
-                    annotations=ann, measure=measure)
+                    annotations=ann, measure=measure, name=f"analyze-{label}")
+    a.function = label
     if as_json:
         _json_out(a.to_json())
     else:
