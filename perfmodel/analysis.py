@@ -231,7 +231,7 @@ def build(hw: Hardware, res: dict, *, slice_: str | None = None, name: str | Non
         has_coll = any(o["kind"] == "collective" for o in ops)
         if res.get("mesh") and (has_coll or slice_):
             data["mesh"] = res["mesh"]
-            data["slice"] = slice_ or default_slice(hw, res["mesh"])
+            data["slice"] = slice_ or default_slice(res["mesh"])
         wl = _validate(data)
     records = []
     engine_rows = {r["name"]: r for r in engine.evaluate_rows(hw, wl)} if wl else {}
@@ -272,10 +272,9 @@ def attach_measurement(a: Analysis, m: dict) -> None:
     a.totals["err_calibrated"] = _rel(a.totals.get("t_calibrated"), t)
 
 
-def default_slice(hw: Hardware, mesh: dict) -> str:
+def default_slice(mesh: dict) -> str:
     """The chips as the mesh lays them out: its sizes joined by 'x' ('8' for one axis)."""
-    sizes = [str(v) for v in mesh.values()]
-    return "x".join(sizes)
+    return "x".join(str(v) for v in mesh.values())
 
 
 def _validate(data: dict) -> Workload:

@@ -277,7 +277,6 @@ class Program:
 
     def __init__(self, comps: dict, entry: str):
         self.comps, self.nodes = comps, []
-        self.params: list[int] = []
         self._manual = False
         root = self._expand(entry, None, "", ("", False))
         self.root = root
@@ -364,8 +363,6 @@ class Program:
                     i = self._node(ins, ops, where, outer, trip)
             else:
                 i = self._node(ins, ops, where, outer, trip)
-                if ins.opcode == "parameter":
-                    self.params.append(i)
             local[ins.name] = i
             if ins.root:
                 root = i
