@@ -15,10 +15,13 @@ from pathlib import Path
 from . import engine
 from .specs import Hardware, SpecError, Workload
 
-GSPMD_NOTE = ("note: the program is sharded by jit shardings (GSPMD): its lowered form is the "
-              "whole job's (global shapes; the partitioner adds collectives only when "
-              "compiling), so these rows are whole-job figures, not one chip's; write the "
-              "sharded part with shard_map for per-device rows and collectives")
+GSPMD_NOTE = ("note: the program is sharded by jit shardings (GSPMD) and could not be "
+              "compiled here: its lowered form is the whole job's (global shapes; the "
+              "partitioner adds collectives only when compiling), so these rows are whole-job "
+              "figures, not one chip's")
+PARTITIONED_NOTE = ("note: the program is sharded by jit shardings (GSPMD): rows are one "
+                    "device's, read after XLA's SPMD partitioner (per-device shapes and its "
+                    "collectives, before fusion); XLA's 'lowered' count is the whole job's")
 TOLERANCE = 0.01  # as perfmodel check: FLOPs within 1% of XLA's, or a named relation
 EXTRA = ["hlo", "scope", "xla_flops", "transcendentals", "note"]
 
@@ -108,7 +111,7 @@ class Analysis:
         if x.get("xla_flops_compiled") is not None or x.get("xla_flops_lowered") is not None:
             lines.append(_xla_line(self.totals, x))
         if x.get("gspmd"):
-            lines.append(GSPMD_NOTE)
+            lines.append(PARTITIONED_NOTE if x.get("partitioned") else GSPMD_NOTE)
         if "t_calibrated" in self.totals:
             lines.append(f"t_calibrated (calibrated groups of {self.hardware.name}): "
                          f"{_s(self.totals['t_calibrated'])}")
@@ -200,7 +203,8 @@ def xla_agreement(total_flops: float, rows: list[dict], xla: dict) -> dict:
     for mask in range(1, 1 << len(named)):  # every combination of the terms present
         use = [named[i] for i in range(len(named)) if mask >> i & 1]
         terms.append((", ".join(n for n, _ in use), sum(v for _, v in use)))
-    lowered_rel = "gspmd-whole-job" if xla.get("gspmd") else "compile-artefacts"
+    lowered_rel = ("gspmd-whole-job" if xla.get("gspmd") and not xla.get("partitioned")
+                   else "compile-artefacts")
     for target, value in (("", comp), (lowered_rel, low)):
         for name, adj in terms:
             if close(total_flops - adj, value):
@@ -248,7 +252,8 @@ def build(hw: Hardware, res: dict, *, slice_: str | None = None, name: str | Non
     total["unpriced"] = len(unpriced)
     total["transcendentals"] = sum(r.transcendentals for r in rows)
     xla = {k: res.get(k) for k in ("xla_flops_lowered", "xla_transcendentals_lowered",
-                                   "xla_flops_compiled", "backend", "jax_version", "gspmd")}
+                                   "xla_flops_compiled", "backend", "jax_version", "gspmd",
+                                   "partitioned")}
     if res.get("compile_error"):
         xla["compile_error"] = res["compile_error"]
     xla["counted_flops"] = sum(r.xla_flops for r in rows)

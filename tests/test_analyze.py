@@ -186,28 +186,38 @@ GSPMD = """
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
-def f(x, w):
-    return jax.lax.with_sharding_constraint(x @ w, NamedSharding(mesh, P(None, "x")))
+def _f(x, w):
+    with jax.named_scope("proj"):
+        return x @ w
+
+
+f = jax.jit(_f, in_shardings=(NamedSharding(mesh, P("data", "model")),
+                              NamedSharding(mesh, P("model", None))),
+            out_shardings=NamedSharding(mesh, P("data", None)))
 """
 
 
-def test_gspmd_program_is_said_to_be_whole_job(tmp_path):
+def test_gspmd_program_is_read_after_the_partitioner(tmp_path):
     (tmp_path / "gspmd.py").write_text(GSPMD)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     res = subprocess.run([sys.executable, "-m", "perfmodel.cli", "analyze", "gspmd.py:f",
-                          "--args", "f32[64,128];f32[128,256]", "--mesh", "x=8", "-H", "h100",
-                          "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+                          "--args", "f32[64,128];f32[128,256]", "--mesh", "data=2,model=4",
+                          "-H", "tpu-v5e", "--slice", "2x4", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     js = json.loads(res.stdout)
-    assert js["xla"]["gspmd"] is True
-    # the whole job's product (64 x 128 x 256), which XLA compiles as 8 per-device eighths
-    assert js["total"]["flops"] == 2 * 64 * 128 * 256
-    assert js["xla"]["xla_flops_compiled"] == pytest.approx(js["total"]["flops"] / 8)
-    assert js["xla"]["relation"] == "gspmd-whole-job"
+    assert js["xla"]["gspmd"] is True and js["xla"]["partitioned"] is True
+    mm = [o for o in js["ops"] if o["kind"] == "matmul"]
+    # one device's product: rows 64/2 (data), k 128/4 (model), n 256: 2 x 32 x 32 x 256
+    assert [o["flops"] for o in mm] == [2 * 32 * 32 * 256]
+    coll = [o for o in js["ops"] if o["kind"] == "collective"]
+    # the partial products over k are summed across the model axis
+    assert [(o["collective"], o["axes"]) for o in coll] == [("all_reduce", ["model"])]
+    assert js["xla"]["status"] in ("ok", "explained")
+    assert abs(js["total"]["flops"] / js["xla"]["xla_flops_compiled"] - 1) <= TOLERANCE
 
 
 # ---- the workload round trip --------------------------------------------------------------

@@ -27,9 +27,11 @@ counted once, as XLA's cost analysis does, and their rows say so):
   collective ops over the mesh axes their replica groups span (shard_map bodies are
   per-device programs; their shapes are per device).
 - a program sharded by jit in/out shardings or sharding constraints (GSPMD) is lowered as the
-  whole job's program: its instructions have global shapes and the partitioner adds its
-  collectives only when compiling, so such rows are whole-job figures, said in the output
-  (``xla.gspmd``); write the sharded part with shard_map for per-device rows and collectives.
+  whole job's program (global shapes; the SPMD partitioner adds its collectives only when
+  compiling). It is read instead right after XLA's SPMD partitioner, from XLA's dump of that
+  pass (``xla_dump_hlo_pass_re=spmd-partitioning``): one device's instructions and the
+  partitioner's collectives, still unfused (``xla.partitioned``). Where it cannot be compiled
+  here the whole job's program is read, and the output says so (``xla.gspmd``).
 - custom calls: the SPMD partitioner's sharding annotations cost nothing and are skipped;
   any other target is the op the ``--annotations`` file maps it to, or a row marked
   ``unpriced``, never dropped.
@@ -823,6 +825,15 @@ def replica_groups(ins: Instr) -> list[list[int]]:
         pairs = ins.attr("source_target_pairs") or ""
         return [[int(a), int(b)] for a, b in re.findall(r"\{(\d+),(\d+)\}", pairs)]
     v = ins.attr("replica_groups") or ""
+    m = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", ins.attrs)
+    if m:  # the SPMD partitioner's form: mesh['axis_0'=2,'axis_1'=4] {'axis_1'}
+        axes = re.findall(r"'([^']+)'=(\d+)", m.group(1))
+        names, sizes = [a for a, _ in axes], [int(n) for _, n in axes]
+        spanned = [names.index(a) for a in re.findall(r"'([^']+)'", m.group(2)) if a in names]
+        a = np.arange(math.prod(sizes)).reshape(sizes)
+        keep = [i for i in range(len(sizes)) if i not in spanned]
+        a = a.transpose(keep + spanned)
+        return a.reshape(-1, math.prod(sizes[i] for i in spanned) if spanned else 1).tolist()
     m = re.match(r"\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", v)
     if m:
         shape = [int(x) for x in m.group(1).split(",")]
@@ -909,30 +920,56 @@ def xla_cost(obj) -> dict:
 
 def analyze_program(fn, args, mesh=None, annotations: dict | None = None,
                     compile_: bool = True) -> dict:
-    """Rows (Row) of ``fn(*args)`` lowered for the current backend, with XLA's own counts."""
+    """Rows (Row) of ``fn(*args)`` lowered for the current backend, with XLA's own counts. A
+    program sharded by jit shardings (GSPMD) is read after XLA's SPMD partitioner instead
+    (``partitioned``), else (no compile) as the whole job's program."""
     import jax
 
     lowered = _lower(fn, args)
     text = lowered.as_text(dialect="hlo", debug_info=True)
-    comps, entry = parse_hlo(text)
-    prog = Program(comps, entry)
+    prog = Program(*parse_hlo(text))
     mesh_d, ids = mesh_of(mesh)
-    rows = Builder(prog, mesh_d, ids, annotations).build()
-    dedupe(rows)
     low = xla_cost(lowered)
-    out = {"rows": rows, "mesh": mesh_d, "backend": jax.default_backend(), "gspmd": prog.gspmd,
-           "jax_version": jax.__version__,
+    out = {"mesh": mesh_d, "backend": jax.default_backend(), "gspmd": prog.gspmd,
+           "partitioned": False, "jax_version": jax.__version__,
            "function": getattr(fn, "__name__", None) or "function",
            "xla_flops_lowered": float(low.get("flops", 0.0)) if low else None,
            "xla_transcendentals_lowered": float(low.get("transcendentals", 0.0)) if low else None,
            "xla_flops_compiled": None}
     if compile_:
         try:
-            comp = xla_cost(lowered.compile())
-            out["xla_flops_compiled"] = float(comp.get("flops", 0.0))
+            compiled, partitioned = _compile(lowered, prog.gspmd)
+            out["xla_flops_compiled"] = float(xla_cost(compiled).get("flops", 0.0))
+            if partitioned is not None:
+                prog = Program(*parse_hlo(partitioned))
+                out["partitioned"] = True
+        except SpecError:
+            raise
         except Exception as e:  # a program lowered for a mesh this host cannot compile
             out["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    rows = Builder(prog, mesh_d, ids, annotations).build()
+    dedupe(rows)
+    out["rows"] = rows
     return out
+
+
+def _compile(lowered, gspmd: bool):
+    """The compiled executable and, for a GSPMD program, the module right after XLA's SPMD
+    partitioner (per-device shapes, the partitioner's collectives, nothing fused yet), read
+    from XLA's own dump of that pass."""
+    if not gspmd:
+        return lowered.compile(), None
+    import glob
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = lowered.compile(compiler_options={
+            "xla_dump_to": tmp, "xla_dump_hlo_pass_re": "spmd-partitioning"})
+        found = sorted(glob.glob(f"{tmp}/*after_spmd-partitioning*.txt"))
+        if not found:
+            return compiled, None
+        with open(found[-1], encoding="utf-8") as f:
+            return compiled, f.read()
 
 
 def concrete_args(args):
