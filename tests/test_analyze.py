@@ -463,3 +463,47 @@ def test_annotations_file_prices_the_custom_call(tmp_path):
     assert host["kind"] == "matmul" and host["flops"] == 2 * 64 ** 3
     assert bad.exit_code == 2 and "bad.yaml" in bad.output and "n" in bad.output
     assert "Traceback" not in bad.output
+
+
+FSDP = """
+import json
+from perfmodel.calibrate.xla_collectives import host_devices
+jax = host_devices(8)
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import perfmodel
+from perfmodel.calibrate import validate as V
+
+d = V.Dims.of(V.config("tiny-train-fsdp8").op())
+mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+ns = lambda s: NamedSharding(mesh, s)
+params = jax.eval_shape(lambda: V.init_params(d))
+opt = jax.eval_shape(lambda: V.adam_init(params))
+pspec = jax.tree.map(ns, V.param_specs(params, "fsdp", 8), is_leaf=lambda x: isinstance(x, P))
+ospec = {"m": pspec, "v": pspec, "t": ns(P())}
+tok = jax.ShapeDtypeStruct((d.B, d.T), jnp.int32)
+step = jax.jit(lambda p, o, a, b: V.train_step(d, p, o, a, b, V.Sharder(mesh, "fsdp")),
+               in_shardings=(pspec, ospec, ns(P("fsdp")), ns(P("fsdp"))),
+               out_shardings=(pspec, ospec, ns(P())))
+a = perfmodel.analyze(step, params, opt, tok, tok, hardware="tpu-v5e", mesh=mesh, slice="2x4")
+ops = a.to_json()["ops"]
+print(json.dumps({"xla": a.xla, "flops": a.totals["flops"], "layers": d.L,
+                  "collectives": [[o["name"], o["collective"], o["axes"]] for o in ops
+                                  if o["kind"] == "collective"]}))
+"""
+
+
+def test_reference_fsdp_train_step_on_8_host_devices():
+    """validate's FSDP train step (jit shardings, sharding constraints): read after the
+    partitioner, one device's rows with the weight all-gathers of every layer."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    res = subprocess.run([sys.executable, "-c", FSDP], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    js = json.loads(res.stdout.strip().splitlines()[-1])
+    assert js["xla"]["partitioned"] is True
+    assert abs(js["flops"] / js["xla"]["xla_flops_compiled"] - 1) <= TOLERANCE
+    gathers = [c for c in js["collectives"] if c[0].startswith("layer/fsdp/all_gather")]
+    # each layer gathers its 7 parameters (2 norms, wqkv, wo, w_up, w_gate, w_down)
+    assert len(gathers) == 7 * js["layers"]
+    assert all(c[1] == "all_gather" and c[2] == ["fsdp"] for c in gathers)
