@@ -16,9 +16,9 @@ llm-analysis's efficiency knobs all set to 1.0 so both are pure rooflines) and p
 It prints figures and asserts nothing. llm-analysis is not a dependency of perfmodel: install it
 in a separate benchmark venv, never in the project's .venv:
 
-    python3 -m venv /tmp/bench-venv
-    /tmp/bench-venv/bin/pip install -e /work/main llm-analysis
-    /tmp/bench-venv/bin/python benchmarks/bench_llm_analysis.py [REPS]
+    python3 -m venv .bench-venv                     # from the repository root
+    .bench-venv/bin/pip install -e . llm-analysis
+    .bench-venv/bin/python benchmarks/bench_llm_analysis.py [REPS]
 
 (REPS, default 200: llm-analysis calls per batch, spread over REPS/10 interleaved rounds so that
 load from other processes hits every tool alike; perfmodel's single evaluations a quarter as
@@ -58,9 +58,9 @@ try:
     from llm_analysis.config import (get_dtype_config_by_name, get_gpu_config_by_name,  # noqa: E402
                                      get_model_config_by_name)
 except ImportError:  # pragma: no cover - the message is the point
-    sys.exit("llm-analysis is not installed in this interpreter. Create the benchmark venv:\n"
-             "  python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install -e "
-             "/work/main llm-analysis\nthen run this script with /tmp/bench-venv/bin/python.")
+    sys.exit("llm-analysis is not installed in this interpreter. Create the benchmark venv, from "
+             "the repository root:\n  python3 -m venv .bench-venv && .bench-venv/bin/pip install "
+             "-e . llm-analysis\nthen run this script with .bench-venv/bin/python.")
 
 from benchutil import pin_one_core, timed  # noqa: E402
 from perfmodel import Workload, evaluate_rows, load_hardware, to_json  # noqa: E402

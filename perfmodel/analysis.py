@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import engine
-from .specs import Hardware, SpecError, Workload
+from . import engine, results
+from .errors import SpecError
+from .specs import Hardware, Workload
 
 GSPMD_NOTE = ("note: the program is sharded by jit shardings (GSPMD) and could not be "
               "compiled here: its lowered form is the whole job's (global shapes; the "
@@ -248,7 +249,7 @@ def build(hw: Hardware, res: dict, *, slice_: str | None = None, name: str | Non
                    transcendentals=r.transcendentals, note=r.note)
         rec["_op_names"] = r.op_names
         records.append(rec)
-    total = engine.to_json(hw, wl, [engine_rows[r.name] for r in priced])["total"] if wl else {}
+    total = results.to_json(hw, wl, [engine_rows[r.name] for r in priced])["total"] if wl else {}
     total["unpriced"] = len(unpriced)
     total["transcendentals"] = sum(r.transcendentals for r in rows)
     xla = {k: res.get(k) for k in ("xla_flops_lowered", "xla_transcendentals_lowered",

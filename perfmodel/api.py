@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .atomic import check_output
 from .catalog import all_hardware, all_workloads, builtin_names, load_hardware, load_workload  # noqa: F401
-from .engine import evaluate, evaluate_rows, to_json, totals
+from .engine import evaluate, evaluate_rows, totals
+from .results import to_json
 from .specs import Hardware, SpecError, Workload
 
 __all__ = [

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from .specs import SpecError
+from .errors import SpecError
 
 # JAX's short dtype names (as jax prints abstract arrays) and the ledger's -> numpy names
 ARRAY_DTYPES = {

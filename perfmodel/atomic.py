@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .specs import SpecError
+from .errors import SpecError
 
 
 def check_output(path: Path, suffix: str | tuple | None = None) -> Path:

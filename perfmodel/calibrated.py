@@ -12,9 +12,9 @@ inside the cache, falling smoothly past ``cache_bytes`` (a step as the sharpness
 shape just past the cache's edge is priced between the two speeds rather than on one side of
 a cliff placed from a few samples. The working set (working_set) is what a cache must hold,
 not the bytes moved: an in-place elementwise op's inputs only (its outputs overwrite them),
-and one (batch, head) slice of naive attention, which works a head at a time (measured here:
-the same total bytes run 2x faster when one head's 1.6 MiB of scores fit the 2 MiB L2 than at
-2.3 MiB); otherwise the op's bytes.
+and one (batch, head) slice of naive attention, which works a head at a time (the same total
+bytes can run 2x faster when one head's scores fit a cache: docs/calibration.md); otherwise the
+op's bytes.
 
 Attention uses its own fitted group when there is one (attention_naive, with the matmul shape
 knee on its per-kv-head product; attention_decode if a calibration has one); otherwise naive

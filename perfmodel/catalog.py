@@ -1,4 +1,8 @@
-"""Built-in specs and name-or-path lookup (the I/O edge for hardware and workload files)."""
+"""Built-in specs and name-or-path lookup (the I/O edge for hardware and workload files).
+
+Above the model layer: loading a hardware file merges a what-if ``base:`` (whatif) and loading
+a workload expands its transformer op (model), so a model that does not fit its mesh is
+reported here with the file and the line of the op."""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import difflib
 from functools import lru_cache
 from pathlib import Path
 
-from .specs import Hardware, SpecError, Workload, load_model, read_yaml
+from .errors import SpecError
+from .model import expand_workload
+from .specs import Hardware, TransformerOp, Workload, line_of, load_model, read_yaml
+from .whatif import merge_base
 
 DATA = Path(__file__).parent / "data"
 _NOUN = {"hardware": "hardware", "workloads": "workload"}
@@ -36,17 +43,20 @@ def _load(path: Path, model):
     if model is Hardware:
         data, node = read_yaml(path)
         if "base" in data:  # a what-if spec: the base chip's fields, overridden by this file's
-            from .whatif import merge_base
-
             if not isinstance(data["base"], str):
                 raise SpecError(f"{path}: base: must be the name or path of a hardware spec.")
             base = load_hardware(data["base"] if "/" in data["base"] else data["base"])
             data = merge_base(data, base)
         return load_model(path, model, data, node)
     if model is Workload:  # a transformer op becomes its kernels here, once per file
-        from .model import expand_workload
-
-        return expand_workload(load_model(path, model))
+        data, node = read_yaml(path)
+        wl = load_model(path, model, data, node)
+        try:
+            return expand_workload(wl)
+        except SpecError as e:  # the model's sizes do not fit the mesh: name the op's line
+            i = next(i for i, op in enumerate(wl.ops) if isinstance(op, TransformerOp))
+            line = line_of(node, ("ops", i))
+            raise SpecError(f"{path}{f' line {line}' if line else ''}: {e}") from None
     return load_model(path, model)
 
 

@@ -60,7 +60,7 @@ def roofline(hardware, workload, as_json, output, slice_):
         api.check_output(Path(output), ".xlsx")
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
     if slice_ is not None:
-        from .specs import with_slice
+        from .model import with_slice
 
         wl = with_slice(wl, slice_)
     rows = api.evaluate_rows(hw, wl)
@@ -86,40 +86,75 @@ def roofline(hardware, workload, as_json, output, slice_):
 @click.option("--hardware", "-H", default=None, help="Comma-separated chips (default: all built-in).")
 @click.option("--workload", "-w", default=None, help="Comma-separated workloads (default: all built-in).")
 @click.option("--measure-collectives", is_flag=True,
-              help="Also run the collectives on 8 JAX host devices (~1 min) and show measured vs predicted.")
-def report(output_dir, hardware, workload, measure_collectives):
-    """Every built-in workload on every built-in chip: tables, a roofline PNG per chip and
+              help="Also run the collectives on 8 JAX host devices (needs jax; slow) and show measured vs predicted.")
+@click.option("--detail", is_flag=True,
+              help="Also print every per-op table (they are always written to OUTPUT_DIR/tables/).")
+def report(output_dir, hardware, workload, measure_collectives, detail):
+    """Every built-in workload on every built-in chip: one summary line per pair, the skipped
+    and not-fitting pairs, a roofline PNG per chip, per-op tables in reports/tables/ and
     reports/perfmodel.xlsx."""
     from . import api
+    from .atomic import atomic_path
+    from .report.tables import summary_table
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
     hws = api.select_hardware(hardware)
     wls = api.select_workloads(workload)
+    done, skipped, wrote = [], [], []
     for hw in hws:
         series = {}
         for wl in wls:
             try:
                 rows = api.evaluate_rows(hw, wl)
             except api.SpecError as e:  # e.g. a TPU slice shape on a GPU: skip this pair
-                click.echo(f"skipped {wl.name} on {hw.name}: {e}\n")
+                msg = str(e)
+                named = msg.startswith(f"workload {wl.name!r} on {hw.name!r}")
+                skipped.append(msg if named else f"{wl.name} on {hw.name}: {msg}")
                 continue
             series[wl.name] = rows
-            click.echo(roofline_table_for(wl, hw, rows) + "\n")
-        png = api.roofline_png(hw, series, out / f"roofline-{hw.name}.png")
-        click.echo(f"wrote {png}\n")
+            total = api.to_json(hw, wl, rows)["total"]
+            done.append((wl.name, hw.name, rows, total))
+            table = roofline_table_for(wl, hw, rows, total)
+            with atomic_path(out / "tables" / f"{wl.name}--{hw.name}.txt") as tmp:
+                tmp.write_text(table + "\n")
+            if detail:
+                click.echo(table + "\n")
+        wrote.append(api.roofline_png(hw, series, out / f"roofline-{hw.name}.png"))
     active = "tpu-v4" if any(h.name == "tpu-v4" for h in hws) else hws[0].name  # the course's chip
     measured = api.measure_collectives() if measure_collectives else None
-    path = api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
-                              measured_collectives=measured)
-    click.echo(f"wrote {path}")
+    wrote.append(api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
+                                    measured_collectives=measured))
+    click.echo(f"{len(done)} workload x chip pairs (t_step: a whole model's step, else the sum "
+               f"of its ops' t_lower; MFU for whole models)\n")
+    click.echo(summary_table(done))
+    big = [(w, c, t) for w, c, _, t in done if t.get("fits_memory") is False]
+    if big:
+        click.echo(f"\nDOES NOT FIT in HBM ({len(big)}):")
+        for w, c, t in big:
+            click.echo(f"  {w} on {c}: {fmt_bytes(t['memory_bytes_per_chip'])} per chip, "
+                       f"HBM {fmt_bytes(t['hbm_capacity'])}")
+    if skipped:
+        click.echo(f"\nskipped ({len(skipped)}):")
+        for msg in skipped:
+            click.echo(f"  {msg}")
+    pngs = [p for p in wrote if p.suffix == ".png"]
+    click.echo(f"\nwrote {out / 'tables'}/*.txt (per-op tables; --detail prints them), "
+               f"{len(pngs)} x {out}/roofline-CHIP.png, {wrote[-1]}")
 
 
-def roofline_table_for(wl, hw, rows):
+def fmt_bytes(v):
+    from .units import fmt_si
+
+    return fmt_si(v, "B")
+
+
+def roofline_table_for(wl, hw, rows, total=None):
     from . import api
     from .report.tables import roofline_table, step_block
 
-    total = api.to_json(hw, wl, rows)["total"]  # a transformer's step total, else the sums
+    if total is None:  # a transformer's step total, else the sums
+        total = api.to_json(hw, wl, rows)["total"]
     block = step_block(total)
     return roofline_table(f"{wl.name} on {hw.name}", rows, total) + (f"\n{block}" if block else "")
 
@@ -167,7 +202,7 @@ def schema(what):
 
 
 @main.command()
-@click.option("--quick", is_flag=True, help="A subset of the suite: under 2 minutes on a 2-core CPU.")
+@click.option("--quick", is_flag=True, help="A subset of the suite, a few times shorter (times: docs/measurements.md).")
 @click.option("--output", "-o", default="reports/measurements.csv", show_default=True,
               type=click.Path(dir_okay=False), help="CSV to append to (resumed if it exists).")
 @click.option("--passes", type=click.IntRange(min=1), default=None,
@@ -383,8 +418,8 @@ def check(as_json, kernels, quick, tiny):
 
 @main.command()
 @click.option("--quick", is_flag=True,
-              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (~40 s "
-                   "here, ~70 s without).")
+              help="Fewer configs (5 on 1 device, 3 on 8) and a shorter timing budget (run "
+                   "times: docs/measurements.md).")
 @click.option("--hardware", "-H", default=None,
               help="Calibrated hardware spec to predict with [default: "
                    "reports/cpu-local-calibrated.yaml, from perfmodel calibrate].")

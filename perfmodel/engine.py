@@ -15,6 +15,7 @@ import pandas as pd
 from . import calibrated, precision
 from .formula import NS, BinOp, Call, Cmp, Ref, symbols
 from .formula import evaluate as evaluate_expr
+from .model import expand_workload
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload
@@ -171,9 +172,7 @@ def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
 
 
 def evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
-    from .model import expand_workload  # a transformer op becomes its kernels (no-op otherwise)
-
-    wl = expand_workload(wl)
+    wl = expand_workload(wl)  # a transformer op becomes its kernels (no-op otherwise)
     return [evaluate_op(op, hw, wl) for op in wl.ops]
 
 
@@ -203,21 +202,3 @@ def price_columns(price_per_hour, total: dict) -> dict:
     if total.get("tokens_per_step"):
         out["usd_per_mtok"] = usd / total["tokens_per_step"] * 1e6
     return out
-
-
-def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
-    """The rows and their ``total``. For a transformer workload the total is the step's
-    (perfmodel.model.summary): t_lower overlaps each layer's communication with its compute,
-    and it adds MFU, tokens/s, memory per chip and the inference latencies."""
-    from .model import expand_workload
-    from .model.summary import step_summary
-
-    wl = expand_workload(wl)
-    rows = rows if rows is not None else evaluate_rows(hw, wl)
-    total = totals(rows)
-    step = step_summary(hw, wl, rows)
-    if step is not None:
-        total.update(step)
-    total.update(price_columns(hw.price_per_hour, total))
-    return {"schema_version": SCHEMA_VERSION, "hardware": hw.name, "workload": wl.name, "ops": rows,
-            "total": total}

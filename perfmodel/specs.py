@@ -21,6 +21,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
                       PrivateAttr, ValidationError, WithJsonSchema, field_validator, model_validator)
 
 from . import units
+from .errors import SpecError  # noqa: F401  (re-exported: callers import it from specs)
+from .topology import job_lengths, map_mesh, parse_shape
 
 # ---- scalar types -------------------------------------------------------------------------
 
@@ -528,7 +530,6 @@ class Workload(Spec):
     @classmethod
     def _slice_parses(cls, v):
         if v is not None:
-            from .topology import parse_shape
             try:
                 parse_shape(v)
             except SpecError as e:
@@ -544,7 +545,6 @@ class Workload(Spec):
             raise ValueError("is empty: name the mesh axes and their sizes, e.g. "
                              "mesh: {data: 16, model: 16}")
         if info.data.get("slice"):
-            from .topology import job_lengths, map_mesh
             try:
                 map_mesh(v, job_lengths(info.data["slice"], info.data.get("slices", 1)))
             except SpecError as e:
@@ -575,19 +575,13 @@ class Workload(Spec):
 
     @field_validator("ops")
     @classmethod
-    def _transformer_fits(cls, ops, info):
+    def _one_transformer(cls, ops):
+        # whether the model's sizes fit the mesh is the model layer's rule (make_plan), checked
+        # when the workload is expanded (perfmodel.model.expand_workload)
         found = [(i, op) for i, op in enumerate(ops) if isinstance(op, TransformerOp)]
         if len(found) > 1:
             raise ValueError(f"ops[{found[1][0]}] ({found[1][1].name!r}): a workload holds at most "
                              f"one transformer op; put each model in its own workload")
-        if found and "mesh" in info.data:  # a failed mesh is reported by its own validator
-            from .model.transformer import make_plan  # the sizing rules live with the model
-
-            i, op = found[0]
-            try:
-                make_plan(op, info.data.get("mesh"))
-            except SpecError as e:
-                raise ValueError(f"ops[{i}] ({op.name!r}): {e}") from None
         return ops
 
     # set by perfmodel.model.expand_workload on the expanded workload: the transformer op it
@@ -595,26 +589,7 @@ class Workload(Spec):
     _expansion: Any = PrivateAttr(default=None)
 
 
-def with_slice(wl: "Workload", slice_shape: str) -> "Workload":
-    """The workload with its slice replaced (the CLI's --slice), validated again."""
-    from .model import expand_workload, source_workload
-
-    src = source_workload(wl)  # a transformer is expanded again from the workload as written
-    try:
-        return expand_workload(Workload.model_validate({**src.model_dump(), "slice": slice_shape}))
-    except ValidationError as e:
-        msgs = "; ".join(f"{_path(x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
-                         for x in e.errors()[:3])
-        raise SpecError(f"--slice {slice_shape!r} does not fit workload {wl.name!r}: {msgs}. "
-                        f"The mesh stays the workload's: choose a slice with the same number "
-                        f"of chips whose axes line up with it.") from None
-
-
 # ---- loading ------------------------------------------------------------------------------
-
-class SpecError(Exception):
-    """Bad input: the message is one paragraph that names the file, the field and the fix."""
-
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Read a YAML file safely; return (data, node tree for line numbers)."""
@@ -682,7 +657,7 @@ def _duplicate_key(node) -> tuple[str, int, int] | None:
     return None
 
 
-def _line(node: yaml.Node | None, loc: tuple) -> int | None:
+def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """Line (1-based) of the YAML node at a pydantic error location, as deep as it goes."""
     best = node.start_mark.line + 1 if node is not None else None
     for key in loc:
@@ -730,7 +705,8 @@ def _fields_at(model: type[BaseModel], loc: tuple, required: bool = False) -> li
     return [n for n, f in tp.model_fields.items() if f.is_required() or not required]
 
 
-def _path(loc: tuple) -> str:
+def field_path(loc: tuple) -> str:
+    """A pydantic error location as the user wrote it: ops[2].seq."""
     out = ""
     for key in loc:
         if isinstance(key, int):
@@ -786,9 +762,9 @@ def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> s
     parts = []
     for e in errors[:4]:
         loc = e["loc"]
-        line = _line(node, loc)
+        line = line_of(node, loc)
         where = f"{path}" + (f" line {line}" if line else "")
-        field = _path(loc)
+        field = field_path(loc)
         msg = e["msg"].removeprefix("Value error, ")
         bad = e.get("input")
         ctx = e.get("ctx", {})

@@ -162,8 +162,9 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
     """Sweep the fields of a transformer op (batch, seq, d_model, tp sizes...): each
     configuration is expanded again (its op shapes and collectives change with the fields), so
     this path loops over configurations (about a millisecond each) instead of vectorising the
-    op formulas. Totals (``sweep_totals``) are the step totals of engine.to_json."""
-    from .engine import evaluate_rows, to_json
+    op formulas. Totals (``sweep_totals``) are the step totals of results.to_json."""
+    from .engine import evaluate_rows
+    from .results import to_json
     from .model import expand_workload, expansion, source_workload
     from .specs import TransformerOp
 

@@ -11,7 +11,7 @@ Physical axes, outermost first: ``[dcn S]`` (when S > 1), then the slice's axes;
 consecutive physical axes whose lengths multiply to its size and then uses all of their links
 (``mesh: {fsdp: 8}`` on ``2x2x2`` spans all three). So the outermost mesh axis spans the slices.
 
-Per physical axis (reference.md sections 2 and 5):
+Per physical axis (How to Scale Your Model: jax-ml.github.io/scaling-book/tpus and jax-ml.github.io/scaling-book/sharding):
 
 - wraps: ``whole_cubes_4`` (v4, v5p): every axis wraps iff every slice axis is a multiple of 4
   (whole 4x4x4 cubes; 2x2x4 has none); ``full_axis_16`` (v5e, v6e): only an axis of length 16
@@ -23,7 +23,7 @@ Per physical axis (reference.md sections 2 and 5):
   axis: a torus axis gives each chip ``links_per_chip / dims`` = 2 links (one to each
   neighbour). A ring collective on a wrapped axis runs both ways at once and drives both
   (W_bidi = 2 x link_bandwidth); on an unwrapped axis (a line) it gets W_uni = 1 x
-  link_bandwidth (reference.md: "without wraparound ~ V/W_uni"). Gathering over k axes at once
+  link_bandwidth (the book: without wraparound about V/W_uni). Gathering over k axes at once
   adds their links (the book's k W_bidi). NVLink: each GPU reaches the switch over all its
   ``links_per_chip`` links (links_per_chip x link_bandwidth each way, any peer). Scale-out and
   DCN axes use other bandwidths (``scale_out_bandwidth`` per GPU NIC, all rails in parallel;
@@ -40,7 +40,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .specs import SpecError
+from .errors import SpecError
 
 LINK_LEVELS = ("ici", "nvlink")  # axes whose bandwidth is the chip's own link_bandwidth
 TORUS_DIMS = {"torus2d": 2, "torus3d": 3}
@@ -198,8 +198,8 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
                     if per_node % dom == 0 else "")
             raise SpecError(
                 f"slice {shown!r} puts {per_node} GPUs in one NVLink node but {hw.name!r} has "
-                f"{dom} GPUs per NVLink domain (interconnect.domain_size){hint}: write 'MxN' "
-                f"with N <= {dom}")
+                f"{dom} GPUs per NVLink domain (interconnect.domain_size): a GPU slice 'MxN' is "
+                f"M nodes of N <= {dom} GPUs{hint}")
         if nodes > 1:
             if not ic.scale_out_bandwidth:
                 raise SpecError(
@@ -378,5 +378,6 @@ def workload_group(hw, wl, axes) -> Group:
     try:
         return group(hw, wl.slice, dict(wl.mesh), list(axes), wl.slices)
     except SpecError as e:
-        raise SpecError(f"workload {wl.name!r} (slice {wl.slice!r}, slices {wl.slices}, mesh "
-                        f"{dict(wl.mesh)}) on {hw.name!r}: {e}") from None
+        slices = f", {wl.slices} slices" if wl.slices > 1 else ""
+        raise SpecError(f"workload {wl.name!r} on {hw.name!r} (mesh {dict(wl.mesh)}{slices}): "
+                        f"{e}") from None

@@ -22,7 +22,7 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
 import perfmodel  # noqa: E402
-from perfmodel import catalog, engine  # noqa: E402
+from perfmodel import catalog, results  # noqa: E402
 from perfmodel.analysis import TOLERANCE  # noqa: E402
 from perfmodel.cli import main  # noqa: E402
 
@@ -234,7 +234,7 @@ def test_train_step_workload_out_agrees_with_roofline(tmp_path):
     a = perfmodel.analyze(fn, *args, hardware=hw)
     path = tmp_path / "train.yaml"
     path.write_text(a.workload_yaml())
-    js = engine.to_json(hw, catalog.load_workload(str(path)))
+    js = results.to_json(hw, catalog.load_workload(str(path)))
     mine = a.to_json()
     priced = [r for r in mine["ops"] if r["kind"] != "unpriced"]
     assert [r["name"] for r in js["ops"]] == [r["name"] for r in priced]

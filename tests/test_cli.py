@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -137,3 +138,71 @@ def test_help_documents_exit_status():
     assert "Exit status: 0 success, 2 bad input" in text
     for command in ("roofline", "hardware", "schema", "report"):
         assert command in res.stdout
+
+
+# ---- report: a summary people read ---------------------------------------------------------
+
+def test_report_summarises_every_pair_and_lists_skipped_and_not_fitting(tmp_path):
+    res = CliRunner().invoke(main, ["report", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) <= 150, len(lines)
+    hws, wls = api.select_hardware(None), api.select_workloads(None)
+    evaluated, skipped, big = [], [], []
+    for hw in hws:  # which pairs evaluate, which do not, from the API (not from the report)
+        for wl in wls:
+            try:
+                total = api.to_json(hw, wl)["total"]
+            except api.SpecError:
+                skipped.append((wl.name, hw.name))
+                continue
+            evaluated.append((wl.name, hw.name))
+            if total.get("fits_memory") is False:
+                big.append((wl.name, hw.name))
+    assert skipped and big  # the built-ins exercise both lists
+    summary = [ln.split() for ln in lines]
+    pairs = [(s[0], s[1]) for s in summary if len(s) > 2 and (s[0], s[1]) in evaluated]
+    assert sorted(pairs) == sorted(evaluated)  # one summary line per evaluated pair
+    assert sorted((s[0], s[1]) for s in summary if s and s[-1] == "FIT") == sorted(big)
+    fit_at = lines.index(next(ln for ln in lines if ln.startswith("DOES NOT FIT in HBM")))
+    skip_at = lines.index(next(ln for ln in lines if ln.startswith("skipped (")))
+    listed_big = lines[fit_at + 1:fit_at + 1 + len(big)]
+    assert sorted(tuple(ln.split(":")[0].strip().split(" on ")) for ln in listed_big) == sorted(big)
+    listed_skip = lines[skip_at + 1:skip_at + 1 + len(skipped)]
+    for (w, c), ln in zip(sorted(skipped, key=lambda p: (p[1], p[0])),
+                          sorted(listed_skip, key=lambda ln: (ln.split("'")[3], ln.split("'")[1]))):
+        assert f"'{w}' on '{c}'" in ln, ln
+        clauses = [x.strip() for x in re.split(r"[:;]", ln) if x.strip()]
+        assert len(clauses) == len(set(clauses)), ln  # no part of a message said twice
+    assert lines.index(next(ln for ln in lines if ln.startswith("workload "))) < fit_at < skip_at
+    # the per-op tables: one file per evaluated pair, none for a skipped one
+    files = {p.name for p in (tmp_path / "tables").glob("*.txt")}
+    assert files == {f"{w}--{c}.txt" for w, c in evaluated}
+    text = (tmp_path / "tables" / "course-attention--tpu-v4.txt").read_text()
+    assert text.startswith("course-attention on tpu-v4\nop ") and "flash-16384" in text
+    assert "flash-16384" not in res.stdout  # per-op rows only with --detail
+
+
+def test_report_detail_prints_the_per_op_tables(tmp_path):
+    res = CliRunner().invoke(main, ["report", "-o", str(tmp_path), "--detail", "-H", "tpu-v4",
+                                    "-w", "course-attention,course-elementwise"])
+    assert res.exit_code == 0, res.output
+    for name in ("course-attention", "course-elementwise"):
+        table = (tmp_path / "tables" / f"{name}--tpu-v4.txt").read_text()
+        assert table in res.stdout
+
+
+def test_summary_bound_is_the_one_taking_most_of_t_lower():
+    from perfmodel.report.tables import summary_table
+
+    rows = [{"bound": "memory", "t_lower": 3e-3}, {"bound": "compute", "t_lower": 1e-3}]
+    step = {"t_step": 5.0, "t_lower": 5.0, "mfu": 0.5, "fits_memory": False,
+            "bounds": {"embed": "memory", "layer": "comm", "lm_head": "compute"},
+            "group_times": {"embed": 0.5, "layer": 4.0, "lm_head": 0.5}}
+    text = summary_table([("kernels", "chip-a", rows, {"t_lower": 4e-3}),
+                          ("model", "chip-b", rows, step)]).splitlines()
+    # kernels: memory 3 ms of 4 ms = 75%; model: by group, comm 4 s of 5 s = 80% (its rows'
+    # own bounds do not count: the step overlaps communication within a group)
+    assert text[2].split() == ["kernels", "chip-a", "4", "ms", "memory", "75%", "-", "-"]
+    assert text[3].split() == ["model", "chip-b", "5", "s", "comm", "80%", "50.0%", "DOES",
+                               "NOT", "FIT"]

@@ -13,10 +13,11 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine, topology
+from perfmodel import catalog, engine, results, topology
 from perfmodel.cli import main
 from perfmodel.formula import evaluate
-from perfmodel.specs import CollectiveOp, SpecError, Workload, with_slice
+from perfmodel.model import with_slice
+from perfmodel.specs import CollectiveOp, SpecError, Workload
 
 GiB = 2**30
 MiB = 2**20
@@ -50,7 +51,7 @@ def test_wraparound_rules():
 
 
 def test_hop_counts():
-    # 4x4 without wraparound: (0,0) -> (3,3) is 3 + 3 = 6 hops (reference.md)
+    # 4x4 without wraparound: (0,0) -> (3,3) is 3 + 3 = 6 hops (How to Scale Your Model, TPU chapter)
     assert topology.p2p_hops((0, 0), (3, 3), [4, 4], [False, False]) == 6
     # 16x16 with wraparound: (0,0) -> (15,15) is 1 + 1 = 2 (go the short way round)
     assert topology.p2p_hops((0, 0), (15, 15), [16, 16], [True, True]) == 2
@@ -125,7 +126,7 @@ def test_small_message_is_latency_bound():
     assert r["t_bandwidth"] == pytest.approx(65536 * 15 / 16 / 9e10)
     assert r["t_latency"] == pytest.approx(8e-6)
     assert r["t_comm"] == pytest.approx(8e-6)
-    # per-hop chunk V/n = 4 KiB is far below W_uni x 1 us = 45 kB (reference.md's threshold)
+    # per-hop chunk V/n = 4 KiB is far below W_uni x 1 us = 45 kB (the book's latency-bound threshold)
     assert 65536 / 16 < L_V5E * 1e-6
     # a big message is bandwidth-bound instead
     big = run("tpu-v5e", "16x16", {"d": 16, "m": 16}, "all_gather", ["m"], GiB)
@@ -169,7 +170,7 @@ def test_all_reduce_is_twice_all_gather(chip, slice_, mesh, axes):
 def test_all_to_all_formulas():
     V = 256 * MiB
     # TPU wrapped 16 ring: V/4 crosses the bisection each way over its 2 links:
-    # t = V / (4 W_bidi) = V / (4 x 9e10) (reference.md); each device sends V/n (n-1)/n
+    # t = V / (4 W_bidi) = V / (4 x 9e10) (How to Scale Your Model, sharding chapter); each device sends V/n (n-1)/n
     r = run("tpu-v5e", "16x16", {"d": 16, "m": 16}, "all_to_all", ["m"], V)
     assert r["t_bandwidth"] == pytest.approx(V / (4 * 9e10))
     assert r["comm_bytes"] == pytest.approx(V * 15 / 256)
@@ -282,7 +283,7 @@ JSON_KEYS = {"comm_bytes", "hops", "wraparound", "t_latency", "t_bandwidth", "t_
 @pytest.mark.parametrize("chip, wl", [("tpu-v5e", "collectives-v5e"), ("h100", "collectives-h100"),
                                       ("tpu-v4", "collectives-v5e"), ("b200", "collectives-h100")])
 def test_builtin_workloads_json(chip, wl):
-    js = engine.to_json(hw(chip), catalog.load_workload(wl))
+    js = results.to_json(hw(chip), catalog.load_workload(wl))
     json.dumps(js, allow_nan=False)  # no NaN/inf leaks (they become null)
     for row in js["ops"]:
         assert JSON_KEYS <= set(row), row["name"]

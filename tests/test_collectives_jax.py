@@ -50,7 +50,7 @@ def _row(rows, coll, mesh, axes):
 
 
 def test_reference_numbers_for_8_devices_1_mib(rows):
-    # reference.md / recipes.md: all_gather 7/8 x 8 MiB, psum 2 x 7/8 MiB, psum_scatter
+    # jax.experimental.roofline's per-device bytes, by the ring formulas: all_gather 7/8 x 8 MiB, psum 2 x 7/8 MiB, psum_scatter
     # 7/8 MiB, ppermute 1 MiB, all_to_all 2 MiB
     want = {"all_gather": 7 * MiB, "psum": 2 * 7 * MiB // 8, "psum_scatter": 7 * MiB // 8,
             "ppermute": MiB, "all_to_all": 2 * MiB, "matmul_psum": 2 * 7 * MiB // 8}

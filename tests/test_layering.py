@@ -3,7 +3,9 @@ light. Each check runs in a fresh interpreter (this test process has imported pl
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -43,8 +45,8 @@ def test_core_evaluates_a_workload_with_jax_blocked():
         import sys
         for name in {BLOCKED!r}:
             sys.modules[name] = None
-        from perfmodel import catalog, engine
-        js = engine.to_json(catalog.load_hardware("tpu-v4"), catalog.load_workload("course-attention"))
+        from perfmodel import catalog, engine, results
+        js = results.to_json(catalog.load_hardware("tpu-v4"), catalog.load_workload("course-attention"))
         print(len(js["ops"]))
     """)
     assert res.returncode == 0, res.stderr
@@ -97,3 +99,132 @@ def test_console_script_help():
     res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0
     assert "Exit status: 0 success, 2 bad input" in " ".join(res.stdout.split())
+
+
+# ---- the layer order of docs/architecture.md, every import included -------------------------
+
+PKG = REPO / "perfmodel"
+ROW = re.compile(r"^\|\s*(\d+)\s*\|([^|]*)\|")
+
+
+def layer_table() -> dict[str, int]:
+    """docs/architecture.md's module table: entry (``engine.py``, ``ops/``) -> layer."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## Modules, in layer order", 1)[1].split("\n## ", 1)[0]
+    out = {}
+    for line in section.splitlines():
+        m = ROW.match(line)
+        if m:
+            for entry in re.findall(r"`([^`]+)`", m.group(2)):
+                out[entry] = int(m.group(1))
+    return out
+
+
+def entry_of(rel: str, table: dict[str, int]) -> str | None:
+    """The table entry a package file (``ops/matmul.py``) belongs to."""
+    if rel in table:
+        return rel
+    pkg = rel.split("/")[0] + "/"
+    return pkg if "/" in rel and pkg in table else None
+
+
+def module_file(name: str) -> Path | None:
+    """perfmodel.x.y -> its file (a package's __init__.py), None outside the package."""
+    if name != "perfmodel" and not name.startswith("perfmodel."):
+        return None
+    base = PKG.parent.joinpath(*name.split("."))
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.exists():
+            return p
+    return None
+
+
+def imports_of(path: Path, text: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) for every import in the file (or in ``text`` as if it were that file), at
+    any depth: function-level imports too."""
+    package = list(path.relative_to(PKG.parent).parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text() if text is None else text, str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            for a in node.names:  # `from . import engine` imports the submodule engine
+                sub = f"{mod}.{a.name}"
+                out.append((node.lineno, sub if module_file(sub) else mod))
+    return out
+
+
+def import_graph():
+    table = layer_table()
+    edges, unlisted = [], []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).as_posix()
+        src = entry_of(rel, table)
+        if src is None:
+            unlisted.append(rel)
+            continue
+        for line, mod in imports_of(path):
+            f = module_file(mod)
+            if f is None:
+                continue
+            dst = entry_of(f.relative_to(PKG).as_posix(), table)
+            edges.append((src, dst, f"perfmodel/{rel}:{line} imports {mod}"))
+    return table, edges, unlisted
+
+
+def test_the_table_is_read():
+    # the harness: the table has the layers the checks below rely on
+    table = layer_table()
+    assert table["units.py"] < table["specs.py"] < table["engine.py"] < table["cli.py"]
+    assert table["ops/"] < table["engine.py"] and "report/" in table
+
+
+def test_every_module_is_in_the_layer_table():
+    _, _, unlisted = import_graph()
+    assert not unlisted, f"add these to docs/architecture.md's module table: {unlisted}"
+
+
+def test_imports_go_only_to_the_same_layer_or_below():
+    table, edges, _ = import_graph()
+    upward = [why for src, dst, why in edges if dst is not None and table[dst] > table[src]]
+    assert not upward, "imports against docs/architecture.md's layer order:\n" + "\n".join(upward)
+
+
+def test_no_import_cycles_between_modules():
+    _, edges, _ = import_graph()
+    graph: dict[str, set[str]] = {}
+    for src, dst, _ in edges:
+        if dst is not None and dst != src:
+            graph.setdefault(src, set()).add(dst)
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(n, path):
+        state[n] = 1
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                raise AssertionError(f"import cycle: {' -> '.join(path + [n, m])}")
+            if m not in state:
+                visit(m, path + [n])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [])
+
+
+def test_the_checker_sees_function_level_imports():
+    # an upward import hidden in a function (as specs once reached the model) is found and
+    # placed in its layer; relative imports resolve against the file's package
+    table = layer_table()
+    probe = "def f():\n    if True:\n        from .model import expand_workload\n"
+    assert imports_of(PKG / "specs.py", probe) == [(3, "perfmodel.model")]
+    assert table[entry_of("model/__init__.py", table)] > table["specs.py"]
+    probe = "def g():\n    from .. import engine\n    from ..ops.attention import X\n"
+    assert imports_of(PKG / "ops" / "matmul.py", probe) == [
+        (2, "perfmodel.engine"), (3, "perfmodel.ops.attention")]
+    assert ("perfmodel.units" in {m for _, m in imports_of(PKG / "specs.py")})

@@ -3,7 +3,7 @@ the hardware runs it; the scaling book's inference answers reproduced."""
 
 import pytest
 
-from perfmodel import catalog, engine, precision
+from perfmodel import catalog, engine, precision, results
 from perfmodel.cli import main
 from perfmodel.specs import DTYPE_BYTES, ElementwiseOp, MatmulOp, SpecError, Workload
 from perfmodel.whatif import apply_override
@@ -21,7 +21,7 @@ LLAMA3_70B = dict(kind="transformer", name="llama3-70b", layers=80, d_model=8192
 
 
 def total(hw, op, **wl):
-    return engine.to_json(hw, Workload.model_validate({"name": "w", **wl, "ops": [op]}))["total"]
+    return results.to_json(hw, Workload.model_validate({"name": "w", **wl, "ops": [op]}))["total"]
 
 
 # ---- the vector unit ----------------------------------------------------------------------
@@ -218,7 +218,7 @@ def test_mfu_counts_model_flops_whatever_the_attention_kernel(mode):
 def test_mixed_precision_training_casts_the_master_copy_once():
     h100 = HW["h100"]
     op = {**LLAMA2_7B, "mode": "train", "batch": 8, "seq": 512, "param_dtype": "fp32"}
-    js = engine.to_json(h100, Workload.model_validate({"name": "w", "ops": [op]}))
+    js = results.to_json(h100, Workload.model_validate({"name": "w", "ops": [op]}))
     rows = {r["name"]: r for r in js["ops"]}
     cast = rows["optimizer/cast"]
     n = js["total"]["params_total"]

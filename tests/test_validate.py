@@ -287,3 +287,18 @@ def test_xla_conventions():
     assert x["scale + mask + softmax (per score)"] == pytest.approx(6.1, abs=0.2)
     assert x["Adam (per parameter)"] == pytest.approx(13.0, abs=0.01)
     assert all(v["perfmodel"] > 0 for v in c.values())
+
+
+def test_wait_for_a_quiet_machine_says_what_it_waits_for(monkeypatch):
+    from perfmodel.calibrate import bench
+
+    shares = iter([0.55, 0.40, 0.05])  # busy, still busy, quiet
+    monkeypatch.setattr(bench.CpuMeter, "others", lambda self: next(shares))
+    said = []
+    got = V.wait_quiet(5.0, window_s=0.01, log=said.append)
+    assert got == 0.05
+    assert len(said) == 1  # one line when the wait begins, not one per window
+    assert "quiet machine" in said[0] and "55%" in said[0] and "20%" in said[0]
+    shares = iter([0.0])
+    said.clear()
+    assert V.wait_quiet(5.0, window_s=0.01, log=said.append) == 0.0 and said == []

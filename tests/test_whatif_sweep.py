@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine, whatif
+from perfmodel import catalog, engine, results, whatif
 from perfmodel.cli import main
 from perfmodel.specs import SpecError, Workload
 from perfmodel.sweeps import crossovers, parse_vary, sweep, sweep_totals
@@ -145,8 +145,7 @@ def test_crossover_matches_hand_derivation():
                         (263 * 4096 + 4096 * 16384 + 263 * 16384), rel_tol=1e-12)
 
 
-def test_chip_overtake_crossover():
-    # small matmuls: padding to v6e's 256 tile wastes compute, so a chip ordering can flip
+def test_no_overtake_when_one_chip_is_never_faster():
     wl = Workload.model_validate({"name": "x", "ops": [{"name": "p", "kind": "matmul", "m": 1,
                                                          "k": 8192, "n": 8192}]})
     hws = [catalog.load_hardware("tpu-v5e"), whatif.apply_override(catalog.load_hardware("tpu-v5e"),
@@ -156,6 +155,31 @@ def test_chip_overtake_crossover():
     # half the bandwidth is slower while memory-bound, equal once compute-bound: no overtaking
     assert not any("overtakes" in x for x in lines)
     assert any("memory -> compute" in x for x in lines)
+
+
+def test_chip_overtake_crossover():
+    # two variants of one chip (same tile, so padding cannot decide it): A has twice the HBM
+    # bandwidth, B twice the bf16 peak. With P = 1.97e14 FLOP/s, W = 8.1e11 B/s, k = n = 8192,
+    # bf16 (F = 2 m 8192^2 for m >= 128, bytes = 2 x 8192 (2m + 8192)):
+    #   m = 256: A max(F/P = 174.4 us, bytes/2W = 88.0 us) = 174.4 us;
+    #            B max(F/2P = 87.2 us, bytes/W = 176.0 us) = 176.0 us  -> A faster
+    #   m = 512: A max(348.8 us, 93.2 us) = 348.8 us; B max(174.4 us, 186.4 us) = 186.4 us -> B
+    v5e = catalog.load_hardware("tpu-v5e")
+    assert (v5e.peak_flops["bf16"], v5e.hbm_bandwidth) == (1.97e14, 8.1e11)
+    a = whatif.apply_override(v5e, "hbm_bandwidth", "2x")
+    b = whatif.apply_override(v5e, "peak_flops.bf16", "2x")
+    wl = Workload.model_validate({"name": "x", "ops": [{"name": "p", "kind": "matmul", "m": 1,
+                                                         "k": 8192, "n": 8192}]})
+    df = sweep(wl, [a, b], ["m=1..2048:log2"])
+    over = [x for x in crossovers(df, "m") if "overtakes" in x]
+    assert over == [f"{b.name} overtakes {a.name} (total t_lower) between m=256 and m=512"]
+    tot = sweep_totals(df)
+    t = {(h, m): v for h, m, v in zip(tot.hardware, tot.m, tot.t_lower)}
+    assert t[(a.name, 256)] == pytest.approx(174.4e-6, rel=1e-3)
+    assert t[(b.name, 256)] == pytest.approx(176.0e-6, rel=1e-3)
+    assert t[(b.name, 512)] == pytest.approx(186.4e-6, rel=1e-3)
+    # the order stays flipped to the end of the range: B keeps the lead
+    assert all(t[(b.name, m)] < t[(a.name, m)] for m in (512, 1024, 2048))
 
 
 def test_sweep_cli_refuses_oversized_excel(tmp_path):
@@ -222,7 +246,7 @@ def test_transformer_sweep_varies_the_model_not_the_ledger_ops():
         src = source_workload(wl)
         data = src.model_dump(exclude_none=True)
         data["ops"][0]["batch"] = b
-        want = engine.to_json(h100, expand_workload(Workload.model_validate(data)))["total"]
+        want = results.to_json(h100, expand_workload(Workload.model_validate(data)))["total"]
         got = tot[tot.batch == b].iloc[0]
         assert got.t_lower == pytest.approx(want["t_lower"], rel=1e-12)
         assert got.flops == pytest.approx(want["flops"], rel=1e-12)
@@ -235,10 +259,10 @@ def test_prices_give_cost_per_step_tokens_and_flop_per_dollar():
     base = catalog.load_hardware("h100")
     priced = whatif.apply_override(base, "price_per_hour", "3.6")
     wl = catalog.load_workload("llama2-7b-decode")
-    t = engine.to_json(priced, wl)["total"]
+    t = results.to_json(priced, wl)["total"]
     assert t["usd_per_step"] == pytest.approx(3.6 / 3600 * t["chips"] * t["t_step"], rel=1e-12)
     assert t["usd_per_mtok"] == pytest.approx(t["usd_per_step"] / t["tokens_per_step"] * 1e6, rel=1e-12)
-    assert "usd_per_step" not in engine.to_json(base, wl)["total"]  # no price, no cost
+    assert "usd_per_step" not in results.to_json(base, wl)["total"]  # no price, no cost
     # kernel workloads: per configuration in a sweep, from t_lower
     k = sweep_totals(sweep(catalog.load_workload("course-big-matmul"), [priced], ["batch=1,2"]))
     assert np.allclose(k.usd_per_step, 3.6 / 3600 * k.t_lower)

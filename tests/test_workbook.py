@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from perfmodel import catalog, engine
+from perfmodel import catalog, engine, results
 from perfmodel.cli import main
 from perfmodel.report.workbook import write_workbook
 from perfmodel.specs import Hardware, Workload
@@ -250,7 +250,7 @@ def test_model_sheet_recalculates_and_matches_step_totals(tmp_path):
     hw = catalog.load_hardware("tpu-v5p")
     path = write_workbook(tmp_path / "model.xlsx", [wl], [hw])
     _assert_parity(path, tmp_path, 100)
-    total = engine.to_json(hw, wl)["total"]
+    total = results.to_json(hw, wl)["total"]
     ws = openpyxl.load_workbook(path, data_only=True)["Model"]
     vals = {str(r[0].value): r[1].value for r in ws.iter_rows() if r[0].value is not None}
     # the sheet's step figures are the JSON total's (same definitions, one as formulas)

@@ -56,7 +56,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..specs import DTYPE_BYTES, SpecError
+from ..errors import SpecError
+from ..specs import DTYPE_BYTES
 
 # HLO element types: bytes, and the ledger dtype (None: none; priced as fp32, noted)
 HLO_TYPES = {

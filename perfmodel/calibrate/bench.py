@@ -49,9 +49,9 @@ COLUMNS = ["kernel", "params", "dtype", "median_s", "min_s", "p20_s", "cv", "rep
 TIME_COLUMNS = ("median_s", "min_s", "p20_s")
 INT_COLUMNS = ("reps", "pass", "n_devices")
 DEFAULT_OUTPUT = Path("reports/measurements.csv")
-# Passes dominate the noise (on a shared 2-core machine a kernel's median moves more between
-# passes than within one), so full runs 5 and quick keeps 3, trimming shapes and per-kernel
-# budget instead. Full: about 4 minutes on a quiet 2-core CPU; quick: under 1.
+# Passes dominate the noise (on a shared machine a kernel's median moves more between passes
+# than within one), so full runs 5 and quick keeps 3, trimming shapes and per-kernel budget
+# instead (run times: docs/measurements.md).
 DEFAULT_PASSES = {"full": 5, "quick": 3, "tiny": 1}
 CONTENDED = 0.2  # other processes' share of the machine above which a timing is retried
 ATTEMPTS = 3     # timings of one (kernel, pass) at most, when contended

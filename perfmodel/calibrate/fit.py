@@ -39,10 +39,11 @@ from .kernels import ops_list
 # kernel -> calibration group of its elementwise/matmul ops. matmul, elementwise and softmax
 # calibrate workload ops (calibrated.column); reductions and interpreted Pallas describe only
 # their own kernels. Naive attention (and jax.nn.dot_product_attention, which is XLA's naive
-# attention on CPU, recipes.md) has a group of its own: measured here it runs ~35% slower than
-# the sum of its QK^T, softmax and AV parts. Decode attention is not in it: one query row per
-# kv head (or a few) makes its products matrix-vector kernels, so it is predicted from its parts
-# (gemv, softmax, gemv), an out-of-sample test of the composition.
+# attention on CPU: the JAX API docs' 'xla' implementation) has a group of its own: it can take
+# longer than the sum of its QK^T, softmax and AV parts (docs/calibration.md). Decode attention
+# is not in it: one query row per kv head (or a few) makes its products matrix-vector kernels,
+# so it is predicted from its parts (gemv, softmax, gemv), an out-of-sample test of the
+# composition.
 GROUP = {"matmul": "matmul", "matmul_pallas": "matmul_pallas", "ew_scale": "elementwise",
          "ew_add_fused": "elementwise", "ew_add_unfused": "elementwise", "reduce_sum": "reduction",
          "softmax": "softmax", "attention_naive": "attention_naive",
@@ -328,8 +329,8 @@ def _parts(kernel: str, op, ctx, params: dict | None = None) -> list[dict]:
         part["working_set"] = float(ws)
     if kernel == "matmul_pallas" and params.get("interpret"):
         # the Pallas interpreter runs the grid as a loop: each step a (block_m, block_k,
-        # block_n) matmul whose slicing touches the whole operands (measured here: at a fixed
-        # block the time per step grows with the array size), so steps x full-array bytes
+        # block_n) matmul whose slicing touches the whole operands (at a fixed block the time
+        # per step grows with the array size), so steps x full-array bytes
         bm, bk, bn = (params[f"block_{x}"] for x in "mkn")
         steps = math.ceil(op.m / bm) * math.ceil(op.k / bk) * math.ceil(op.n / bn)
         part.update(repeat=steps, dims=(float(bm), float(bk), float(bn)),

@@ -210,7 +210,7 @@ def _data(shape, dtype: str, seed: int):
 # ---- builders -----------------------------------------------------------------------------
 
 COLD_ROWS = 4            # products this skinny stream their weights (a decode step's): timed cold
-COLD_BYTES = 1 << 30     # operand bytes rotated through to defeat caches (L3 here: 480 MiB)
+COLD_BYTES = 1 << 30     # operand bytes rotated through to defeat caches (larger than a host's L3)
 
 
 def _cold_copies(nbytes: int) -> int:
@@ -444,9 +444,9 @@ def _attn(batch, seq, heads, head_dim, kv_heads=None, kv_seq=None, causal=False,
 
 
 def suite(mode: str = "full", backend: str = "cpu") -> list[Kernel]:
-    """The kernels of one mode: 'full' (every kernel), 'quick' (a subset that finishes in under
-    2 minutes on a 2-core CPU) or 'tiny' (seconds; for tests). Shapes are sized so that most
-    kernels take 1 ms or more on a 2-core CPU while the full run stays under 15 minutes."""
+    """The kernels of one mode: 'full' (every kernel), 'quick' (a subset, a few times shorter)
+    or 'tiny' (seconds; for tests). Shapes are sized so that most kernels take 1 ms or more on a
+    small CPU host; run times are in docs/measurements.md."""
     if mode not in MODES:
         raise SpecError(f"unknown bench mode {mode!r}; valid: {', '.join(MODES)}")
     interpret = backend not in ("tpu", "gpu")  # no Pallas compiler on CPU

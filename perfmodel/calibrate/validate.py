@@ -546,9 +546,10 @@ ATTEMPTS = 3
 QUIET_WAIT_S = {"full": 60.0, "quick": 10.0, "tiny": 0.0}  # longest wait for a quiet machine
 
 
-def wait_quiet(max_s: float, window_s: float = 0.5) -> float | None:
+def wait_quiet(max_s: float, window_s: float = 0.5, log=None) -> float | None:
     """Wait (at most ``max_s``) until other processes use under CONTENDED of the machine over
-    a ``window_s`` window; returns the last share seen (None where it cannot be measured)."""
+    a ``window_s`` window; returns the last share seen (None where it cannot be measured).
+    ``log`` hears one line when the wait begins, so a long wait is not silent."""
     import time
 
     from .bench import CpuMeter
@@ -561,10 +562,13 @@ def wait_quiet(max_s: float, window_s: float = 0.5) -> float | None:
         others = meter.others()
         if others is None or others <= CONTENDED:
             break
+        if log is not None and time.perf_counter() - start < 2 * window_s:
+            log(f"  waiting up to {max_s:.0f} s for a quiet machine: other processes use "
+                f"{others:.0%} of the CPU (timings are taken when they use under {CONTENDED:.0%})")
     return others
 
 
-def timed(fn, args=(), mode: str = "full", attempts: int = ATTEMPTS) -> dict:
+def timed(fn, args=(), mode: str = "full", attempts: int = ATTEMPTS, log=None) -> dict:
     """time_kernel of ``fn(*args)``; retried (up to ``attempts``, each after waiting for a quiet
     machine) while other processes take more than CONTENDED of the machine; the least
     contended attempt is kept, with that share (``others``)."""
@@ -575,7 +579,7 @@ def timed(fn, args=(), mode: str = "full", attempts: int = ATTEMPTS) -> dict:
     budget = Budget(**BUDGETS[mode])
     best = None
     for _ in range(max(1, attempts)):
-        wait_quiet(QUIET_WAIT_S[mode])
+        wait_quiet(QUIET_WAIT_S[mode], log=log)
         meter = CpuMeter()
         meter.start()
         t = time_kernel(Built(fn, tuple(args)), budget)
@@ -742,7 +746,7 @@ def share_time(events) -> dict[str, float]:
     return out
 
 
-def breakdown(prog: "Program", paths, steps: int = 3, mode: str = "full") -> dict:
+def breakdown(prog: "Program", paths, steps: int = 3, mode: str = "full", log=None) -> dict:
     """Measured seconds per step by ledger row (and by HLO kernel within each row): the
     least contended of up to ATTEMPTS profiles, each after waiting for a quiet machine.
     ``others`` is the share of the machine other processes used meanwhile."""
@@ -751,7 +755,7 @@ def breakdown(prog: "Program", paths, steps: int = 3, mode: str = "full") -> dic
     names = hlo_op_names(prog.compiled)
     best = None
     for _ in range(ATTEMPTS):
-        wait_quiet(QUIET_WAIT_S[mode])
+        wait_quiet(QUIET_WAIT_S[mode], log=log)
         meter = CpuMeter()
         meter.start()
         times = profile_ops(prog, steps)
@@ -837,14 +841,14 @@ def predict(cfg: Config, hw) -> dict:
     and t_upper, the ledger rows, per breakdown component the sums of its rows' t_calibrated
     (t_lower where a row has none) and t_lower, and the FLOPs of the forward and of the step
     (products apart)."""
-    from .. import engine
+    from .. import results
     from ..model import expand_workload, expansion
 
     if cfg.devices > 1:
         hw = host_devices_hardware(hw, cfg.devices)
     wl = expand_workload(cfg.workload())
     x = expansion(wl)
-    js = engine.to_json(hw, wl)
+    js = results.to_json(hw, wl)
     tot = js["total"]
     comps: dict[str, dict] = {}
     rows: dict[str, dict] = {}
@@ -874,22 +878,31 @@ def predict(cfg: Config, hw) -> dict:
 
 # ---- running the configs ------------------------------------------------------------------
 
-def measure(names: list[str], mode: str = "full", profile: bool = True) -> list[dict]:
+def measure(names: list[str], mode: str = "full", profile: bool = True, log=None,
+            progress: bool = False) -> list[dict]:
     """Build, cost-analyse and time each named config on the devices this process sees (its
-    breakdown too, on one device). One dict per config (JSON-able)."""
+    breakdown too, on one device). One dict per config (JSON-able). ``log`` hears a line per
+    config and per wait for a quiet machine; ``progress`` sends them to stderr (for a
+    subprocess, whose stderr the parent passes through)."""
     import gc
+    import sys
 
     import jax
 
+    if log is None and progress:
+        def log(msg):
+            print(msg, file=sys.stderr, flush=True)
     out = []
-    for name in names:
+    for i, name in enumerate(names):
+        if log is not None:
+            log(f"  {i + 1}/{len(names)} {name}")
         cfg = config(name)
         prog, cost = build_step(cfg)
-        t = timed(prog.run, (), mode)
+        t = timed(prog.run, (), mode, log=log)
         rec = {"config": name, "devices": cfg.devices, "backend": jax.default_backend(),
                "measured": t, "xla": cost}
         if profile and cfg.devices == 1:
-            rec["breakdown"] = breakdown(prog, ledger_paths(cfg), mode=mode)
+            rec["breakdown"] = breakdown(prog, ledger_paths(cfg), mode=mode, log=log)
         del prog
         jax.clear_caches()
         gc.collect()
@@ -902,7 +915,7 @@ def in_subprocess(name: str, timeout: float = 3600, **kwargs):
     device count must be set before jax starts); returns its JSON result."""
     from .xla_collectives import in_subprocess as run
 
-    return run(name, timeout=timeout, module="validate", **kwargs)
+    return run(name, timeout=timeout, module="validate", stream_stderr=True, **kwargs)
 
 
 # ---- XLA's FLOP conventions against the model's -----------------------------------------
@@ -1059,9 +1072,10 @@ def validate(quick: bool = False, hardware: str | None = None, log=None) -> dict
     mode = "quick" if quick else "full"
     one, many = configs(quick, 1), configs(quick, N_HOST_DEVICES)
     log(f"measuring {len(one)} configs on 1 device ...")
-    recs = measure([c.name for c in one], mode)
+    recs = measure([c.name for c in one], mode, log=log)
     log(f"measuring {len(many)} configs on {N_HOST_DEVICES} host devices (subprocess) ...")
-    recs += in_subprocess("measure", names=[c.name for c in many], mode=mode, profile=False)
+    recs += in_subprocess("measure", names=[c.name for c in many], mode=mode, profile=False,
+                          progress=True)
     import jax
 
     results = [compare(config(r["config"]), r, hw) for r in recs]

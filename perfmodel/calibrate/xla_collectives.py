@@ -44,7 +44,7 @@ from fractions import Fraction
 
 N_DEVICES = 8
 XLA_FLAG = f"--xla_force_host_platform_device_count={N_DEVICES}"
-PER_DEVICE_BYTES = 1 << 20  # 1 MiB per device, as in reference.md
+PER_DEVICE_BYTES = 1 << 20  # 1 MiB per device
 MESHES = {"8": ((8,), ("x",)), "2x4": ((2, 4), ("x", "y"))}
 COLLECTIVES = ["all_gather", "psum", "psum_scatter", "ppermute", "all_to_all", "matmul_psum"]
 OURS = {"all_gather": "all_gather", "psum": "all_reduce", "psum_scatter": "reduce_scatter",
@@ -66,9 +66,11 @@ def host_devices(n: int = N_DEVICES):
     return jax
 
 
-def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collectives", **kwargs):
+def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collectives",
+                  stream_stderr: bool = False, **kwargs):
     """Run ``name(**kwargs)`` of ``perfmodel.calibrate.<module>`` in a fresh interpreter with 8
-    host devices (the device count must be set before jax starts); returns its JSON result."""
+    host devices (the device count must be set before jax starts); returns its JSON result.
+    ``stream_stderr``: its stderr (progress lines) goes straight to ours."""
     code = textwrap.dedent(f"""
         import json, sys
         from perfmodel.calibrate import {module} as m
@@ -78,10 +80,11 @@ def in_subprocess(name: str, timeout: float = 600, module: str = "xla_collective
     env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + XLA_FLAG).strip(),
            "JAX_PLATFORMS": "cpu"}
     res = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=env,
-                         capture_output=True, text=True, timeout=timeout)
+                         stdout=subprocess.PIPE, stderr=None if stream_stderr else subprocess.PIPE,
+                         text=True, timeout=timeout)
     if res.returncode != 0 or "@@JSON@@" not in res.stdout:
-        raise RuntimeError(f"{name} failed in a subprocess (exit {res.returncode}):\n"
-                           f"{res.stderr[-3000:]}")
+        tail = "(its output is above)" if stream_stderr else res.stderr[-3000:]
+        raise RuntimeError(f"{name} failed in a subprocess (exit {res.returncode}):\n{tail}")
     return json.loads(res.stdout.split("@@JSON@@", 1)[1])
 
 
@@ -203,10 +206,10 @@ def _matmul_flops(m, k, n) -> float:
 
 def host_hardware(link_bandwidth: str = "1.25 GB/s", hop_latency: str = "20 us"):
     """cpu-local with a nominal switched interconnect for the 8 host devices: a "link" is a
-    memory copy between device buffers, and all 8 devices share the same 2 cores, so each gets
-    about 1/8 of the ~10 GB/s those cores copy at (shared/recipes.md: 20-40 GB/s streaming,
-    less with reads and writes); a "hop" is a synchronisation step (an empty jitted call costs
-    15-19 us here). Nominal, not fitted."""
+    memory copy between device buffers, and all 8 devices share the host's cores, so each gets
+    about 1/8 of what those cores copy at; a "hop" is a synchronisation step (about an empty
+    jitted call). The defaults suit a small CPU host (docs/measurements.md). Nominal, not
+    fitted."""
     from .. import catalog
     from ..specs import Hardware
 
@@ -217,9 +220,9 @@ def host_hardware(link_bandwidth: str = "1.25 GB/s", hop_latency: str = "20 us")
                          "link_bandwidth": link_bandwidth, "hop_latency": hop_latency,
                          "domain_size": N_DEVICES}
     d["sources"] = {**d["sources"], "interconnect": (
-        "NOMINAL for 8 XLA host devices on this machine: link_bandwidth ~ 1/8 of a 2-core "
-        "memory copy (~10 GB/s; shared/recipes.md), hop_latency ~ an empty jitted call "
-        "(15-19 us); not fitted, not an accuracy claim")}
+        "NOMINAL for 8 XLA host devices sharing one host's cores: link_bandwidth ~ 1/8 of the "
+        "host's memory-copy rate, hop_latency ~ an empty jitted call; not fitted, not an "
+        "accuracy claim")}
     return Hardware.model_validate(d)
 
 

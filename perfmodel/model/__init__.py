@@ -6,7 +6,7 @@ elementwise and collective ops (ledger paths such as ``layer/attn/qkv``, identic
 one op with ``repeat``), and which remembers where they came from (``expansion(wl)``: the
 TransformerOp, its sharding Plan, each op's role and group, and the workload as written).
 ``catalog.load_workload`` calls it, so every command (roofline, compare, report, sweep, the
-workbook) sees the expanded ops; ``engine.evaluate_rows`` and ``engine.to_json`` call it too,
+workbook) sees the expanded ops; ``engine.evaluate_rows`` and ``results.to_json`` call it too,
 for workloads built in code. It is idempotent: an expanded workload, or one without a
 transformer op, comes back unchanged.
 
@@ -15,10 +15,13 @@ Pure Python: no jax, no hardware (the expansion depends on the mesh, not on the 
 
 from __future__ import annotations
 
-from ..specs import TransformerOp, Workload
+from pydantic import ValidationError
+
+from ..errors import SpecError
+from ..specs import TransformerOp, Workload, field_path
 from .transformer import Expansion, Plan, expand_op, group_of, make_plan
 
-__all__ = ["expand_workload", "expansion", "source_workload", "Expansion", "Plan"]
+__all__ = ["expand_workload", "expansion", "source_workload", "with_slice", "Expansion", "Plan"]
 
 
 def expansion(wl: Workload) -> Expansion | None:
@@ -40,7 +43,10 @@ def expand_workload(wl: Workload) -> Workload:
     if not found:
         return wl
     (i, spec), = found  # Workload validation allows one transformer op
-    plan = make_plan(spec, wl.mesh)
+    try:
+        plan = make_plan(spec, wl.mesh)  # the model's sizes must fit the mesh (heads by tensor...)
+    except SpecError as e:
+        raise SpecError(f"ops[{i}] ({spec.name!r}): {e}") from None
     items = expand_op(spec, plan)
     before = [op.model_dump() for op in wl.ops[:i]]
     after = [op.model_dump() for op in wl.ops[i + 1:]]
@@ -51,3 +57,17 @@ def expand_workload(wl: Workload) -> Workload:
         roles={d["name"]: r for d, r in items}, groups={d["name"]: group_of(d["name"])
                                                       for d, _ in items})
     return out
+
+
+def with_slice(wl: Workload, slice_shape: str) -> Workload:
+    """The workload with its slice replaced (the CLI's --slice), validated again."""
+    src = source_workload(wl)  # a transformer is expanded again from the workload as written
+    try:
+        return expand_workload(Workload.model_validate({**src.model_dump(), "slice": slice_shape}))
+    except (ValidationError, SpecError) as e:
+        msgs = (str(e) if isinstance(e, SpecError) else
+                "; ".join(f"{field_path(x['loc'])}: {x['msg'].removeprefix('Value error, ')}"
+                          for x in e.errors()[:3]))
+        raise SpecError(f"--slice {slice_shape!r} does not fit workload {wl.name!r}: {msgs}. "
+                        f"The mesh stays the workload's: choose a slice with the same number "
+                        f"of chips whose axes line up with it.") from None

@@ -193,7 +193,7 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
             flops += float(cost["flops"])
             tm += float(roof["t_memory"])
         # the useful FLOPs (not padded to the matmul tile): the ridge-point batch, peak / HBM
-        # bandwidth tokens per step (reference.md section 6), not a tile-rounding artefact
+        # bandwidth tokens per step (How to Scale Your Model, inference chapter: jax-ml.github.io/scaling-book/inference), not a tile-rounding artefact
         return flops / peak >= tm
 
     hi = 1

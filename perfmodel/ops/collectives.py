@@ -1,5 +1,6 @@
 """Collectives on real topologies: TPU torus axes (with or without wraparound), GPU NVLink
-domains, scale-out NICs and DCN between slices (reference.md sections 2 and 5).
+domains, scale-out NICs and DCN between slices (How to Scale Your Model: jax-ml.github.io/scaling-book/tpus and
+jax-ml.github.io/scaling-book/sharding; NVIDIA nccl-tests doc/PERFORMANCE.md for GPU rings).
 
 V (``v_bytes``) is the full array: all_gather the gathered result; reduce_scatter and all_reduce
 the unreduced input on each device; all_to_all the whole array across the group; ppermute what
@@ -24,14 +25,14 @@ levels exchange different data (every device sends to every other), nothing to p
 
 Bandwidth terms (W = ring_links x link_bandwidth: 2 per wrapped torus axis, 1 per unwrapped,
 summed over the axes gathered at once; links_per_chip on NVLink):
-- all_gather, reduce_scatter: V (n-1)/n / W on one level (reference.md: V/W_bidi (n-1)/n with
+- all_gather, reduce_scatter: V (n-1)/n / W on one level (the book: V/W_bidi (n-1)/n with
   wraparound, V/W_uni (n-1)/n without; GPU V (n-1)/(n W)). Over levels the slow phases carry
   the smaller shards: + V/n_link (n_so-1)/n_so / scale_out + V/(n_link n_so) (n_dcn-1)/n_dcn /
   dcn. reduce_scatter counts (n-1)/n x V/elem_bytes reduction FLOPs per device.
 - all_reduce = reduce_scatter + all_gather: twice the bytes, time and hops.
 - all_to_all: the larger of injection (each device sends V/n (n-1)/n over its W) and
   bisection (cut_frac of the data crosses the narrowest cut of cut_links links each way):
-  a wrapped ring gives V/4 over 2 links = V/(4 W_bidi) as in reference.md; NVLink gives
+  a wrapped ring gives V/4 over 2 links = V/(4 W_bidi) as in the book; NVLink gives
   V (n-1)/(n^2 W). Slow levels: V/n (n_l-1)/n_l over each device's own NIC/DCN share.
 - ppermute (a cyclic shift by one over the group, JAX's linear order): every device sends V
   over one link direction (p2p_links x link_bandwidth; all NVLink links on a GPU), or its NIC

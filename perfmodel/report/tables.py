@@ -121,3 +121,35 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
            fmt(["-" * w for w in widths])]
     out += [fmt(b) for b in body]
     return "\n".join(out)
+
+
+def summary_table(results: list[tuple[str, str, list[dict], dict]]) -> str:
+    """One line per (workload, chip): t_step, the bound taking most of t_lower, MFU, memory
+    verdict. ``results`` holds (workload, chip, rows, total) for the pairs that were evaluated.
+    A whole model's t_lower is its ledger groups' (communication overlapped within a group),
+    so its share is by group; a kernel workload's by op."""
+    head = ["workload", "chip", "t_step", "bound (share of t_lower)", "MFU", "memory"]
+    body = []
+    for wl, chip, rows, total in results:
+        if "group_times" in total and "bounds" in total:
+            parts = [(total["bounds"][g], t) for g, t in total["group_times"].items()]
+        else:
+            parts = [(r.get("bound"), r.get("t_lower")) for r in rows]
+        share: dict[str, float] = {}
+        for bound, t in parts:
+            if bound and t:
+                share[bound] = share.get(bound, 0.0) + t
+        whole = sum(share.values())
+        top = max(share, key=share.get) if share else None
+        bound = f"{top} {100 * share[top] / whole:.0f}%" if top else "-"
+        fits = total.get("fits_memory")
+        body.append([wl, chip, _cell(total.get("t_step", total.get("t_lower")), "s", False), bound,
+                     _cell(total.get("mfu"), None, True),
+                     "-" if fits is None else ("fits" if fits else "DOES NOT FIT")])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
