@@ -7,7 +7,10 @@ calls, retried while other processes load the machine) and prints measured besid
 and the spec-sheet roofline t_lower, then the median |error| of each over the functions. It
 prints figures and asserts nothing.
 
-    .venv/bin/python benchmarks/analyze_measure.py [CALIBRATED_SPEC]
+    .venv/bin/python benchmarks/analyze_measure.py [CALIBRATED_SPEC] [quick|full]
+
+(full: validate's longer budget, waiting up to a minute for a quiet machine before each
+timing.)
 
 (default: tests/data/cpu-local-quick.yaml, made by `perfmodel bench --quick` then `perfmodel
 calibrate`; about a minute on 2 cores.)
@@ -65,12 +68,12 @@ def functions():
         yield f"train step ({name})", fn, args
 
 
-def main(spec: str) -> None:
+def main(spec: str, mode: str = "quick") -> None:
     import perfmodel
 
     rows = []
     for label, fn, args in functions():
-        a = perfmodel.analyze(fn, *args, hardware=spec, measure=True)
+        a = perfmodel.analyze(fn, *args, hardware=spec, measure=True, mode=mode)
         t = a.totals
         rows.append((label, t["t_measured"], t.get("t_calibrated"), t["t_lower"],
                      t.get("err_calibrated"), t["err_lower"],
@@ -96,4 +99,5 @@ def main(spec: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(REPO / "tests/data/cpu-local-quick.yaml"))
+    main(sys.argv[1] if len(sys.argv) > 1 else str(REPO / "tests/data/cpu-local-quick.yaml"),
+         sys.argv[2] if len(sys.argv) > 2 else "quick")
