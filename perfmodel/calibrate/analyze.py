@@ -8,13 +8,16 @@ to the backend that compiles it (the CPU backend wraps bf16 arithmetic in conver
 FLOPs, fuses and constant-folds its own way), while the lowered program is what every target's
 compiler starts from.
 
-Instructions become ops (calls are inlined; a ``while`` body or a conditional's branches are
-counted once, as XLA's cost analysis does, and their rows say so):
+Instructions become ops (calls are inlined; a counted loop, jax's scan or fori_loop, has its
+body's rows priced once per trip as their ``repeat``, where XLA's cost analysis counts the
+body once (relation ``loop-trip-count``); another ``while`` body or a conditional's branches
+are counted once, and their rows say so):
 - ``dot`` -> matmul: batch = the batch dims, m and n = the free dims of each side, k = the
   contracted dims; dtype the left operand's, ``weight_dtype`` the right's where it differs;
-  JAX's operand precision (high, highest) as the op's ``precision``. ``convolution`` -> the equivalent
-  matmul: m = output positions, n = output features, k = window x input features per group,
-  batch = feature groups.
+  JAX's operand precision (high, highest) as the op's ``precision``. ``convolution`` -> the
+  equivalent matmul: m = output positions, n = output features, k = window x input features
+  per group, batch = feature groups (XLA counts only window positions inside the input:
+  relation ``convolution-padding``).
 - everything else that computes is grouped into fused kernels, as XLA fuses elementwise and
   reduction chains: the connected instructions of one named scope (transposes, reshapes and
   broadcasts are layout: they join a kernel without moving memory) form one elementwise op.
@@ -42,7 +45,8 @@ select or convert 1 per output element; ``exp``, ``log``, ``tanh``, ``sqrt``, ``
 ``power``, ``logistic`` and the trigonometric functions count as transcendentals, not FLOPs
 (kept in the row's ``transcendentals``); a reduction of C elements C - 1 applications of its
 reducer; a scatter one application per update element; an all-reduce one per output element;
-data movement 0. Names: the innermost named_scope / jitted function path of the
+data movement 0. The ledger prices a collective's reduction by its own convention (relation
+``collective-reduction``); perfmodel.analysis names each relation. Names: the innermost named_scope / jitted function path of the
 instruction's ``op_name`` (``jvp(...)`` dropped, ``transpose(...)`` -> ``.bwd``, einsum specs
 kept); names repeated by the program get suffixes ``.2``, ``.3``. Every op is ``in_step`` (one
 compiled executable: no per-call dispatch overhead in t_calibrated).
