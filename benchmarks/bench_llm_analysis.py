@@ -1,20 +1,25 @@
-"""Benchmark: perfmodel side by side with llm-analysis on Llama-2-7B inference (issue 7, Speed).
+"""Benchmark: perfmodel side by side with llm-analysis on Llama-2-7B inference, and the speed of
+perfmodel's public API (issue 14: ``to_json``, ``perfmodel.sweep`` over a transformer, a
+``perfmodel plan`` search).
 
 One run evaluates the same configuration in both tools (Llama-2-7B, one H100 SXM 80GB, bf16
 weights and activations, tp=1, prompt 512 tokens, 128 generated tokens, batch 1, 4, 16, 64, 128;
 llm-analysis's efficiency knobs all set to 1.0 so both are pure rooflines) and prints
 
 - the time per configuration of each tool (median of many repetitions): llm-analysis
-  ``infer()``; perfmodel through its public API (``Workload.model_validate`` + ``to_json`` of the
-  prefill and of the decode workload, also ``evaluate_rows`` alone); perfmodel vectorised over
-  a sweep of batch 1..4096 (its op formulas on numpy arrays through ``engine.op_columns``, the
-  path ``sweeps.sweep_totals_chunked`` uses), and the ratio (target: perfmodel >= 100x faster);
-- how far the two agree on FLOPs (prefill, one decode step), memory (weights, KV cache) and
-  latency (TTFT = prefill time, time per output token), with per-component breakdowns at
+  ``infer()``; perfmodel through its public API: ``Workload.model_validate`` + ``to_json`` of
+  the prefill and of the decode workload (target <= 300 us for the pair), ``evaluate_rows``
+  alone, and ``perfmodel.sweep`` over batch 1..4096 of the prefill and the decode workload (the
+  transformer expanded once and evaluated on arrays; target <= 3 us per configuration, >= 100x
+  llm-analysis), checked point by point against ``to_json``;
+- the wall time of a ``perfmodel plan`` search of more than 100,000 configurations (target
+  under 10 s);
+- how far the two tools agree on FLOPs (prefill, one decode step), memory (weights, KV cache)
+  and latency (TTFT = prefill time, time per output token), with per-component breakdowns at
   batch 1 and a note on every difference.
 
-It prints figures and asserts nothing. llm-analysis is not a dependency of perfmodel: install it
-in a separate benchmark venv, never in the project's .venv:
+It prints figures and asserts nothing. llm-analysis is not a dependency of perfmodel: install
+it beside perfmodel in the environment that runs the benchmark, from the repository root:
 
     python3 -m venv .bench-venv                     # from the repository root
     .bench-venv/bin/pip install -e . llm-analysis
@@ -22,7 +27,9 @@ in a separate benchmark venv, never in the project's .venv:
 
 (REPS, default 200: llm-analysis calls per batch, spread over REPS/10 interleaved rounds so that
 load from other processes hits every tool alike; perfmodel's single evaluations a quarter as
-many, the vectorised sweep twice per round. Pinned to one core where the OS allows; about 5 s.)
+many, the sweeps once per round. Pinned to one core where the OS allows. Well under a minute (a
+plan search of about 220,000 configurations is most of it); an earlier version took about 29
+minutes, nearly all in a transformer sweep that expanded every configuration again.)
 llm-analysis 0.2.2 installs and runs as is with Python 3.11, numpy 2 and pandas 3: nothing had
 to be pinned. Its command line gives the same figures as ``infer()`` here:
 ``python -m llm_analysis.analysis infer --model_name NousResearch_Llama-2-7b-hf --gpu_name
@@ -63,14 +70,11 @@ except ImportError:  # pragma: no cover - the message is the point
              "-e . llm-analysis\nthen run this script with .bench-venv/bin/python.")
 
 from benchutil import pin_one_core, timed  # noqa: E402
-from perfmodel import Workload, evaluate_rows, load_hardware, to_json  # noqa: E402
-from perfmodel.engine import op_columns  # noqa: E402
+from perfmodel import (Workload, evaluate_rows, load_hardware, sweep, sweep_totals,  # noqa: E402
+                       to_json)
+from perfmodel import plan as pm_plan  # noqa: E402
 from perfmodel.model import expand_workload  # noqa: E402
-from perfmodel.model import expansion  # noqa: E402
 from perfmodel.model.summary import decode_compute_bound_batch  # noqa: E402
-from perfmodel.model.transformer import memory_parts  # noqa: E402
-from perfmodel.ops import REGISTRY, OpContext  # noqa: E402
-from perfmodel.sweeps import sweep_totals_chunked  # noqa: E402
 
 LA_MODEL = "NousResearch_Llama-2-7b-hf"
 LA_GPU = "h100-sxm-80gb"
@@ -134,46 +138,6 @@ def pm_single(hw, batch: int, **over) -> tuple[dict, dict]:
 def pm_rows_only(hw, batch: int) -> tuple[list, list]:
     return (evaluate_rows(hw, pm_workload("prefill", batch, PROMPT)),
             evaluate_rows(hw, pm_workload("decode", batch, KV_FINAL)))
-
-
-class Vectorised:
-    """A transformer step over arrays of batch (and decode KV length) at numpy speed.
-
-    The op is expanded once at batch 1; each expanded op's numeric inputs are built by
-    perfmodel (``REGISTRY[kind].inputs``) and the batch-proportional ones are scaled by the batch
-    array (matmul m = tokens, attention batch, elementwise element count: at tp=1 every row
-    dimension of the ledger is batch x tokens per sequence), then ``engine.op_columns`` evaluates
-    the same formulas as a single evaluation. With one chip there are no collectives, so the
-    step's t_lower (summary.py) is the sum of the rows' t_lower. KV cache and activation bytes
-    are linear in the batch; the parameters are constant."""
-
-    def __init__(self, hw, mode: str, seq: int, **over):
-        self.hw = hw
-        self.wl = expand_workload(pm_workload(mode, 1, seq, **over))
-        ctx = OpContext(self.wl, hw)
-        self.items = [(op, REGISTRY[op.kind].inputs(op, ctx)) for op in self.wl.ops]
-        x = expansion(self.wl)  # what expand_workload recorded: the op and its sharding plan
-        self.kv_cache_bytes_batch1 = memory_parts(x.spec, x.plan)["kv_cache"]
-        if any(op.kind not in ("matmul", "attention", "elementwise") for op, _ in self.items):
-            raise RuntimeError("unexpected op kind in a one-chip expansion")
-
-    def totals(self, batch: np.ndarray, kv_seq: np.ndarray | None = None) -> dict:
-        acc = {c: np.zeros(batch.shape) for c in ("flops", "hbm_bytes", "t_lower")}
-        for op, inp in self.items:
-            p = dict(inp)
-            if op.kind == "matmul":
-                p["m"] = inp["m"] * batch
-            elif op.kind == "attention":
-                p["batch"] = inp["batch"] * batch
-                if kv_seq is not None:
-                    p["kv_seq"] = kv_seq
-            else:
-                p["elements"] = inp["elements"] * batch
-            _, cost, roof = op_columns(op, self.hw, self.wl, inputs=p)
-            acc["flops"] += cost["flops"]
-            acc["hbm_bytes"] += cost["hbm_bytes"]
-            acc["t_lower"] += roof["t_lower"]
-        return acc
 
 
 # ---- timing and formatting ------------------------------------------------------------------
@@ -240,81 +204,74 @@ def print_setup(hw) -> None:
           f"({hw.hbm_capacity / 1e9:.2f} GB)")
 
 
-def print_speed(hw, reps: int) -> dict:
+def print_speed(hw, reps: int) -> None:
     print("\nSpeed per configuration (one configuration = one batch size: prefill and decode "
           "figures)")
-    vp, vd = Vectorised(hw, "prefill", PROMPT), Vectorised(hw, "decode", KV_FINAL)
-    bs = np.arange(1, SWEEP_MAX + 1, dtype=float)
-    kv1 = vd.kv_cache_bytes_batch1
-
-    def sweep():  # FLOPs, bytes and times of prefill and decode, and the KV cache, per batch
-        return vp.totals(bs), vd.totals(bs), kv1 * bs
-
-    # the public sweep API on the expanded decode workload, as a user would call it
-    wl_dec = expand_workload(pm_workload("decode", 16, KV_FINAL))
+    vary = f"batch=1..{SWEEP_MAX}:1"
+    wl_p = expand_workload(pm_workload("prefill", 1, PROMPT))
+    wl_d = expand_workload(pm_workload("decode", 1, KV_FINAL))
     dwl = pm_workload("decode", 1, KV_FINAL)
 
-    def public():
-        return sweep_totals_chunked(wl_dec, [hw], [f"batch=1..{SWEEP_MAX}:1"])
+    def public_sweep():  # perfmodel.sweep of the prefill and the decode workload, with totals
+        return (sweep_totals(sweep(wl_p, hw, vary)), sweep_totals(sweep(wl_d, hw, vary)))
 
     # interleaved rounds, so that load from other processes hits every tool alike
     rounds = max(reps // 10, 5)
     per = max(reps // rounds, 1)
-    la_t, pm_t, rows_t, cbb_t, sw_t, pub_t = [], [], [], [], [], []
+    la_t, pm_t, rows_t, cbb_t, sw_t = [], [], [], [], []
     for _ in range(rounds):
         for b in BATCHES:
             la_t += timed(lambda b=b: la_infer(b), per)
             pm_t += timed(lambda b=b: pm_single(hw, b), max(per // 4, 1))
             rows_t += timed(lambda b=b: pm_rows_only(hw, b), max(per // 4, 1))
-        cbb_t += timed(lambda: decode_compute_bound_batch(hw, dwl.ops[0], None), 1)
-        sw_t += timed(sweep, 2)
-        pub_t += timed(public, 1)
-    pub = public()
-    sweep_reps = len(sw_t)
+        cbb_t += timed(lambda: decode_compute_bound_batch(hw, dwl.ops[0], None), max(per // 4, 1))
+        sw_t += timed(public_sweep, 1)
 
     la_med = statistics.median(la_t)
     pm_med = statistics.median(pm_t)
     rows_med = statistics.median(rows_t)
     sw_cfg = statistics.median(sw_t) / SWEEP_MAX
-    pub_cfg = statistics.median(pub_t) / SWEEP_MAX
-    n_ops = len(vp.items) + len(vd.items)
     print(f"  ({PINNED}; medians over {rounds} interleaved rounds x {len(BATCHES)} batches; "
           f"ratio = llm-analysis time / perfmodel time)")
     w = 62
     print(f"  {'llm-analysis infer() (prefill + decode in one call)':<{w}} {fmt_t(la_med):>11}"
           f"  ({len(la_t)} calls)")
     print(f"  {'perfmodel to_json, prefill + decode (public API, validated)':<{w}} "
-          f"{fmt_t(pm_med):>11}  ratio {la_med / pm_med:8.2f}x  ({len(pm_t)} calls)")
-    print(f"  {'  of which decode compute_bound_batch search':<{w}} "
+          f"{fmt_t(pm_med):>11}  ratio {la_med / pm_med:8.2f}x  ({len(pm_t)} calls)  "
+          f"target <= 300 us")
+    print(f"  {'  of which decode compute_bound_batch (closed form)':<{w}} "
           f"{fmt_t(statistics.median(cbb_t)):>11}")
     print(f"  {'perfmodel evaluate_rows, prefill + decode (no step summary)':<{w}} "
           f"{fmt_t(rows_med):>11}  ratio {la_med / rows_med:8.2f}x  ({len(rows_t)} calls)")
-    print(f"  {f'perfmodel vectorised, batch 1..{SWEEP_MAX} ({n_ops} ledger ops)':<{w}} "
-          f"{fmt_t(sw_cfg):>11}  ratio {la_med / sw_cfg:8.0f}x  (sweep "
-          f"{fmt_t(statistics.median(sw_t))}, {sweep_reps} runs)  target >= 100x")
-    print(f"  {f'perfmodel sweep_totals_chunked(batch=1..{SWEEP_MAX}), decode, 11 ops':<{w}} "
-          f"{fmt_t(pub_cfg):>11}  (wrong totals for a transformer, see the note)")
-    ref16 = to_json(hw, pm_workload("decode", 16, KV_FINAL))["total"]["t_lower"]
-    got16 = float(pub.loc[pub["batch"] == 16, "t_lower"].iloc[0])
-    print(f"  note: sweeps.py's --vary batch on an expanded transformer varies the ops' own "
-          f"'batch' field (for a matmul: the batched-matmul count), not sequences: at batch 16 it "
-          f"gives t_lower {fmt_t(got16)} vs to_json's {fmt_t(ref16)}; the vectorised row above "
-          f"scales the ledger's token rows instead.")
+    print(f"  {f'perfmodel.sweep + sweep_totals, {vary}, prefill + decode':<{w}} "
+          f"{fmt_t(sw_cfg):>11}  ratio {la_med / sw_cfg:8.0f}x  (both sweeps "
+          f"{fmt_t(statistics.median(sw_t))}, {len(sw_t)} runs)  target <= 3 us, >= 100x")
 
-    # the vectorised path agrees with single evaluations point by point
-    p, d, _ = sweep()
+    # the public sweep agrees with single evaluations point by point
+    p, d = public_sweep()
     worst = 0.0
     for b in BATCHES:
         jp, jd = pm_single(hw, b)
-        for vec, j in ((p, jp), (d, jd)):
-            for c in ("flops", "hbm_bytes", "t_lower"):
-                worst = max(worst, abs(vec[c][b - 1] - j["total"][c]) / j["total"][c])
-    print(f"  vectorised vs to_json at batch {', '.join(map(str, BATCHES))} (flops, hbm_bytes, "
-          f"t_lower; prefill and decode): max relative difference {worst:.1e}")
-    return {"vd": vd}
+        for tot, j in ((p, jp), (d, jd)):
+            row = tot[tot["batch"] == b].iloc[0]
+            for c in ("flops", "hbm_bytes", "t_lower", "tokens_per_s"):
+                worst = max(worst, abs(row[c] - j["total"][c]) / j["total"][c])
+    print(f"  perfmodel.sweep vs to_json at batch {', '.join(map(str, BATCHES))} (flops, "
+          f"hbm_bytes, t_lower, tokens_per_s; prefill and decode): max relative difference "
+          f"{worst:.1e}")
+
+    # a plan search: every sold slice of two chips for Llama-3-70B training
+    req = pm_plan.load_request("llama3-70b", mode="train")
+    chips = [load_hardware("tpu-v5p"), load_hardware("tpu-v5e")]
+    res = pm_plan.search(req, chips)
+    print(f"  perfmodel plan -w llama3-70b -H tpu-v5p,tpu-v5e --mode train: "
+          f"{res.searched:,} configurations in {res.seconds:.2f} s "
+          f"({res.seconds / res.searched * 1e6:.1f} us each; {len(res.table):,} evaluated, "
+          f"the rest refused on divisibility before evaluation; {len(res.feasible):,} "
+          f"feasible)  target >= 100,000 in < 10 s")
 
 
-def print_agreement(hw, vd: Vectorised) -> None:
+def print_agreement(hw) -> None:
     print("\nAgreement (perfmodel vs llm-analysis; diff = perfmodel / llm-analysis - 1)")
     print(f"  {'quantity':<44} {'llm-analysis':>14} {'perfmodel':>14}  {'diff':>7}")
     kv_lengths = np.arange(PROMPT + 1, KV_FINAL + 1, dtype=float)
@@ -334,7 +291,8 @@ def print_agreement(hw, vd: Vectorised) -> None:
              td["memory_bytes_per_chip"], "B")
         line("TTFT = prefill time", r["prefill_latency"], tp["ttft"], "s")
         line("time per output token (KV 640)", r["decode_latency"], td["t_per_token"], "s")
-        grow = vd.totals(np.full(kv_lengths.shape, float(b)), kv_lengths)["t_lower"]
+        grow = np.array([to_json(hw, pm_workload("decode", b, int(kv)))["total"]["t_lower"]
+                         for kv in kv_lengths])
         line("  perfmodel mean over KV 513..640", r["decode_latency"], float(grow.mean()), "s")
         line(f"prefill + {GEN} decode steps (pm: KV 513..640)", r["total_latency"],
              tp["ttft"] + float(grow.sum()), "s")
@@ -485,8 +443,8 @@ def main() -> None:
           f"({os.path.dirname(llm_analysis.__file__)}), numpy {np.__version__}, "
           f"Python {sys.version.split()[0]}\n")
     print_setup(hw)
-    state = print_speed(hw, reps)
-    print_agreement(hw, state["vd"])
+    print_speed(hw, reps)
+    print_agreement(hw)
     print_breakdown(hw)
     print(NOTES.rstrip())
 

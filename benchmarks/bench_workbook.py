@@ -5,6 +5,7 @@ Prints figures; asserts nothing. Usage: .venv/bin/python benchmarks/bench_workbo
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -34,16 +35,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for n in (1_000, n_ops):
             wl = workload(n)
-            times, cells = [], 0
-            for _ in range(3 if n <= 1_000 else 1):
-                t = time.perf_counter()
+            times, cpu, cells = [], [], 0
+            for _ in range(3 if n <= 1_000 else 2):
+                t, c = time.perf_counter(), time.process_time()
                 cells = write_workbook_stats(Path(d) / "b.xlsx", [wl], hw)
                 times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
             med = statistics.median(times)
             size = (Path(d) / "b.xlsx").stat().st_size
             print(f"{n:>6} ops: {cells:>8} formula cells in {med:6.2f} s (runs {len(times)}, "
                   f"min {min(times):.2f} max {max(times):.2f}) -> {cells / med:,.0f} formula cells/s, "
-                  f"file {size / 1e6:.1f} MB")
+                  f"file {size / 1e6:.1f} MB; this process's CPU {statistics.median(cpu):.2f} s (the wall "
+                  f"time adds waiting for a core: load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

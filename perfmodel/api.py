@@ -58,7 +58,12 @@ def sweep_totals(df):
 def select_hardware(names: str | None) -> list[Hardware]:
     if not names:
         return [h for h in all_hardware() if h.kind != "cpu"]
-    return [load_hardware(n.strip()) for n in names.split(",") if n.strip()]
+    out: dict[str, Hardware] = {}  # by name: an alias (ironwood = tpu-v7) never lists a chip twice
+    for n in names.split(","):
+        if n.strip():
+            hw = load_hardware(n.strip())
+            out.setdefault(hw.name, hw)
+    return list(out.values())
 
 
 def select_workloads(names: str | None) -> list[Workload]:
@@ -78,11 +83,11 @@ def roofline_png(hw, series, path):
 
 
 def write_workbook(path: Path, workloads, hardware, active: str | None = None,
-                   measured_collectives=None, calibration=None) -> Path:
+                   measured_collectives=None, calibration=None, plan=None) -> Path:
     from .report.workbook import write_workbook as _write
 
     return _write(Path(path), workloads, hardware, active=active,
-                  measured_collectives=measured_collectives, calibration=calibration)
+                  measured_collectives=measured_collectives, calibration=calibration, plan=plan)
 
 
 def measure_collectives(quick: bool = True) -> list[dict]:

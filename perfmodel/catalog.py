@@ -12,11 +12,20 @@ from pathlib import Path
 
 from .errors import SpecError
 from .model import expand_workload
+from .model.hf_config import resolve_workload
 from .specs import Hardware, TransformerOp, Workload, line_of, load_model, read_yaml
 from .whatif import merge_base
 
 DATA = Path(__file__).parent / "data"
 _NOUN = {"hardware": "hardware", "workloads": "workload"}
+# other names users know a built-in by (a cloud's name for the chip); they resolve to the one
+# file, so a chip is listed once however it is named
+ALIASES = {"hardware": {"ironwood": "tpu-v7", "tpu7x": "tpu-v7", "tpu-7x": "tpu-v7",
+                        "tpu-ironwood": "tpu-v7"},
+           "workloads": {}}
+# the Compare `perfmodel report` prints: the chips users rent now against the H100, on decode
+COMPARE_CHIPS = ("h100", "b200", "gb200", "mi300x", "mi325x", "mi355x", "tpu-v6e", "tpu-v7")
+COMPARE_WORKLOADS = ("llama2-7b-decode", "qwen3-30b-a3b-decode")
 
 
 def builtin_names(what: str) -> list[str]:
@@ -28,11 +37,11 @@ def _resolve(name_or_path: str | Path, what: str) -> Path:
     p = Path(s)
     if p.suffix in (".yaml", ".yml") or "/" in s or p.exists():
         return p
-    cand = DATA / what / f"{s}.yaml"
+    cand = DATA / what / f"{ALIASES[what].get(s.lower(), s)}.yaml"
     if cand.exists():
         return cand
     names = builtin_names(what)
-    close = difflib.get_close_matches(s, names, n=3, cutoff=0.4)
+    close = difflib.get_close_matches(s, names + list(ALIASES[what]), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise SpecError(f"unknown {_NOUN[what]} {s!r}: not a built-in name and not a file.{hint} "
                     f"Built-in: {', '.join(names)}; or give a path to a YAML file.")
@@ -50,6 +59,7 @@ def _load(path: Path, model):
         return load_model(path, model, data, node)
     if model is Workload:  # a transformer op becomes its kernels here, once per file
         data, node = read_yaml(path)
+        data = resolve_workload(data, path)  # config: PATH fills a transformer's architecture
         wl = load_model(path, model, data, node)
         try:
             return expand_workload(wl)

@@ -121,13 +121,16 @@ def report(output_dir, hardware, workload, measure_collectives, detail):
             if detail:
                 click.echo(table + "\n")
         wrote.append(api.roofline_png(hw, series, out / f"roofline-{hw.name}.png"))
+    compared = _compare_new_chips(hws, wls, out, detail)
     active = "tpu-v4" if any(h.name == "tpu-v4" for h in hws) else hws[0].name  # the course's chip
     measured = api.measure_collectives() if measure_collectives else None
     wrote.append(api.write_workbook(out / "perfmodel.xlsx", wls, hws, active=active,
                                     measured_collectives=measured))
-    click.echo(f"{len(done)} workload x chip pairs (t_step: a whole model's step, else the sum "
-               f"of its ops' t_lower; MFU for whole models)\n")
-    click.echo(summary_table(done))
+    click.echo(f"{len(done)} workload x chip pairs. Each cell: t_step (a whole model's step, "
+               f"else the sum of its ops' t_lower), the bound taking most of it (c compute, "
+               f"m memory, n communication), MFU for whole models, '!' when it does not fit "
+               f"in HBM\n")
+    click.echo(summary_table(done, [hw.name for hw in hws], [wl.name for wl in wls]))
     big = [(w, c, t) for w, c, _, t in done if t.get("fits_memory") is False]
     if big:
         click.echo(f"\nDOES NOT FIT in HBM ({len(big)}):")
@@ -140,13 +143,48 @@ def report(output_dir, hardware, workload, measure_collectives, detail):
             click.echo(f"  {msg}")
     pngs = [p for p in wrote if p.suffix == ".png"]
     click.echo(f"\nwrote {out / 'tables'}/*.txt (per-op tables; --detail prints them), "
-               f"{len(pngs)} x {out}/roofline-CHIP.png, {wrote[-1]}")
+               + (f"{len(compared)} compare-*.txt (the newer chips on decode), " if compared else "")
+               + f"{len(pngs)} x {out}/roofline-CHIP.png, {wrote[-1]}")
 
 
 def fmt_bytes(v):
     from .units import fmt_si
 
     return fmt_si(v, "B")
+
+
+def _compare_new_chips(hws, wls, out, detail) -> list:
+    """The report's Compare of the newer chips (catalog.COMPARE_CHIPS) on the decode workloads
+    of catalog.COMPARE_WORKLOADS, among the chips and workloads the report covers: written to
+    OUT/tables/compare-WORKLOAD.txt (printed with --detail)."""
+    from . import api
+    from .atomic import atomic_path
+    from .catalog import COMPARE_CHIPS, COMPARE_WORKLOADS
+    from .report.tables import compare_table
+
+    chips = [h for name in COMPARE_CHIPS for h in hws if h.name == name]
+    if len(chips) < 2:
+        return []
+    wrote = []
+    for wl in (w for name in COMPARE_WORKLOADS for w in wls if w.name == name):
+        results, totals, skipped = {}, {}, []
+        for hw in chips:
+            try:
+                results[hw.name] = api.evaluate_rows(hw, wl)
+            except api.SpecError as e:
+                skipped.append(f"skipped {hw.name}: {e}")
+                continue
+            totals[hw.name] = api.to_json(hw, wl, results[hw.name])["total"]
+        shown = [h for h in chips if h.name in results]
+        text = "\n".join([f"Compare (newer chips): {wl.name}",
+                          compare_table(wl.name, shown, results, totals), *skipped])
+        path = out / "tables" / f"compare-{wl.name}.txt"
+        with atomic_path(path) as tmp:
+            tmp.write_text(text + "\n")
+        wrote.append(path)
+        if detail:
+            click.echo(text + "\n")
+    return wrote
 
 
 def roofline_table_for(wl, hw, rows, total=None):
@@ -170,9 +208,12 @@ def hardware(ctx):
         for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
             vec = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in (hw.vector_flops or {}).items())
+            ic = hw.interconnect
+            dom = (f"; {ic.topology} domain {ic.domain_size}"
+                   if ic.domain_size and ic.topology in ("switched", "full_mesh") else "")
             click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_si(hw.hbm_capacity, 'B')} at "
                        f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; "
-                       f"matrix {peaks}" + (f"; vector {vec}" if vec else ""))
+                       f"matrix {peaks}" + (f"; vector {vec}" if vec else "") + dom)
 
 
 @hardware.command("show")
@@ -190,6 +231,24 @@ def hardware_show(name, as_json):
 
         # quantities keep their units, so the output is itself a loadable hardware spec
         click.echo(yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
+
+
+@main.command("import-hf")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["train", "prefill", "decode"]), default="decode",
+              show_default=True, help="The op's mode (not in a config.json).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sequences per step.")
+@click.option("--seq", type=click.IntRange(min=1), default=None,
+              help="Tokens per sequence (decode: the KV length) [default: 2048, or the "
+                   "sliding window when shorter].")
+def import_hf(config, mode, batch, seq):
+    """Print the transformer op a Hugging Face config.json gives, as YAML for a workload's
+    ops list, with the source of each field as a comment. In a workload, `config: PATH` does
+    the same at load (fields written in the op override it)."""
+    from .model.hf_config import op_yaml
+
+    click.echo(op_yaml(Path(config), mode=mode, batch=batch, seq=seq), nl=False)
 
 
 @main.command()
@@ -328,8 +387,97 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals):
     if output:
         from .report.sweep_report import write_sweep
 
-        for p in write_sweep(Path(output), table, tot, fields, hws):
+        for p in write_sweep(Path(output), table, tot, fields, hws, wl):
             click.echo(f"wrote {p}")
+
+
+def _numbers(text, flag, kind=int):
+    """'1,2,4' -> [1, 2, 4]; a bad item is bad input (exit 2) naming the flag."""
+    from .specs import SpecError
+
+    if text is None:
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            v = kind(item.strip())
+        except ValueError:
+            raise SpecError(f"{flag} {text!r}: {item.strip()!r} is not a whole number; write "
+                            f"e.g. {flag} 8 or {flag} 8,16,32") from None
+        if v < 1:
+            raise SpecError(f"{flag} {text!r}: {v} must be at least 1")
+        out.append(v)
+    return out
+
+
+@main.command()
+@click.option("--workload", "-w", required=True,
+              help="A workload with one transformer op (built-in name, workloads/models/ name, "
+                   "or YAML path); fields it omits (mode, batch, slice, mesh, parallelism, "
+                   "remat, grad_accum, microbatches) are searched.")
+@click.option("--hardware", "-H", required=True, help="Comma-separated chips.")
+@click.option("--chips", default=None, metavar="N[,N...]",
+              help="Chip counts to search [default: the slices each chip is sold in].")
+@click.option("--mode", type=click.Choice(["train", "prefill", "decode"]), default=None,
+              help="Override or supply the op's mode.")
+@click.option("--batch", default=None, metavar="B[,B...]",
+              help="Batch sizes (sequences per step) [default: the op's, else 1,2,4..1024].")
+@click.option("--max-ttft", type=float, default=None, metavar="SECONDS",
+              help="Prefill: the longest time to first token allowed.")
+@click.option("--max-tpot", type=float, default=None, metavar="SECONDS",
+              help="Decode: the longest time per output token allowed.")
+@click.option("--min-tokens-per-s", type=float, default=None, metavar="X",
+              help="The fewest tokens per second allowed (whole job).")
+@click.option("--objective", type=click.Choice(["tokens_per_s", "cost", "latency"]),
+              default="tokens_per_s", show_default=True,
+              help="Rank by throughput, USD per million tokens, or step time.")
+@click.option("--top", "top_k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many configurations to list.")
+@click.option("--hbm-fraction", type=float, default=0.9, show_default=True,
+              help="The share of HBM a configuration may fill.")
+@click.option("--explain", "explain_rank", type=click.IntRange(min=1), default=None,
+              metavar="RANK", help="Print that rank's workload YAML and why it ranks there.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--csv", "csv_path", type=click.Path(), default=None,
+              help="Write the top configurations as CSV.")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Write a workbook (Plan sheet and the best configuration's sheets) and a "
+                   "Pareto PNG beside it.")
+def plan(workload, hardware, chips, mode, batch, max_ttft, max_tpot, min_tokens_per_s,
+         objective, top_k, hbm_fraction, explain_rank, as_json, csv_path, output):
+    """Search slices, meshes, strategies, remat, grad_accum and batch sizes for one model and
+    rank the configurations that fit memory and the latency limits."""
+    from . import api
+    from . import plan as _plan
+
+    for p, suffix in ((csv_path, ".csv"), (output, ".xlsx")):
+        if p:
+            api.check_output(Path(p), suffix)
+    req = _plan.load_request(workload, mode=mode, batches=_numbers(batch, "--batch"),
+                             max_ttft=max_ttft, max_tpot=max_tpot,
+                             min_tokens_per_s=min_tokens_per_s, objective=objective,
+                             hbm_fraction=hbm_fraction)
+    hws = api.select_hardware(hardware)
+    res = _plan.search(req, hws, _numbers(chips, "--chips"), progress=True)
+    if explain_rank is not None:
+        click.echo(_plan.explain_text(res, explain_rank))
+    elif as_json:
+        _json_out(_plan.to_json(res, top_k))
+    else:
+        click.echo(_plan.table_text(res, top_k))
+    if csv_path:
+        from .atomic import atomic_path
+
+        with atomic_path(Path(csv_path)) as tmp:
+            _plan.csv_table(res, top_k).to_csv(tmp, index=False)
+        if not as_json:
+            click.echo(f"wrote {csv_path}")
+    if output:
+        from .report.plan_report import write_outputs
+
+        for p in write_outputs(res, top_k, Path(output)):
+            if not as_json:
+                click.echo(f"wrote {p}")
 
 
 @main.command()

@@ -37,8 +37,23 @@ REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "flops_transcendental
 SCHEMA_VERSION = 2
 
 
+_ENV_CACHE: dict[int, tuple[Hardware, dict[str, float]]] = {}
+
+
 def hw_env(hw: Hardware) -> dict[str, float]:
-    """The hardware's numeric parameters under the names formulas use."""
+    """The hardware's numeric parameters under the names formulas use (computed once per spec
+    object: specs are frozen, and every op of every configuration asks for them)."""
+    hit = _ENV_CACHE.get(id(hw))
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_ENV_CACHE) > 256:
+        _ENV_CACHE.clear()
+    env = _hw_env(hw)
+    _ENV_CACHE[id(hw)] = (hw, env)
+    return env
+
+
+def _hw_env(hw: Hardware) -> dict[str, float]:
     env = {f"peak_flops_{d}": v for d, v in hw.peak_flops.items()}
     env.update({f"vector_flops_{d}": v for d, v in (hw.vector_flops or {}).items()})
     env.update({f"transcendental_flops_{d}": v
@@ -79,21 +94,47 @@ def rate_env(op, h: NS) -> dict:
             "transcendental_peak": h[precision.transcendental_name(d)]}
 
 
+def _hw_ns(hw: Hardware) -> NS:
+    """hw_env as numpy scalars (what the numeric formulas read), built once per spec object."""
+    hit = _NS_CACHE.get(id(hw))
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_NS_CACHE) > 256:
+        _NS_CACHE.clear()
+    ns = NS({k: np.float64(v) for k, v in hw_env(hw).items()})
+    _NS_CACHE[id(hw)] = (hw, ns)
+    return ns
+
+
+_NS_CACHE: dict[int, tuple[Hardware, NS]] = {}
+
+
+def op_cost(op, hw: Hardware, wl: Workload | None = None, *, inputs: dict | None = None):
+    """(inputs, cost, hardware symbols) of one op, numeric, without the roofline columns (for
+    callers that need only FLOPs or bytes)."""
+    model = REGISTRY[op.kind]
+    values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
+    p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
+    h = _hw_ns(hw)
+    cost = model.cost(p, h, op)
+    if "repeat" in values:  # ops.common_inputs: a cell only when not 1
+        cost = _repeated(cost, p.repeat, False)
+    return p, cost, h
+
+
 def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,
                inputs: dict | None = None):
     """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic."""
     model = REGISTRY[op.kind]
     values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
-    henv = hw_env(hw)
     if symbolic:
-        p, h = symbols(values), symbols(henv)
+        p, h = symbols(values), symbols(hw_env(hw))
+        cost = model.cost(p, h, op)
+        if "repeat" in values:
+            cost = _repeated(cost, p.repeat, True)
     else:
-        p = NS({k: np.float64(v) if np.isscalar(v) else v for k, v in values.items()})
-        h = NS({k: np.float64(v) for k, v in henv.items()})
-    cost = model.cost(p, h, op)
+        p, cost, h = op_cost(op, hw, wl, inputs=values)
     rep_ = p.repeat if "repeat" in values else None  # ops.common_inputs: a cell only when not 1
-    if rep_ is not None:
-        cost = _repeated(cost, rep_, symbolic)
     env = NS({**h, **p, **rate_env(op, h), **(symbols(cost) if symbolic else cost)})
     columns = COLUMNS
     cal = calibrated.column(hw, op)
@@ -199,6 +240,7 @@ def price_columns(price_per_hour, total: dict) -> dict:
         return {}
     usd = price_per_hour / 3600.0 * chips * t
     out = {"usd_per_step": usd, "flop_per_usd": total["flops"] * chips / usd}
-    if total.get("tokens_per_step"):
+    tokens = total.get("tokens_per_step")
+    if tokens is not None and np.all(tokens):
         out["usd_per_mtok"] = usd / total["tokens_per_step"] * 1e6
     return out

@@ -4,6 +4,11 @@ Op models are plain arithmetic over their inputs. Called with numbers (or numpy 
 vectorised sweeps) they return numbers; called with ``Ref`` symbols they return an expression
 tree that ``to_excel`` renders to an Excel formula string and ``evaluate`` computes, so the
 workbook and the Python numbers come from the same definition.
+
+Range primitives (``rsum``, ``rmax``, ``sumif``, ``lookup``) reduce a column of rows: a Ref
+bound to a 1-D array in ``evaluate`` (reduced along axis 0) and to a cell range such as
+``Model!$H$10:$H$40`` in ``to_excel``. This is the only module that writes Excel function or
+operator text; other modules pass plain references (cells, ranges, defined names).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 # Binding strength of each operator when rendered; higher binds tighter (Excel's order).
-_PREC = {"cmp": 1, "+": 2, "-": 2, "*": 3, "/": 3, "^": 4, "atom": 9}
+_PREC = {"cmp": 1, "+": 2, "-": 2, "*": 3, "/": 3, "^": 4, "neg": 5, "atom": 9}
 
 
 class Expr:
@@ -95,18 +100,70 @@ def _bin(op: str, a, b) -> Expr:
 _NUM_OPS: dict[str, Callable] = {
     "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "^": np.power,
     "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
+    "=": lambda a, b: _equal(a, b), "<>": lambda a, b: np.logical_not(_equal(a, b)),
 }
+
+
+def _equal(a, b):
+    """Excel's ``=``: text compares without regard to case."""
+    if _is_text(a) or _is_text(b):
+        out = np.char.lower(np.asarray(a, dtype=str)) == np.char.lower(np.asarray(b, dtype=str))
+        return out.item() if np.ndim(out) == 0 else out
+    return np.equal(a, b)
+
+
+def _is_text(x) -> bool:
+    return isinstance(x, str) or (isinstance(x, np.ndarray) and x.dtype.kind in "USO"
+                                  and x.size > 0 and isinstance(x.flat[0], str))
+
 
 # name -> (numpy implementation, Excel rendering from rendered args)
 _FUNCS: dict[str, tuple[Callable, Callable[[list[str]], str]]] = {
     "max": (lambda *a: _reduce(np.maximum, a), lambda a: f"MAX({','.join(a)})"),
     "min": (lambda *a: _reduce(np.minimum, a), lambda a: f"MIN({','.join(a)})"),
-    "ceil": (np.ceil, lambda a: f"ROUNDUP({a[0]},0)"),
+    # INT rounds down (toward -inf) as np.floor does; ROUNDUP/ROUNDDOWN round away from /
+    # toward zero, which differs for negative numbers
+    "ceil": (np.ceil, lambda a: f"-INT(-{a[0]})"),
+    "floor": (np.floor, lambda a: f"INT({a[0]})"),
     "sqrt": (np.sqrt, lambda a: f"SQRT({a[0]})"),
-    "floor": (np.floor, lambda a: f"ROUNDDOWN({a[0]},0)"),
     "where": (lambda c, x, y: _where(c, x, y), lambda a: f"IF({a[0]},{a[1]},{a[2]})"),
     "and": (lambda *a: _reduce(np.logical_and, a), lambda a: f"AND({','.join(a)})"),
+    "na": (lambda: np.float64(np.nan), lambda a: "NA()"),
+    "is_blank": (lambda x: _blank(x), lambda a: f"ISBLANK({a[0]})"),
+    # range reductions: the argument is a column of rows (axis 0)
+    "rsum": (lambda x: np.sum(np.asarray(x, dtype=float), axis=0), lambda a: f"SUM({a[0]})"),
+    "rmax": (lambda x: np.max(np.asarray(x, dtype=float), axis=0), lambda a: f"MAX({a[0]})"),
+    "sumif": (lambda v, *c: _sumif(v, c), lambda a: _sumifs_text(a)),
+    "lookup": (lambda v, k, key: _lookup(v, k, key),
+               lambda a: f"INDEX({a[0]},MATCH({a[2]},{a[1]},0))"),
 }
+
+
+def _blank(x):
+    if x is None:
+        return True
+    if isinstance(x, str):
+        return False
+    out = np.isnan(np.asarray(x, dtype=float))
+    return out.item() if out.ndim == 0 else out
+
+
+def _lookup(values, keys, key):
+    hit = np.flatnonzero(_equal(np.asarray(keys), key))
+    return np.float64(np.nan) if not hit.size else np.asarray(values)[hit[0]]
+
+
+def _sumif(values, conds):
+    # conds: (range, criterion, range, criterion, ...); a criterion is ("=" | "<>", value)
+    v = np.asarray(values, dtype=float)
+    mask = np.ones(v.shape[0], dtype=bool)
+    for rng, (op, value) in zip(conds[::2], conds[1::2]):
+        mask &= np.asarray(_NUM_OPS[op](np.asarray(rng), value), dtype=bool)
+    return np.sum(np.where(mask.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0.0), axis=0)
+
+
+def _sumifs_text(a: list[str]) -> str:
+    return f"SUMIFS({a[0]},{','.join(a[1:])})"
 
 
 def _reduce(f, args):
@@ -117,7 +174,12 @@ def _reduce(f, args):
 
 
 def _where(c, x, y):
-    out = np.where(c, x, y)
+    if np.ndim(c) == 0:  # one condition: the chosen branch as it is (text or number)
+        return x if c else y
+    try:
+        out = np.where(c, x, y)
+    except TypeError:  # text in one branch, numbers in the other
+        out = np.where(c, np.asarray(x, dtype=object), np.asarray(y, dtype=object))
     return out.item() if out.ndim == 0 else out
 
 
@@ -139,6 +201,51 @@ def floor(x): return _call("floor", x)
 def sqrt(x): return _call("sqrt", x)
 def where(cond, a, b): return _call("where", cond, a, b)
 def fand(*args): return _call("and", *args)
+def eq(a, b): return _cmp("=", a, b)
+def ne(a, b): return _cmp("<>", a, b)
+def na(): return Call("na", ())
+def is_blank(x): return _call("is_blank", x)
+
+
+def _cmp(op, a, b):
+    if _is_sym((a, b)):
+        return Cmp(op, lift(a), lift(b))
+    return _NUM_OPS[op](a, b)
+
+
+# ---- range primitives: ``x`` is a column of rows (a Ref to a range in the workbook) --------
+
+def rsum(x): return _call("rsum", x)
+def rmax(x): return _call("rmax", x)
+
+
+def lookup(values, keys, key):
+    """``values`` at the first row whose ``keys`` equals ``key`` (INDEX/MATCH)."""
+    return _call("lookup", values, keys, key)
+
+
+def sumif(values, *conds):
+    """Sum of ``values`` over the rows meeting every condition; a condition is
+    ``(range, value)`` (equal) or ``(range, "<>", value)`` (different); text compares
+    without regard to case, as Excel does."""
+    flat: list = []
+    for c in conds:
+        rng, op, value = (c[0], "=", c[1]) if len(c) == 2 else c
+        if op not in ("=", "<>") or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"sumif condition {c!r}: use (range, value) or (range, '<>', value)")
+        flat += [rng, Criterion(op, value)]
+    if _is_sym([values, *flat[::2]]):
+        return Call("sumif", (lift(values), *(lift(x) for x in flat)))
+    with np.errstate(all="ignore"):
+        return _sumif(values, [x if i % 2 == 0 else (x.op, x.value) for i, x in enumerate(flat)])
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Criterion(Expr):
+    """A SUMIFS criterion: ``op`` ("=" or "<>") and a literal value."""
+
+    op: str
+    value: float | str
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -159,6 +266,8 @@ def _eval(e, env):
             raise KeyError(f"formula refers to {e.name!r}, which has no value") from None
     if isinstance(e, (BinOp, Cmp)):
         return _NUM_OPS[e.op](_eval(e.a, env), _eval(e.b, env))
+    if isinstance(e, Criterion):
+        return (e.op, e.value)
     if isinstance(e, Call):
         return _FUNCS[e.fn][0](*(_eval(a, env) for a in e.args))
     return e  # already a number
@@ -200,7 +309,15 @@ def _render(e: Expr, resolve) -> tuple[str, int]:
         return (f"({s})" if v < 0 else s), _PREC["atom"]
     if isinstance(e, Ref):
         return resolve(e.name), _PREC["atom"]
+    if isinstance(e, Criterion):
+        # a literal criterion string: "=" or "<>" then the value, Excel's wildcards escaped
+        v = e.value if isinstance(e.value, str) else _num(e.value)
+        v = v.replace("~", "~~").replace("*", "~*").replace("?", "~?")
+        return '"' + (e.op + v).replace('"', '""') + '"', _PREC["atom"]
     if isinstance(e, Call):
+        if e.fn == "ceil":  # -INT(-x): x bracketed unless an atom; the sign binds before ^
+            a, pa = _render(e.args[0], resolve)
+            return _FUNCS["ceil"][1]([a if pa >= _PREC["neg"] else f"({a})"]), _PREC["neg"]
         args = [_render(a, resolve)[0] for a in e.args]
         return _FUNCS[e.fn][1](args), _PREC["atom"]
     if isinstance(e, (BinOp, Cmp)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .formula import NS, fmax, where
+from .formula import NS, fmax, fmin, where
 
 # (column, formula over env) in dependency order. ``peak`` is the rate of the op's main unit
 # (perfmodel.precision: the matrix unit at its compute dtype and precision, or the vector
@@ -68,3 +68,26 @@ def derive(env: NS, columns=COLUMNS, symbolic: Callable[[str], object] | None = 
         out[name] = f(env)
         env[name] = symbolic(name) if symbolic else out[name]
     return out
+
+
+# ---- quantities read off the roofline (one definition each, rendered by the report) --------
+
+def achieved_flops(flops, t):
+    """FLOP/s achieved when ``flops`` take ``t`` seconds (a roofline chart's y)."""
+    return flops / t
+
+
+def roof(intensity, peak, bandwidth):
+    """The attainable FLOP/s at an arithmetic intensity: min(peak, intensity x bandwidth)."""
+    return fmin(peak, intensity * bandwidth)
+
+
+def ici_bandwidth(link_bandwidth, links_per_chip):
+    """A chip's one-way interconnect bandwidth over all its links (the interconnect roof's
+    slope, x read as FLOP per link byte)."""
+    return link_bandwidth * links_per_chip
+
+
+def speedup(t_base, t):
+    """How many times faster than the base: t_base / t."""
+    return t_base / t

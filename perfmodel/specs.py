@@ -148,12 +148,20 @@ class Alternative(Spec):
 class Interconnect(Spec):
     """Chip-to-chip links (filled in for collectives)."""
 
-    topology: Optional[Literal["torus2d", "torus3d", "switched", "none"]] = None
+    topology: Optional[Literal["torus2d", "torus3d", "switched", "full_mesh", "none"]] = Field(
+        None, description="torus2d | torus3d (TPU ICI), switched (NVLink through switches), "
+        "full_mesh (a node whose GPUs are wired pairwise, e.g. AMD Infinity Fabric: n GPUs use "
+        "n-1 links), none")
     links_per_chip: Optional[Count] = None
     link_bandwidth: Optional[Bandwidth] = Field(None, description="one-way, per link")
     hop_latency: Optional[Seconds] = None
     wraparound: Optional[Literal["whole_cubes_4", "full_axis_16", "none", "always"]] = None
-    domain_size: Optional[Count] = Field(None, description="GPUs per NVLink domain")
+    slice_shapes: Optional[Literal["cubes_4"]] = Field(
+        None, description="which slice shapes exist (unset: any): cubes_4 = 2x2x1, 2x2x2, "
+        "2x2x4, 2x4x4 or whole 4x4x4 cubes (every axis a multiple of 4)")
+    max_chips: Optional[Count] = Field(None, description="largest slice, chips (the pod)")
+    domain_size: Optional[Count] = Field(None, description="GPUs per scale-up domain (NVLink, "
+                                         "or the full mesh): the N of a slice 'N' or 'MxN'")
     scale_out_bandwidth: Optional[Bandwidth] = Field(None, description="per GPU NIC, one-way")
     dcn_bandwidth: Optional[Bandwidth] = Field(None, description="per chip, between slices")
     host_bandwidth: Optional[Bandwidth] = None
@@ -204,6 +212,12 @@ def _tile(v: Any) -> Any:
     return v
 
 
+def _slice_text(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # a GPU node written as a bare number: slice: 8
+    return v
+
+
 class Hardware(Spec):
     name: str = Field(min_length=1)
     kind: Literal["tpu", "gpu", "cpu"]
@@ -227,6 +241,9 @@ class Hardware(Spec):
         None, description="flash attention query block rows, overriding the on-chip fit")
     interconnect: Interconnect = Interconnect()
     price_per_hour: Optional[NonNegFloat] = Field(None, description="USD per chip-hour")
+    slices: Optional[list[Annotated[str, BeforeValidator(_slice_text)]]] = Field(
+        None, description="slice shapes the chip is sold in (TPU '2x4'; GPU 'N' or 'MxN'); "
+        "perfmodel plan searches them when --chips is not given")
     sources: dict[str, Union[str, list[str]]] = Field(description="citation per field")
     alternatives: dict[str, list[Alternative]] = {}
     calibration: Optional[Calibration] = None
@@ -241,7 +258,14 @@ class Hardware(Spec):
                              f"vector_flops: {{fp32: 14 TFLOP/s}} with a source")
         need = ["peak_flops", "hbm_capacity", "hbm_bandwidth", "onchip_memory"]
         need += [f for f in ("vector_flops", "transcendental_flops", "flash_block_q",
-                             "matmul_tile", "price_per_hour") if getattr(self, f) is not None]
+                             "matmul_tile", "price_per_hour", "slices")
+                 if getattr(self, f) is not None]
+        for text in self.slices or []:
+            from .topology import parse_shape
+            try:
+                parse_shape(text)
+            except SpecError as e:
+                raise ValueError(f"slices: {e}") from None
         missing = [f for f in need if f not in self.sources]
         if missing:
             raise ValueError(f"sources must cite {', '.join(missing)} (every number needs a citation)")
@@ -413,10 +437,25 @@ AxisNames = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator
 PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 
 
+# the fields a Hugging Face config.json can fill (perfmodel.model.hf_config); required in the
+# validated op, but a file that names a config: need not write them
+CONFIG_FIELDS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab", "mlp")
+
+
+def _config_or_fields(schema: dict) -> None:
+    """JSON Schema as files are written: the architecture fields, or a config: that fills them."""
+    req = schema.get("required", [])
+    schema["required"] = [f for f in req if f not in CONFIG_FIELDS]
+    schema["anyOf"] = [{"required": ["config"]}, {"required": [f for f in req
+                                                               if f in CONFIG_FIELDS]}]
+
+
 class TransformerOp(Spec):
     """A whole transformer step (train, prefill or decode). Not a kernel: loading the workload
     expands it (perfmodel.model.expand_workload) into per-layer matmul, attention, elementwise
     and collective ops with per-chip shapes, named as ledger paths (layer/attn/qkv)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_config_or_fields)
 
     kind: Literal["transformer"]
     name: str = Field(min_length=1)
@@ -442,8 +481,11 @@ class TransformerOp(Spec):
     causal: bool = True
     optimizer: Literal["adam", "sgd"] = Field("adam", description="train only; adam keeps two "
                                               "fp32 moments, sgd no state")
-    remat: Literal["none", "full"] = Field("none", description="full: recompute the forward "
-                                           "once in the backward (train only)")
+    remat: Literal["none", "dots", "full"] = Field(
+        "none", description="train only: full recomputes the forward once in the backward; "
+        "dots keeps the matmul outputs and recomputes the rest (JAX's checkpoint_dots)")
+    grad_accum: Count = Field(1, description="train only: gradient accumulation steps per "
+                              "optimizer step (batch stays per optimizer step)")
     parallelism: dict[Annotated[Literal[STRATEGIES], BeforeValidator(_aliased(_STRATEGY_ALIASES))], AxisNames] = \
         Field({}, description="strategy -> mesh axis name or list of names")
     overlap: bool = Field(True, description="headline figures at t_lower (true) or t_upper")
@@ -453,6 +495,17 @@ class TransformerOp(Spec):
     top_k: Optional[Count] = Field(None, description="MoE: experts per token")
     capacity_factor: Optional[PosFloat] = Field(None, description="MoE: expert slots per "
                                                 "routed token (default 1.0)")
+    tie_embeddings: bool = Field(False, description="the output layer shares the embedding's "
+                                 "weights: counted once in params and memory, its matmul still "
+                                 "in FLOPs")
+    qkv_bias: bool = Field(False, description="the q, k and v projections carry a bias (Qwen2)")
+    sliding_window: Optional[Count] = Field(
+        None, description="attention over the last sliding_window tokens (Mistral, Gemma 2): "
+        "not modelled, so a seq beyond it is refused; null prices full attention")
+    config: Optional[str] = Field(
+        None, min_length=1, description="a Hugging Face config.json (path relative to the "
+        "workload file) that fills the architecture fields when the workload is loaded; "
+        "fields written in the op override it")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -484,6 +537,12 @@ class TransformerOp(Spec):
                                  f"e.g. top_k: 2)")
             if self.top_k > self.experts:
                 raise ValueError(f"top_k {self.top_k} is more than experts {self.experts}")
+        if self.sliding_window is not None and self.seq > self.sliding_window:
+            raise ValueError(
+                f"seq {self.seq} is longer than sliding_window {self.sliding_window}: the "
+                f"model attends to the last {self.sliding_window} tokens only, which perfmodel "
+                f"does not model; use seq <= {self.sliding_window}, or write sliding_window: "
+                f"null in the op to price full attention over seq (an upper bound)")
         if self.microbatches is not None and "pipeline" not in self.parallelism:
             raise ValueError("microbatches applies to pipeline parallelism: add "
                              "parallelism.pipeline or remove microbatches")
@@ -493,7 +552,7 @@ class TransformerOp(Spec):
                              f"param_dtype bf16 or fp32 for training")
         if self.mode != "train":
             # a non-default value (a dump of the spec repeats the defaults, so those pass)
-            extra = [f for f in ("optimizer", "remat")
+            extra = [f for f in ("optimizer", "remat", "grad_accum")
                      if getattr(self, f) != type(self).model_fields[f].default]
             if extra:
                 raise ValueError(f"{' and '.join(extra)} only apply to mode: train (mode is "
@@ -508,12 +567,6 @@ OP_SPECS: dict[str, type[Spec]] = {
 
 Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp, TransformerOp],
                Field(discriminator="kind")]
-
-
-def _slice_text(v: Any) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)  # a GPU node written as a bare number: slice: 8
-    return v
 
 
 class Workload(Spec):

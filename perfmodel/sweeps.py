@@ -8,6 +8,7 @@ are looped over. Each distinct value is validated as the op spec would validate 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -31,9 +32,10 @@ class Vary:
     field: str
     values: tuple  # numbers or strings/bools
 
-    @property
+    @functools.cached_property
     def numeric(self) -> bool:
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+        kinds = {type(v) for v in self.values}  # a few types for thousands of values
+        return all(issubclass(t, (int, float)) and not issubclass(t, bool) for t in kinds)
 
 
 def _number(s: str, arg: str):
@@ -72,7 +74,9 @@ def parse_vary(arg: str) -> Vary:
                 raise SpecError(f"--vary {arg!r}: {n:,} values is more than {MAX_VALUES:,}; "
                                 f"use a larger STEP or log2.")
             vals = (lo + st * np.arange(n)).tolist()
-        vals = [int(v) if float(v).is_integer() else v for v in vals]
+        arr = np.asarray(vals, dtype=float)
+        vals = arr.astype(np.int64).tolist() if np.all(arr == np.floor(arr)) else \
+            [int(v) if float(v).is_integer() else v for v in vals]
     else:
         import yaml
 
@@ -175,6 +179,11 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
         if v.field not in fields:
             raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
                                                   f"vary its fields (e.g. batch, seq, d_model)")
+    # calibrated chips price one-row products with their own fitted group, chosen per row:
+    # those configurations take the per-configuration loop
+    if varies and all(v.field in BATCHED_FIELDS and v.numeric for v in varies) and \
+            all(hw.calibration is None for hw in hardware):
+        return _sweep_batched(src, spec, hardware, varies)
     combos = list(itertools.product(*[v.values for v in varies]))
     if len(combos) * len(hardware) > MAX_MODEL_CONFIGS:
         raise SpecError(f"a transformer sweep of {len(combos) * len(hardware):,} configurations is "
@@ -212,6 +221,117 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
              if c in tot.columns]
     df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
     return df
+
+
+# transformer fields that change only numbers, not the ledger's structure: evaluated over
+# arrays after one expansion (model/batched.py)
+BATCHED_FIELDS = ("batch", "grad_accum", "microbatches")
+BOUNDS = ("compute", "memory", "comm")  # roofline's bound labels
+TOTAL_EXTRAS = ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok", "flop_per_usd")
+
+
+def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame:
+    """A transformer sweep over batch, grad_accum and microbatches: one expansion per chip,
+    every configuration evaluated at once on arrays (the same figures as to_json of each)."""
+    from .model.batched import Structure
+    from .model.transformer import make_plan
+
+    names = [v.field for v in varies]
+    grids = np.meshgrid(*[np.asarray(v.values, dtype=np.int64) for v in varies], indexing="ij")
+    flat = {f: g.ravel() for f, g in zip(names, grids)}
+    n = next(iter(flat.values())).size
+    if n * len(hardware) > MAX_MODEL_CONFIGS * 100:
+        raise SpecError(f"a transformer sweep of {n * len(hardware):,} configurations is more "
+                        f"than {MAX_MODEL_CONFIGS * 100:,}: vary fewer values.")
+    batch = flat.get("batch", np.full(n, spec.batch))
+    accum = flat.get("grad_accum", np.full(n, spec.grad_accum))
+    plan = make_plan(spec, src.mesh)
+    micro = flat.get("microbatches", np.full(n, plan.microbatches))
+    for v in varies:  # each value valid for the op (the sharding is checked below)
+        for x in (min(v.values), max(v.values)):
+            try:
+                type(spec).model_validate({**spec.model_dump(exclude_none=True), v.field: x})
+            except Exception as e:  # pydantic ValidationError
+                errs = getattr(e, "errors", lambda: [])()
+                msg = errs[0]["msg"].removeprefix("Value error, ") if errs else str(e)
+                raise SpecError(f"--vary {v.field}: value {x!r} is invalid for op "
+                                f"{spec.name!r} ({msg})") from None
+    shards = plan.batch_shards
+    bad = batch % (shards * micro * accum) != 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpecError(f"--vary {', '.join(f'{k}={int(v[i])}' for k, v in flat.items())}: "
+                        f"invalid transformer: batch {int(batch[i])} does not split into "
+                        f"{shards} batch shards x {int(micro[i])} microbatches x grad_accum "
+                        f"{int(accum[i])}; vary values that divide")
+    upd = {"batch": int(batch[0]), "grad_accum": int(accum[0])}
+    if "pipeline" in spec.parallelism:
+        upd["microbatches"] = int(micro[0])
+    rep = _validated(src, spec, upd)
+    frames, totals = [], []
+    chips = [hw.name for hw in hardware]
+    frames, totals = [], []
+    for hi, hw in enumerate(hardware):
+        rows: list = []
+        res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows)
+        k = len(rows)
+        # names as categories (codes, not a million repeated strings, which build slowly)
+        cols = {f: np.tile(v, k) for f, v in flat.items()}
+        cols["op"] = pd.Categorical.from_codes(np.repeat(np.arange(k), n), [r[0] for r in rows])
+        cols["hardware"] = pd.Categorical.from_codes(np.full(n * k, hi), chips)
+        for c in OUT_COLUMNS:
+            if c == "bound":
+                labels = np.concatenate([np.broadcast_to(np.asarray(r[1][c], dtype=str), (n,))
+                                         for r in rows])
+                codes = np.full(labels.shape, BOUNDS.index("comm"))
+                codes[labels == "compute"] = BOUNDS.index("compute")
+                codes[labels == "memory"] = BOUNDS.index("memory")
+                cols[c] = pd.Categorical.from_codes(codes, BOUNDS)
+            else:
+                cols[c] = np.concatenate([np.broadcast_to(np.asarray(r[1][c], dtype=float), (n,))
+                                          for r in rows])
+        frames.append(cols)
+        tot = {**flat, "hardware": pd.Categorical.from_codes(np.full(n, hi), chips)}
+        for c in OUT_COLUMNS:
+            if c == "intensity":
+                tot[c] = None  # below, from the sums
+            elif c == "bound":
+                tot[c] = res["bounds"]
+            else:
+                tot[c] = res.get(c, sum(np.broadcast_to(np.asarray(r[1][c]), (n,))
+                                        for r in rows))
+        tot.update({c: res[c] for c in TOTAL_EXTRAS if c in res})
+        tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+        totals.append(tot)
+    df = pd.DataFrame(_joined(frames))
+    df.attrs["totals"] = pd.DataFrame(_joined(totals))
+    return df
+
+
+def _joined(parts: list[dict]) -> dict:
+    """Column-wise concatenation of dicts of arrays (categoricals keep their categories)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for c in parts[0]:
+        vals = [p[c] for p in parts]
+        if isinstance(vals[0], pd.Categorical):
+            out[c] = pd.Categorical.from_codes(np.concatenate([v.codes for v in vals]),
+                                               vals[0].categories)
+        else:
+            out[c] = np.concatenate(vals)
+    return out
+
+
+def _validated(src: Workload, spec, upd: dict) -> Workload:
+    ops = [({**op.model_dump(exclude_none=True), **upd} if op is spec
+            else op.model_dump(exclude_none=True)) for op in src.ops]
+    try:
+        return Workload.model_validate({**src.model_dump(exclude={"ops"}), "ops": ops})
+    except Exception as e:  # pydantic ValidationError or SpecError from the plan
+        msg = str(e).splitlines()
+        raise SpecError(f"--vary {', '.join(f'{k}={v}' for k, v in upd.items())}: invalid "
+                        f"transformer: {msg[2].strip() if len(msg) > 2 else msg[0]}") from None
 
 
 def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chunk: int = 100_000,

@@ -7,7 +7,7 @@ axes of length 1 (``16x16`` on v4 is 16x16x1). GPU: ``N`` (one NVLink node of N 
 the data-centre network (DCN).
 
 Physical axes, outermost first: ``[dcn S]`` (when S > 1), then the slice's axes; a GPU ``MxN`` is
-``[scale_out M, nvlink N]``. Mesh axes take physical axes in order; a mesh axis may span several
+``[scale_out M, nvlink N]`` (``[scale_out M, fabric N]`` on a full-mesh node). Mesh axes take physical axes in order; a mesh axis may span several
 consecutive physical axes whose lengths multiply to its size and then uses all of their links
 (``mesh: {fsdp: 8}`` on ``2x2x2`` spans all three). So the outermost mesh axis spans the slices.
 
@@ -18,7 +18,8 @@ Per physical axis (How to Scale Your Model: jax-ml.github.io/scaling-book/tpus a
   wraps; ``always``; ``none``. An axis of length 1 or 2 never counts as wrapped. Switched NVLink,
   scale-out and DCN axes have no wraparound notion (``None``).
 - ring hops (latency steps of one ring pass): ``floor(n/2)`` with wraparound (both directions at
-  once), ``n - 1`` without; a switched, scale-out or DCN ring takes ``n - 1`` steps.
+  once), ``n - 1`` without; a switched, scale-out or DCN ring takes ``n - 1`` steps; a full
+  mesh 1 (direct).
 - links, in units of the chip's ``link_bandwidth`` (one-way, per link). ICI bandwidth is per
   axis: a torus axis gives each chip ``links_per_chip / dims`` = 2 links (one to each
   neighbour). A ring collective on a wrapped axis runs both ways at once and drives both
@@ -26,6 +27,14 @@ Per physical axis (How to Scale Your Model: jax-ml.github.io/scaling-book/tpus a
   link_bandwidth (the book: without wraparound about V/W_uni). Gathering over k axes at once
   adds their links (the book's k W_bidi). NVLink: each GPU reaches the switch over all its
   ``links_per_chip`` links (links_per_chip x link_bandwidth each way, any peer). Scale-out and
+  Full mesh (``topology: full_mesh``, AMD Instinct nodes: 8 GPUs, 7 Infinity Fabric links
+  each, no switch): every GPU has one link to each other GPU of the node, so a group of n GPUs
+  in a node drives n-1 links per GPU (``links`` = n - 1; the node's other links lead outside
+  the group) and needs n - 1 <= links_per_chip. Collectives there are direct (one-shot): each
+  device sends each peer its share over that peer's own link at once, so a pass is 1 latency
+  step (not a ring's n-1) and the bandwidth term is the switched formula's with W = (n-1) x
+  link_bandwidth; a point-to-point transfer uses one link; the bisection of n GPUs is
+  floor(n/2) x ceil(n/2) links each way. Scale-out and
   DCN axes use other bandwidths (``scale_out_bandwidth`` per GPU NIC, all rails in parallel;
   ``dcn_bandwidth`` per chip) and count 0 links here.
 - point-to-point hops on the torus: per axis ``min(d, n - d)`` with wraparound, ``|d|`` without
@@ -42,7 +51,8 @@ from dataclasses import dataclass, field
 
 from .errors import SpecError
 
-LINK_LEVELS = ("ici", "nvlink")  # axes whose bandwidth is the chip's own link_bandwidth
+LINK_LEVELS = ("ici", "nvlink", "fabric")  # axes whose bandwidth is the chip's own link_bandwidth
+GPU_TOPOLOGIES = {"switched": "nvlink", "full_mesh": "fabric"}  # topology -> its node's level
 TORUS_DIMS = {"torus2d": 2, "torus3d": 3}
 
 _SHAPE_RE = re.compile(r"^\s*\d+(\s*[xX*×]\s*\d+)*\s*$")
@@ -131,6 +141,8 @@ class Axis:
 
     @property
     def ring_hops(self) -> int:
+        if self.level == "fabric":  # direct: every device reaches every peer in one step
+            return 1 if self.length > 1 else 0
         return ring_hops(self.length, self.wraps)
 
     @property
@@ -148,6 +160,9 @@ class Axis:
 
 def _ic(hw):
     return hw.interconnect
+
+
+_DOMAIN = {"switched": "NVLink", "full_mesh": "full-mesh"}
 
 
 def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
@@ -182,11 +197,12 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
                 f"({topo}): give at most {nd} axis lengths, e.g. "
                 f"{'4x4' if nd == 2 else '4x4x8'}")
         full = tuple(dims) + (1,) * (nd - len(dims))
+        _check_shape(hw, full, shown)
         per_axis = ic.links_per_chip / nd  # one link to each neighbour: 2
         for n, w in zip(full, wraps(full, ic.wraparound)):
             links = 0.0 if n <= 1 else (per_axis if w else 1.0)
             axes.append((n, "ici", w, links))
-    elif topo == "switched":
+    elif topo in GPU_TOPOLOGIES:
         if len(dims) > 2:
             raise SpecError(
                 f"slice {shown!r} has {len(dims)} axes; a GPU slice is 'N' (one node of N GPUs) "
@@ -197,20 +213,47 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
             hint = (f"; for {per_node} GPUs write '{per_node // dom}x{dom}'"
                     if per_node % dom == 0 else "")
             raise SpecError(
-                f"slice {shown!r} puts {per_node} GPUs in one NVLink node but {hw.name!r} has "
-                f"{dom} GPUs per NVLink domain (interconnect.domain_size): a GPU slice 'MxN' is "
-                f"M nodes of N <= {dom} GPUs{hint}")
+                f"slice {shown!r} puts {per_node} GPUs in one {_DOMAIN[topo]} node but "
+                f"{hw.name!r} has {dom} GPUs per {_DOMAIN[topo]} domain "
+                f"(interconnect.domain_size){hint}: write 'MxN' with N <= {dom}")
         if nodes > 1:
             if not ic.scale_out_bandwidth:
                 raise SpecError(
                     f"slice {shown!r} spans {nodes} nodes but hardware {hw.name!r} has no "
                     f"interconnect.scale_out_bandwidth (per GPU NIC): add one with a source")
             axes.append((nodes, "scale_out", None, 0.0))
-        axes.append((per_node, "nvlink", None, float(ic.links_per_chip) if per_node > 1 else 0.0))
+        if topo == "switched":  # every link reaches the switch, so any peer
+            links = float(ic.links_per_chip)
+        else:  # full mesh: one link to each peer of the group, n-1 of the chip's links
+            if per_node - 1 > ic.links_per_chip:
+                raise SpecError(
+                    f"slice {shown!r} puts {per_node} GPUs in one full-mesh node but "
+                    f"{hw.name!r} has {ic.links_per_chip} links per GPU (a full mesh of n GPUs "
+                    f"needs n-1): write 'MxN' with N <= {ic.links_per_chip + 1}")
+            links = float(per_node - 1)
+        axes.append((per_node, GPU_TOPOLOGIES[topo], None, links if per_node > 1 else 0.0))
     else:
         raise SpecError(f"hardware {hw.name!r}: unknown interconnect.topology {topo!r}; use "
-                        f"torus2d, torus3d or switched")
+                        f"torus2d, torus3d, switched or full_mesh")
     return [Axis(i, n, lvl, w, lk) for i, (n, lvl, w, lk) in enumerate(axes)]
+
+
+SMALL_CUBE_SLICES = ((1, 2, 2), (2, 2, 2), (2, 2, 4), (2, 4, 4))  # sorted axis lengths
+
+
+def _check_shape(hw, full: tuple[int, ...], shown: str) -> None:
+    """The chip's documented slice shapes (interconnect.slice_shapes, max_chips)."""
+    ic = _ic(hw)
+    if ic.max_chips is not None and math.prod(full) > ic.max_chips:
+        raise SpecError(f"slice {shown!r} has {math.prod(full)} chips but a {hw.name!r} pod has "
+                        f"{ic.max_chips} (interconnect.max_chips): use a smaller slice, or "
+                        f"'slices' to join several over DCN")
+    if ic.slice_shapes == "cubes_4":
+        if tuple(sorted(full)) in SMALL_CUBE_SLICES or all(n % 4 == 0 for n in full):
+            return
+        raise SpecError(f"slice {shown!r} is not a {hw.name!r} topology: slices are 2x2x1, "
+                        f"2x2x2, 2x2x4, 2x4x4 or whole 4x4x4 cubes (every axis a multiple of "
+                        f"4, e.g. 4x4x4, 4x4x8, 8x16x16); e.g. 8 chips is 2x2x2")
 
 
 def job_lengths(slice_shape, slices: int = 1) -> list[int]:
@@ -307,6 +350,8 @@ def _cut(link_axes: list[Axis]) -> tuple[float, float]:
         if a.torus:
             rows = math.prod(b.length for b in axes if b is not a)
             links = rows * (2.0 if a.wraps else 1.0)
+        elif a.level == "fabric":  # each of floor(n/2) devices has a link to each of ceil(n/2)
+            links = (n // 2) * ((n + 1) // 2)
         else:
             links = (n // 2) * a.links
         if best is None or frac / links > best[0] / best[1]:
@@ -349,8 +394,8 @@ def group(hw, slice_shape, mesh: dict[str, int], axes, slices: int = 1) -> Group
     n_link = math.prod(a.length for a in link_axes)
     frac, cut_links = _cut(link_axes)
     p2p = 0.0
-    if link_axes:
-        p2p = link_axes[-1].links if not link_axes[-1].torus else 1.0
+    if link_axes:  # a switch spreads one peer's traffic over every link; a torus or mesh: one
+        p2p = link_axes[-1].links if link_axes[-1].level == "nvlink" else 1.0
     return Group(
         axes=tuple(used),
         n_devices=math.prod(a.length for a in used),
@@ -367,8 +412,25 @@ def group(hw, slice_shape, mesh: dict[str, int], axes, slices: int = 1) -> Group
     )
 
 
+_GROUPS: dict[tuple, tuple] = {}
+
+
 def workload_group(hw, wl, axes) -> Group:
-    """``group`` for a workload's slice, slices and mesh, with errors naming the fields."""
+    """``group`` for a workload's slice, slices and mesh, with errors naming the fields
+    (remembered per chip spec object and layout: a plan search asks for the same groups of
+    every configuration of a mesh)."""
+    key = (id(hw), wl.slice, wl.slices, tuple((wl.mesh or {}).items()), tuple(axes))
+    hit = _GROUPS.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    g = _workload_group(hw, wl, axes)
+    if len(_GROUPS) > 100_000:
+        _GROUPS.clear()
+    _GROUPS[key] = (hw, g)
+    return g
+
+
+def _workload_group(hw, wl, axes) -> Group:
     if not wl.slice:
         raise SpecError(f"workload {wl.name!r} has collective ops but no 'slice': add a top-level "
                         f"slice (e.g. slice: 16x16) and mesh, or pass --slice")

@@ -160,10 +160,19 @@ def test_report_summarises_every_pair_and_lists_skipped_and_not_fitting(tmp_path
             if total.get("fits_memory") is False:
                 big.append((wl.name, hw.name))
     assert skipped and big  # the built-ins exercise both lists
-    summary = [ln.split() for ln in lines]
-    pairs = [(s[0], s[1]) for s in summary if len(s) > 2 and (s[0], s[1]) in evaluated]
-    assert sorted(pairs) == sorted(evaluated)  # one summary line per evaluated pair
-    assert sorted((s[0], s[1]) for s in summary if s and s[-1] == "FIT") == sorted(big)
+    # the summary panels: a row per workload, a column per chip; every evaluated pair has a
+    # cell with its t_step, every skipped one says 'skip', the not-fitting ones end in '!'
+    cells = {}
+    chips = []
+    for ln in lines:
+        cols = re.split(r"\s{2,}", ln.strip())
+        if cols[0] == "workload":
+            chips = cols[1:]
+        elif chips and len(cols) == len(chips) + 1 and cols[0] in {w.name for w in wls}:
+            cells.update({(cols[0], c): v for c, v in zip(chips, cols[1:])})
+    assert sorted(k for k, v in cells.items() if v != "skip") == sorted(evaluated)
+    assert sorted(k for k, v in cells.items() if v == "skip") == sorted(skipped)
+    assert sorted(k for k, v in cells.items() if v.endswith("!")) == sorted(big)
     fit_at = lines.index(next(ln for ln in lines if ln.startswith("DOES NOT FIT in HBM")))
     skip_at = lines.index(next(ln for ln in lines if ln.startswith("skipped (")))
     listed_big = lines[fit_at + 1:fit_at + 1 + len(big)]
@@ -176,7 +185,8 @@ def test_report_summarises_every_pair_and_lists_skipped_and_not_fitting(tmp_path
         assert len(clauses) == len(set(clauses)), ln  # no part of a message said twice
     assert lines.index(next(ln for ln in lines if ln.startswith("workload "))) < fit_at < skip_at
     # the per-op tables: one file per evaluated pair, none for a skipped one
-    files = {p.name for p in (tmp_path / "tables").glob("*.txt")}
+    files = {p.name for p in (tmp_path / "tables").glob("*.txt")
+             if not p.name.startswith("compare-")}
     assert files == {f"{w}--{c}.txt" for w, c in evaluated}
     text = (tmp_path / "tables" / "course-attention--tpu-v4.txt").read_text()
     assert text.startswith("course-attention on tpu-v4\nop ") and "flash-16384" in text
@@ -193,16 +203,18 @@ def test_report_detail_prints_the_per_op_tables(tmp_path):
 
 
 def test_summary_bound_is_the_one_taking_most_of_t_lower():
-    from perfmodel.report.tables import summary_table
+    from perfmodel.report.tables import summary_cell, summary_table
 
     rows = [{"bound": "memory", "t_lower": 3e-3}, {"bound": "compute", "t_lower": 1e-3}]
     step = {"t_step": 5.0, "t_lower": 5.0, "mfu": 0.5, "fits_memory": False,
             "bounds": {"embed": "memory", "layer": "comm", "lm_head": "compute"},
             "group_times": {"embed": 0.5, "layer": 4.0, "lm_head": 0.5}}
-    text = summary_table([("kernels", "chip-a", rows, {"t_lower": 4e-3}),
-                          ("model", "chip-b", rows, step)]).splitlines()
     # kernels: memory 3 ms of 4 ms = 75%; model: by group, comm 4 s of 5 s = 80% (its rows'
     # own bounds do not count: the step overlaps communication within a group)
-    assert text[2].split() == ["kernels", "chip-a", "4", "ms", "memory", "75%", "-", "-"]
-    assert text[3].split() == ["model", "chip-b", "5", "s", "comm", "80%", "50.0%", "DOES",
-                               "NOT", "FIT"]
+    assert summary_cell(rows, {"t_lower": 4e-3}) == "4 ms m"
+    assert summary_cell(rows, step) == "5 s n 50%!"
+    text = summary_table([("kernels", "chip-a", rows, {"t_lower": 4e-3}),
+                          ("model", "chip-b", rows, step)], ["chip-a", "chip-b"]).splitlines()
+    assert text[0].split() == ["workload", "chip-a", "chip-b"]
+    assert text[2].split() == ["kernels", "4", "ms", "m", "skip"]
+    assert text[3].split() == ["model", "skip", "5", "s", "n", "50%!"]

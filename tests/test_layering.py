@@ -228,3 +228,70 @@ def test_the_checker_sees_function_level_imports():
     assert imports_of(PKG / "ops" / "matmul.py", probe) == [
         (2, "perfmodel.engine"), (3, "perfmodel.ops.attention")]
     assert ("perfmodel.units" in {m for _, m in imports_of(PKG / "specs.py")})
+
+
+EXCEL_LIBS = ("xlsxwriter", "openpyxl")
+WORKBOOK_PKG = REPO / "perfmodel" / "report" / "workbook"
+
+
+def _sources():
+    return sorted((REPO / "perfmodel").rglob("*.py"))
+
+
+def test_only_the_workbook_package_imports_the_excel_library():
+    import ast
+
+    bad = []
+    for path in _sources():
+        if WORKBOOK_PKG in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
+                    if n.split(".")[0] in EXCEL_LIBS]
+    assert not bad, bad
+
+
+# an Excel function call, or formula text (a leading '=') with an operator in it
+_EXCEL_CALL = r"\b(?:SUM|SUMIFS?|MAX|MIN|IF|INDEX|MATCH|NA|ISBLANK|INT|ROUNDUP|ROUNDDOWN|AND|OR|SQRT|IFERROR)\("
+_FORMULA_OP = r"^=.*[-+*/^<>&]"
+
+
+def _string_literals(path):
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings: prose
+    for node in ast.walk(tree):
+        if id(node) in docs:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+        elif isinstance(node, ast.JoinedStr):  # an f-string: its literal parts joined
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            yield node.lineno, text
+
+
+def test_no_excel_formula_text_outside_the_formula_layer():
+    """Every function and operator in a formula is rendered by perfmodel/formula.py; other
+    modules write plain references (cells, ranges, defined names) only."""
+    import re
+
+    bad = []
+    for path in _sources():
+        if path.name == "formula.py" and path.parent.name == "perfmodel":
+            continue
+        for line, text in _string_literals(path):
+            if re.search(_EXCEL_CALL, text) or re.search(_FORMULA_OP, text.strip()):
+                bad.append(f"{path.relative_to(REPO)}:{line} {text[:60]!r}")
+    assert not bad, bad
+
+
+def test_formula_text_check_catches_a_formula():
+    # the checks above would see the formulas the old workbook wrote by hand
+    import re
+
+    for text in ('=SUMIFS(H2:H9,B2:B9,"layer")', "={}/{}", '=IF({}<={},"yes","NO")', "=SUM({})"):
+        assert re.search(_EXCEL_CALL, text) or re.search(_FORMULA_OP, text)
+    assert not re.search(_EXCEL_CALL, "=Ops!H2") and not re.search(_FORMULA_OP, "=Ops!H2")

@@ -175,7 +175,10 @@ def test_shipped_hardware_validates(path):
 
 @pytest.mark.parametrize("path", WL_FILES, ids=lambda p: p.name)
 def test_shipped_workload_validates_and_evaluates(path):
-    wl = load_model(path, Workload)
+    from perfmodel.model.hf_config import resolve_workload
+
+    data, node = read_yaml(path)  # a transformer's config: is resolved at load, as catalog does
+    wl = load_model(path, Workload, resolve_workload(data, path), node)
     assert wl.name == path.stem
     ran = 0
     for hw in HW.values():

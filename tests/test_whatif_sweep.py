@@ -262,7 +262,8 @@ def test_prices_give_cost_per_step_tokens_and_flop_per_dollar():
     t = results.to_json(priced, wl)["total"]
     assert t["usd_per_step"] == pytest.approx(3.6 / 3600 * t["chips"] * t["t_step"], rel=1e-12)
     assert t["usd_per_mtok"] == pytest.approx(t["usd_per_step"] / t["tokens_per_step"] * 1e6, rel=1e-12)
-    assert "usd_per_step" not in results.to_json(base, wl)["total"]  # no price, no cost
+    unpriced = base.model_copy(update={"price_per_hour": None})
+    assert "usd_per_step" not in results.to_json(unpriced, wl)["total"]  # no price, no cost
     # kernel workloads: per configuration in a sweep, from t_lower
     k = sweep_totals(sweep(catalog.load_workload("course-big-matmul"), [priced], ["batch=1,2"]))
     assert np.allclose(k.usd_per_step, 3.6 / 3600 * k.t_lower)

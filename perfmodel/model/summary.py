@@ -35,16 +35,172 @@ Utilisation, by convention (PaLM, Chowdhery et al. 2022, appendix B):
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
+import numpy as np
+
 from .. import precision
-from ..engine import hw_env, op_columns
-from ..formula import fmax
-from ..specs import OP_SPECS, Hardware, Workload
+from ..engine import hw_env, op_columns, op_cost
+from ..formula import NS, Ref, fmax, rsum, sumif, where
+from ..ops import REGISTRY
+from ..roofline import COLUMNS
+from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from . import expansion
-from .transformer import (Plan, expand_op, group_of, make_plan, memory_parts, param_ledger,
-                          params_6pt, single_chip_plan)
+from .transformer import (Plan, array_plan, expand_op, first_row, group_of, make_plan,
+                          memory_parts, param_ledger, params_6pt, params_active, row_inputs,
+                          single_chip_plan)
 
 MODEL_ROLES = ("fwd", "bwd")  # the roles whose FLOPs count as model FLOPs (not remat, optimizer)
 MAX_DECODE_BATCH = 1 << 24     # search limit for the compute-bound decode batch
+UNSTRETCHED = ("optimizer",)   # groups that run once per step, outside the pipeline
+
+# The step as formula columns, like roofline.COLUMNS: evaluated here with numbers and rendered
+# by the workbook's Model sheet. Three levels of cells:
+# - the ledger, one row per op (ranges): row_group, row_kind, row_bound, row_t_lower,
+#   row_t_upper, row_t_calibrated (the op's t_lower where it has none), row_t_comm (0: none);
+# - per group (GROUP_COLUMNS of its name), over the ledger ranges and the step's stretch;
+# - the step (step_columns), over the group ranges (group_t_lower, ...) and the STEP_INPUTS.
+STEP_INPUTS = ("chips", "pp", "microbatches", "tokens_per_step", "params", "flops_model", "peak",
+               "hbm_capacity", "memory_parts")  # peak: the layer matmuls' rate (matmul_peak)
+COLLECTIVE = "collective"
+
+
+def group_columns(name: str, calibrated: bool) -> list[tuple[str, Callable]]:
+    """A ledger group's cells: its collectives run beside its kernels (group_time); a pipeline's
+    bubble stretches every group but the optimizer."""
+    def kernels(e, t="row_t_lower"):
+        return sumif(e[t], (e.row_group, name), (e.row_kind, "<>", COLLECTIVE))
+
+    def collectives(e, t="row_t_lower"):
+        return sumif(e[t], (e.row_group, name), (e.row_kind, COLLECTIVE))
+
+    def stretch(e):
+        return 1 if name in UNSTRETCHED else e.pipeline_stretch
+    cols = [
+        ("kernels", lambda e: kernels(e)),
+        ("collectives", lambda e: collectives(e)),
+        ("t_lower", lambda e: stretch(e) * group_time(e.kernels, e.collectives)),
+        ("t_upper", lambda e: stretch(e) * sumif(e.row_t_upper, (e.row_group, name))),
+        # the kernels' compute-bound share decides compute vs memory
+        ("compute", lambda e: sumif(e.row_t_lower, (e.row_group, name), (e.row_kind, "<>", COLLECTIVE),
+                                    (e.row_bound, "compute"))),
+        ("bound", lambda e: where(e.collectives > e.kernels, "comm",
+                                  where(e.compute >= e.kernels - e.compute, "compute", "memory"))),
+    ]
+    if calibrated:
+        cols += [("cal_kernels", lambda e: kernels(e, "row_t_calibrated")),
+                 ("cal_collectives", lambda e: collectives(e, "row_t_calibrated")),
+                 ("t_calibrated", lambda e: stretch(e) * group_time(e.cal_kernels, e.cal_collectives))]
+    return cols
+
+
+def step_columns(mode: str, pp: int, basis: str, calibrated: bool) -> list[tuple[str, Callable]]:
+    """The step's cells, in dependency order (``basis``: the headline time's column)."""
+    cols = [
+        ("pipeline_stretch", lambda e: pipeline_stretch(e.pp, e.microbatches)),
+        ("t_lower", lambda e: rsum(e.group_t_lower)),
+        ("t_upper", lambda e: rsum(e.group_t_upper)),
+    ]
+    if calibrated:
+        cols.append(("t_calibrated", lambda e: rsum(e.group_t_calibrated)))
+    cols += [
+        ("t_step", lambda e: e[basis]),
+        ("t_comm", lambda e: rsum(e.row_t_comm)),
+        ("peak_used", lambda e: e.peak),
+        # useful work: the model's FLOPs over what the chips could do in the step (PaLM's MFU)
+        ("mfu", lambda e: e.flops_model / (e.chips * e.t_step * e.peak_used)),
+        # every FLOP a chip executes (its ledger rows) over what it could do in the step
+        ("hfu", lambda e: rsum(e.row_flops) / (e.t_step * e.peak_used)),
+        ("tokens_per_s", lambda e: e.tokens_per_step / e.t_step),
+        (f"flops_{6 if mode == 'train' else 2}pt",
+         lambda e: (6 if mode == "train" else 2) * e.params * e.tokens_per_step),
+        ("memory_bytes_per_chip", lambda e: rsum(e.memory_parts)),
+        ("fits_memory", lambda e: e.memory_bytes_per_chip <= e.hbm_capacity),
+    ]
+    if pp > 1:
+        cols.append(("pipeline_bubble", lambda e: bubble_fraction(e.pp, e.microbatches)))
+    return cols
+
+
+def ledger(rows: list[dict], x) -> dict[str, np.ndarray]:
+    """The ledger ranges of a workload's rows."""
+    t = [r["t_lower"] for r in rows]
+    return {
+        "row_group": np.asarray([x.groups.get(r["name"]) or group_of(r["name"]) for r in rows]),
+        "row_kind": np.asarray([r["kind"] for r in rows]),
+        "row_bound": np.asarray([r["bound"] for r in rows]),
+        "row_t_lower": np.asarray(t, dtype=float),
+        "row_t_upper": np.asarray([r["t_upper"] for r in rows], dtype=float),
+        "row_t_calibrated": np.asarray([tl if r.get("t_calibrated") is None else r["t_calibrated"]
+                                        for r, tl in zip(rows, t)], dtype=float),
+        "row_t_comm": np.asarray([r.get("t_comm") or 0.0 for r in rows], dtype=float),
+        "row_flops": np.asarray([r["flops"] or 0.0 for r in rows], dtype=float),
+    }
+
+
+def step_inputs(hw: Hardware, spec, plan: Plan) -> dict:
+    """The step's input cells (numbers fixed when the ops were expanded)."""
+    return {"chips": plan.chips, "pp": plan.pp, "microbatches": plan.microbatches,
+            "tokens_per_step": spec.batch * (1 if spec.mode == "decode" else spec.seq),
+            "params": params_6pt(spec), "flops_model": palm_flops(spec),
+            "peak": matmul_peak(hw, spec), "hbm_capacity": hw.hbm_capacity,
+            "memory_parts": memory_parts(spec, plan)}
+
+
+def basis_of(spec, calibrated: bool) -> str:
+    """Headline figures use t_calibrated when present, else t_lower when the op says
+    ``overlap: true``, else t_upper."""
+    return "t_calibrated" if calibrated else "t_lower" if spec.overlap else "t_upper"
+
+
+def derive_step(groups: list[str], ledger_env: dict, inputs: dict, mode: str, pp: int, basis: str,
+                calibrated: bool, symbolic: Callable | None = None) -> tuple[dict, dict]:
+    """(per group {column: value}, step {column: value}) from the ledger and the inputs; with
+    ``symbolic(level, group, column)`` the formulas instead, over Refs the caller resolves
+    (each finished cell enters as that Ref, as roofline.derive does)."""
+    env = NS({**ledger_env, **inputs})
+    if symbolic is not None:  # every input a Ref, as roofline.derive's symbolic path
+        env = NS({k: Ref(k) for k in env})
+    else:
+        env["memory_parts"] = np.asarray(list(inputs["memory_parts"].values()), dtype=float)
+        env = NS({k: _num(v) for k, v in env.items()})
+    steps = step_columns(mode, pp, basis, calibrated)
+    stretch = dict(steps)["pipeline_stretch"](env)
+    env["pipeline_stretch"] = symbolic("step", None, "pipeline_stretch") if symbolic else stretch
+    per_group: dict[str, dict] = {}
+    for g in groups:
+        genv, out = NS(env), {}
+        for col, f in group_columns(g, calibrated):
+            out[col] = f(genv)
+            genv[col] = symbolic("group", g, col) if symbolic else out[col]
+        per_group[g] = out
+    if symbolic:
+        for col in ("t_lower", "t_upper", "t_calibrated"):
+            env[f"group_{col}"] = Ref(f"group_{col}")
+    else:
+        for col in ("t_lower", "t_upper", "t_calibrated"):
+            if calibrated or col != "t_calibrated":
+                env[f"group_{col}"] = np.asarray([float(per_group[g][col]) for g in groups])
+    step = {"pipeline_stretch": stretch}
+    for col, f in steps[1:]:
+        step[col] = f(env)
+        env[col] = symbolic("step", None, col) if symbolic else step[col]
+    return per_group, step
+
+
+def _num(v):
+    return v if isinstance(v, (np.ndarray, str)) else np.float64(v) if isinstance(v, (int, float)) else v
+
+
+def _value(v):
+    """A cell's number for JSON: float, bool or text; None where not finite."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    v = float(v)
+    return v if np.isfinite(v) else None
 
 
 def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
@@ -53,108 +209,80 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     if x is None:
         return None
     spec, plan = x.spec, x.plan
-    groups = _group_times(rows, x, plan)
-    t_lower = sum(g["t_lower"] for g in groups.values())
-    t_upper = sum(g["t_upper"] for g in groups.values())
-    out: dict = {"model": spec.name, "mode": spec.mode, "chips": plan.chips,
-                 "t_comm": sum(r.get("t_comm") or 0.0 for r in rows),
-                 "t_lower": t_lower, "t_upper": t_upper}
-    basis = "t_lower" if spec.overlap else "t_upper"
-    if any(r.get("t_calibrated") is not None for r in rows):
-        out["t_calibrated"] = sum(g["t_calibrated"] for g in groups.values())
-        basis = "t_calibrated"
-    t_step = out[basis]
-    out.update(t_step=t_step, t_step_basis=basis)
-    if plan.pp > 1:
-        out["pipeline_bubble"] = bubble_fraction(plan.pp, plan.microbatches)
-
-    tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
-    peak = matmul_peak(hw, spec)
-    out["tokens_per_step"] = tokens
-    out["params"] = params_6pt(spec)
+    calibrated = any(r.get("t_calibrated") is not None for r in rows)
+    basis = basis_of(spec, calibrated)
+    led = ledger(rows, x)
+    groups = list(dict.fromkeys(led["row_group"].tolist()))
+    inputs = step_inputs(hw, spec, plan)
+    per_group, step = derive_step(groups, led, inputs, spec.mode, plan.pp, basis, calibrated)
+    out: dict = {"model": spec.name, "mode": spec.mode, "chips": plan.chips}
+    for k in ("t_comm", "t_lower", "t_upper", "t_calibrated", "t_step"):
+        if k in step:
+            out[k] = _value(step[k])
+    out["t_step_basis"] = basis
+    if "pipeline_bubble" in step:
+        out["pipeline_bubble"] = _value(step["pipeline_bubble"])
+    out["tokens_per_step"] = inputs["tokens_per_step"]
+    out["params"] = inputs["params"]
     out["params_total"] = sum(param_ledger(spec).values())
-    out["flops_model"] = palm_flops(spec)
+    out["params_active"] = params_active(spec)  # P plus the embedding (once when tied)
+    out["flops_model"] = inputs["flops_model"]
     out["flops_ledger"] = model_flops(hw, spec)
-    pt = 6 if spec.mode == "train" else 2
-    out[f"flops_{pt}pt"] = float(pt * out["params"] * tokens)
-    out["peak_used"] = peak
-    executed = sum(r["flops"] or 0.0 for r in rows)  # per chip, every row
-    out["mfu"] = out["flops_model"] / (plan.chips * t_step * peak) if t_step > 0 else None
-    out["hfu"] = executed / (t_step * peak) if t_step > 0 else None
-    out["tokens_per_s"] = tokens / t_step if t_step > 0 else None
-
-    parts = memory_parts(spec, plan)
-    out["memory_bytes_per_chip"] = sum(parts.values())
-    out["memory_parts"] = parts
+    pt = f"flops_{6 if spec.mode == 'train' else 2}pt"
+    out[pt] = _value(step[pt])
+    out["peak_used"] = _value(step["peak_used"])
+    for k in ("mfu", "hfu", "tokens_per_s"):
+        out[k] = _value(step[k])
+    out["memory_bytes_per_chip"] = _value(step["memory_bytes_per_chip"])
+    out["memory_parts"] = inputs["memory_parts"]
     out["hbm_capacity"] = hw.hbm_capacity
-    out["fits_memory"] = out["memory_bytes_per_chip"] <= hw.hbm_capacity
-    out["bounds"] = {name: g["bound"] for name, g in groups.items()}
-    out["group_times"] = {name: g["t_lower"] for name, g in groups.items()}
+    out["fits_memory"] = _value(step["fits_memory"])
+    out["bounds"] = {g: _value(v["bound"]) for g, v in per_group.items()}
+    out["group_times"] = {g: _value(v["t_lower"]) for g, v in per_group.items()}
     if spec.mode == "prefill":
-        out["ttft"] = t_step  # the whole prompt batch, up to its first output token
+        out["ttft"] = out["t_step"]  # the whole prompt batch, up to its first output token
     if spec.mode == "decode":
-        out["t_per_token"] = t_step  # one step writes one token of every sequence
+        out["t_per_token"] = out["t_step"]  # one step writes one token of every sequence
         out["compute_bound_batch"] = decode_compute_bound_batch(hw, spec, x.source.mesh)
     return out
 
 
 def matmul_peak(hw: Hardware, spec) -> float:
     """The rate the layer matmuls run at (their compute dtype and precision)."""
-    r = precision.matrix_rate(hw, spec.compute_dtype or spec.dtype, spec.precision)
-    return hw_env(hw)[r.key] / r.passes
+    return hw_env(hw)[matmul_rate_name(spec)]
 
 
-def palm_flops(spec) -> float:
+def matmul_rate_name(spec) -> str:
+    """The derived hardware parameter of that rate (a defined name in the workbook)."""
+    return precision.matrix_name(spec.compute_dtype or spec.dtype, spec.precision)
+
+
+def palm_flops(spec, batch=None):
     """PaLM's model FLOPs per step (appendix B): per token 6P + 12 L N H T to train, the
-    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length)."""
-    tokens = spec.batch * (1 if spec.mode == "decode" else spec.seq)
+    forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length). ``batch``
+    (sequences, a number or an array) replaces the spec's."""
+    batch = spec.batch if batch is None else batch
+    tokens = batch * (1 if spec.mode == "decode" else spec.seq)
     p = params_6pt(spec)
     attn = spec.layers * spec.heads * spec.head_dim * spec.seq
     per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn
-    return float(tokens * per_token)
+    return (tokens * per_token).astype(float) if hasattr(tokens, "astype") \
+        else float(tokens * per_token)
 
 
-def bubble_fraction(stages: int, microbatches: int) -> float:
+def bubble_fraction(stages, microbatches):
     """Share of a pipeline's time its stages sit idle: (p-1)/(m+p-1)."""
     return (stages - 1) / (microbatches + stages - 1)
 
 
 def group_time(kernels, collectives):
-    """A ledger group's time: its collectives run beside its kernels (numbers or Excel refs)."""
+    """A ledger group's time: its collectives run beside its kernels (numbers or formulas)."""
     return fmax(kernels, collectives)
 
 
-def pipeline_stretch(plan: Plan) -> float:
+def pipeline_stretch(stages, microbatches):
     """How much the bubble stretches the pipelined groups: (m+p-1)/m (1 without a pipeline)."""
-    return (plan.microbatches + plan.pp - 1) / plan.microbatches
-
-
-def _group_times(rows: list[dict], x, plan: Plan) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for r in rows:
-        g = out.setdefault(x.groups.get(r["name"]) or group_of(r["name"]),
-                           {"busy": 0.0, "comm": 0.0, "upper": 0.0, "compute": 0.0,
-                            "memory": 0.0, "cal_busy": 0.0, "cal_comm": 0.0})
-        t = r["t_lower"]
-        cal = r.get("t_calibrated")
-        cal = t if cal is None else cal
-        if r["kind"] == "collective":
-            g["comm"] += t
-            g["cal_comm"] += cal
-        else:
-            g["busy"] += t
-            g["cal_busy"] += cal
-            g["compute" if r["bound"] == "compute" else "memory"] += t
-        g["upper"] += r["t_upper"]
-    stretch = pipeline_stretch(plan)
-    for name, g in out.items():
-        f = 1.0 if name == "optimizer" else stretch  # the bubble idles the pipelined part
-        g["t_lower"] = f * float(group_time(g["busy"], g["comm"]))
-        g["t_upper"] = f * g["upper"]
-        g["t_calibrated"] = f * float(group_time(g["cal_busy"], g["cal_comm"]))
-        g["bound"] = ("comm" if g["comm"] > g["busy"] else
-                      "compute" if g["compute"] >= g["memory"] else "memory")
-    return out
+    return (microbatches + stages - 1) / microbatches
 
 
 def _ops(items):
@@ -168,9 +296,9 @@ def model_flops(hw: Hardware, spec) -> float:
         spec = spec.model_copy(update={"capacity_factor": None})  # None: the default, 1.0
     items = expand_op(spec, single_chip_plan(spec))
     total = 0.0
-    for op, role in _ops(items):
-        if role in MODEL_ROLES and op.kind != "collective":
-            total += float(op_columns(op, hw)[1]["flops"])
+    for op, role in _ops([(d, r) for d, r in items
+                          if r in MODEL_ROLES and d["kind"] != "collective"]):
+        total += float(op_cost(op, hw)[1]["flops"])
     return total
 
 
@@ -178,10 +306,35 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     """The smallest batch (sequences, whole job) at which a decode step's layer matmuls
     (projections, MLP; not attention, whose KV reads grow with the batch too: AI ~ heads /
     kv_heads) are compute-bound, i.e. their FLOPs / peak >= t_memory; None if not below
-    MAX_DECODE_BATCH. Searched by doubling then bisection in steps the sharding allows."""
+    MAX_DECODE_BATCH.
+
+    Closed form for a dense model: with k sequences per chip per microbatch every layer matmul
+    has m = k rows, so margin(k) = FLOPs / peak - t_memory = a + b k is affine in k (FLOPs
+    2 k K N, bytes e k (K + N) + w K N: the useful FLOPs, not padded to the matrix tile); the
+    answer is k* = ceil(-a / b) when b > 0 (when -a / b is within 1e-6 of a whole number,
+    checked against margin at k* and k* - 1, so float rounding cannot move it), times the
+    sequences one k stands for. A mixture of experts (the
+    active experts grow with k) is searched by doubling then bisection."""
     base = make_plan(spec, mesh)
     peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
+    if not spec.experts:
+        f1, f2 = decode_matmul_margin(hw, spec, mesh, np.array([1, 2]))
+        slope = f2 - f1
+        if slope <= 0:
+            return None
+        q = -(f1 - slope) / slope
+        k = max(1, math.ceil(q))
+        near_tie = abs(q - round(q)) <= 1e-6 * max(1.0, abs(q))
+        for _ in range(4 if near_tie else 0):  # settle a float tie at the boundary
+            lo, hi = decode_matmul_margin(hw, spec, mesh, np.array([max(k - 1, 1), k]))
+            if hi < 0:
+                k += 1
+            elif k > 1 and lo >= 0:
+                k -= 1
+            else:
+                break
+        return k * step if k * step <= MAX_DECODE_BATCH else None
 
     def bound(k: int) -> bool:
         s = spec.model_copy(update={"batch": k * step})
@@ -209,3 +362,27 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
         else:
             lo = mid
     return hi * step
+
+
+T_MEMORY = dict(COLUMNS)["t_memory"]  # hbm_bytes / hbm_bandwidth, as the roofline defines it
+
+
+def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.ndarray):
+    """FLOPs / peak - t_memory of a decode step's layer matmuls with ``per_chip`` sequences
+    per chip per microbatch (an array): >= 0 where they are compute-bound (the useful FLOPs,
+    as summary.decode_compute_bound_batch defines it)."""
+    base = make_plan(spec, mesh)
+    step = base.batch_shards * base.microbatches
+    rep = spec.model_copy(update={"batch": step})
+    plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
+    peak = matmul_peak(hw, spec)
+    flops = t_mem = 0.0
+    for d, _ in expand_op(rep, plan):
+        if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
+            continue
+        op = OP_SPECS["matmul"].model_validate(first_row(d))
+        cell = REGISTRY["matmul"].inputs(op, None)
+        _, cost, h = op_cost(op, hw, None, inputs=row_inputs("matmul", cell, d))
+        flops = flops + cost["flops"]
+        t_mem = t_mem + T_MEMORY(NS({**h, **cost}))  # the roofline's own column
+    return flops / peak - t_mem

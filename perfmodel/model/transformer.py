@@ -24,13 +24,26 @@ context parallelism; expert = expert parallelism, which also shards the batch li
 
 Per chip, the ledger holds the embedding and the output layer as well as its L/pp layers (with
 a pipeline they live on the first and last stages: the ledger is the busiest stage's bound).
+
+Gradient accumulation (``grad_accum`` g, training): the step's batch is run as g passes of
+b/(g m) sequences per microbatch; every layer (and its FSDP gathers) runs m g times, the FSDP
+gradient reduce-scatter once per pass, the data-parallel all-reduce and the optimizer once per
+step; the gradients are accumulated in fp32. Remat ``full`` recomputes a layer's forward and
+its activation collectives in the backward; ``dots`` (JAX's checkpoint_dots) keeps the matmul
+outputs and recomputes the rest (norms, activation, attention, and the gathers feeding them).
+
+The plan's batch fields may be numpy arrays (perfmodel.plan evaluates one structure over many
+batch sizes): the expansion and the memory ledger then carry arrays where they depend on them.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import dataclasses
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..specs import DTYPE_BYTES, SpecError, TransformerOp
 
@@ -50,6 +63,7 @@ ADAM_MOMENTS = 2
 CAST_FLOPS = 1                  # a dtype conversion: one vector op per element
 LOGITS_BYTES = 4                # the loss reads the logits in fp32
 DEFAULT_CAPACITY_FACTOR = 1.0
+GRAD_ACCUM_BYTES = 4            # gradients accumulated over grad_accum steps are summed in fp32
 
 BATCH_STRATEGIES = ("data", "fsdp", "expert")  # the strategies that split the batch
 
@@ -68,7 +82,7 @@ class Plan:
     ep: int
     pp: int
     chips: int
-    microbatches: int
+    microbatches: int   # pipeline microbatches per accumulation step
     batch: int          # sequences per chip per step
     micro_batch: int    # sequences per chip per microbatch
     q_seq: int          # query tokens per sequence per chip (T/sp; 1 in decode)
@@ -80,6 +94,15 @@ class Plan:
     d_ff: int           # per chip (F/tp)
     vocab: int          # per chip (V/tp)
     experts: int        # experts per chip (E/ep; 0 for a dense model)
+    grad_accum: int = 1  # gradient accumulation steps per optimizer step (train)
+
+    # batch, micro_batch, tokens, microbatches and grad_accum may be numpy arrays (perfmodel.plan
+    # evaluates one sharding structure over many batch sizes at once); the rest are numbers
+
+    @property
+    def passes(self):
+        """Forward (and backward) passes per step over the layers: microbatches x grad_accum."""
+        return self.microbatches * self.grad_accum
 
     @property
     def batch_shards(self) -> int:
@@ -147,12 +170,17 @@ def make_plan(op: TransformerOp, mesh: dict[str, int] | None) -> Plan:
     m = op.microbatches or (pp if pp > 1 else 1)
     need(b % m == 0, f"{b} sequences per chip (batch {op.batch} / {shards}) do not split into "
                      f"{m} microbatches: use a batch or microbatches so that they do")
+    g = op.grad_accum
+    need(b % (m * g) == 0, f"{b} sequences per chip (batch {op.batch} / {shards}) do not split "
+                           f"into grad_accum {g} x {m} microbatches: use a batch, grad_accum or "
+                           f"microbatches so that they do")
     decode = op.mode == "decode"
     q_seq = 1 if decode else op.seq // sp
     kv_seq = op.seq // sp if decode else op.seq
     return Plan(axes=par, dp=size["data"], fsdp=size["fsdp"], tp=tp, sp=sp, ep=ep, pp=pp,
                 chips=math.prod(mesh.values()) if mesh else 1, microbatches=m, batch=b,
-                micro_batch=b // m, q_seq=q_seq, kv_seq=kv_seq, tokens=(b // m) * q_seq,
+                micro_batch=b // (m * g), q_seq=q_seq, kv_seq=kv_seq,
+                tokens=(b // (m * g)) * q_seq, grad_accum=g,
                 layers=op.layers // pp, heads=op.heads // tp, kv_heads=max(1, op.kv_heads // tp),
                 d_ff=op.d_ff // tp, vocab=op.vocab // tp,
                 experts=(op.experts // ep) if op.experts else 0)
@@ -160,7 +188,27 @@ def make_plan(op: TransformerOp, mesh: dict[str, int] | None) -> Plan:
 
 def single_chip_plan(op: TransformerOp) -> Plan:
     """The whole model on one device (the model-FLOP count: no sharding, one microbatch)."""
-    return make_plan(op.model_copy(update={"parallelism": {}, "microbatches": None}), None)
+    return make_plan(op.model_copy(update={"parallelism": {}, "microbatches": None,
+                                           "grad_accum": 1}), None)
+
+
+# ---- numbers or arrays ---------------------------------------------------------------------
+
+def _ceil(x):
+    """math.ceil on a number (an int, as before); np.ceil on an array of batch sizes."""
+    return np.ceil(x) if isinstance(x, np.ndarray) else math.ceil(x)
+
+
+def _min(a, b):
+    return np.minimum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else min(a, b)
+
+
+def _max(a, b):
+    return np.maximum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else max(a, b)
+
+
+def _float(x):
+    return x.astype(float) if isinstance(x, np.ndarray) else float(x)
 
 
 # ---- parameters ---------------------------------------------------------------------------
@@ -174,9 +222,9 @@ def param_ledger(op: TransformerOp) -> dict[str, int]:
     D, H, N, K, F, V, L = (op.d_model, op.head_dim, op.heads, op.kv_heads, op.d_ff, op.vocab,
                            op.layers)
     E = op.experts or 1
-    out = {"embed/lookup": V * D,
+    out = {"embed/lookup": 0 if op.tie_embeddings else V * D,  # tied: lm_head/proj holds it
            "layer/norm1": L * D,
-           "layer/attn/qkv": L * D * (N + 2 * K) * H,
+           "layer/attn/qkv": L * (D + op.qkv_bias) * (N + 2 * K) * H,  # a bias: one more row
            "layer/attn/o": L * N * H * D,
            "layer/norm2": L * D}
     if op.experts:
@@ -199,11 +247,16 @@ def params_6pt(op: TransformerOp) -> int:
     return p
 
 
+def params_active(op: TransformerOp) -> int:
+    """Parameters a token uses: 6PT's P plus the embedding table (once when tied)."""
+    return params_6pt(op) + param_ledger(op)["embed/lookup"]
+
+
 def _layer_weights(op, plan: Plan) -> tuple[int, int]:
     """(non-expert, expert) parameters of one layer on one chip after tensor and expert
     sharding, before FSDP: what an FSDP all-gather of the layer produces."""
     D, H = op.d_model, op.head_dim
-    dense = D * (plan.heads + 2 * plan.kv_heads) * H + plan.heads * H * D + 2 * D
+    dense = (D + op.qkv_bias) * (plan.heads + 2 * plan.kv_heads) * H + plan.heads * H * D + 2 * D
     mlp = (_gate(op) + 1) * D * plan.d_ff
     if op.experts:
         return dense + D * op.experts, plan.experts * mlp
@@ -219,7 +272,8 @@ def local_params(op: TransformerOp, plan: Plan) -> int:
     embedding and output layer (by tensor and fsdp) and the final norm."""
     dense, expert = _layer_weights(op, plan)
     layers = plan.layers * math.ceil((dense + expert) / plan.fsdp)
-    return layers + 2 * math.ceil(_head_weights(op, plan) / plan.fsdp) + op.d_model
+    tables = 1 if op.tie_embeddings else 2  # tied: embedding and output layer share one
+    return layers + tables * math.ceil(_head_weights(op, plan) / plan.fsdp) + op.d_model
 
 
 # ---- dtypes -------------------------------------------------------------------------------
@@ -255,12 +309,17 @@ def memory_parts(op: TransformerOp, plan: Plan) -> dict[str, float]:
              "grads": float(n * pb) if train else 0.0,  # gradients in the parameter dtype
              "optimizer": float(n * ADAM_MOMENTS * ADAM_MOMENT_BYTES)
              if train and op.optimizer == "adam" else 0.0,
-             "activations": float(_activation_bytes(op, plan)),
+             "activations": _float(_activation_bytes(op, plan)),
              "kv_cache": 0.0}
+    if train:  # accumulated over grad_accum steps, the gradients are summed in fp32
+        acc = float(n * max(pb, GRAD_ACCUM_BYTES))
+        g = plan.grad_accum
+        parts["grads"] = np.where(g > 1, acc, parts["grads"]) if isinstance(g, np.ndarray) \
+            else (acc if g > 1 else parts["grads"])
     if op.mode != "train":
         # K and V of every layer on the chip for its sequences: 2 e S L K H per sequence
-        parts["kv_cache"] = float(2 * DTYPE_BYTES[kv_dtype(op)] * plan.batch * (op.seq // plan.sp) * plan.layers
-                                  * plan.kv_heads * op.head_dim)
+        parts["kv_cache"] = _float(2 * DTYPE_BYTES[kv_dtype(op)] * plan.batch * (op.seq // plan.sp)
+                                   * plan.layers * plan.kv_heads * op.head_dim)
     return parts
 
 
@@ -271,13 +330,27 @@ def _layer_activation_elements(op, plan: Plan) -> int:
     M, D, H = plan.tokens, op.d_model, op.head_dim
     m_sp = _split_rows(M, plan, op)
     n = 4 * m_sp * D
-    n += M * (plan.heads + 2 * plan.kv_heads) * H + M * plan.heads * H
+    n = n + M * (plan.heads + 2 * plan.kv_heads) * H + M * plan.heads * H
     rows = _expert_rows(op, plan)[0] * _expert_rows(op, plan)[1] if op.experts else M
-    n += rows * (_gate(op) + 1) * plan.d_ff
+    n = n + rows * (_gate(op) + 1) * plan.d_ff
     if op.experts:
-        n += M * op.experts  # router logits
+        n = n + M * op.experts  # router logits
     if op.attention == "naive":
-        n += plan.micro_batch * plan.heads * plan.q_seq * plan.kv_seq
+        n = n + plan.micro_batch * plan.heads * plan.q_seq * plan.kv_seq
+    return n
+
+
+def _layer_dots_elements(op, plan: Plan):
+    """Elements one layer keeps under remat dots (JAX's checkpoint_dots): the layer's input and
+    the mid-layer residual (split over tensor along tokens) and the matmul outputs (q, k, v,
+    the attention projection's partial sums are reduce-scattered into the residual; the MLP's
+    up projection; the router logits)."""
+    M, D, H = plan.tokens, op.d_model, op.head_dim
+    n = 2 * _split_rows(M, plan, op) * D + M * (plan.heads + 2 * plan.kv_heads) * H
+    rows = _expert_rows(op, plan)[0] * _expert_rows(op, plan)[1] if op.experts else M
+    n = n + rows * _gate(op) * plan.d_ff
+    if op.experts:
+        n = n + M * op.experts
     return n
 
 
@@ -288,10 +361,14 @@ def _activation_bytes(op, plan: Plan) -> float:
     logits = head_rows * plan.vocab * (LOGITS_BYTES if op.mode == "train" else e)
     if op.mode != "train":
         return layer + logits  # one layer's working set at a time
-    in_flight = min(plan.microbatches, plan.pp) if plan.pp > 1 else 1  # 1F1B keeps pp in flight
+    in_flight = _min(plan.microbatches, plan.pp) if plan.pp > 1 else 1  # 1F1B keeps pp in flight
     if op.remat == "full":
         # only each layer's input is kept; the layer being recomputed holds its full set
         kept = plan.layers * _split_rows(plan.tokens, plan, op) * op.d_model * e + layer
+    elif op.remat == "dots":
+        # the matmul outputs of every layer; the one being recomputed holds the rest too
+        dots = _layer_dots_elements(op, plan) * e
+        kept = plan.layers * dots + (layer - dots)
     else:
         kept = plan.layers * layer
     return kept * in_flight + logits
@@ -313,16 +390,16 @@ class Expansion:
 
 def _split_rows(rows: int, plan: Plan, op) -> int:
     """Rows of the residual stream per chip: split over tensor along tokens (train, prefill)."""
-    return math.ceil(rows / plan.tp) if plan.tp > 1 and op.mode != "decode" else rows
+    return _ceil(rows / plan.tp) if plan.tp > 1 and op.mode != "decode" else rows
 
 
 def _expert_rows(op, plan: Plan) -> tuple[int, int]:
     """(experts active on this chip, token slots per expert) for one microbatch. Every chip
     receives tokens x top_k x capacity_factor slots after the all-to-all; with fewer slots than
     local experts only that many experts run (decode at batch 1 reads 2 of 8)."""
-    slots = math.ceil(plan.tokens * op.top_k * _capacity(op))
-    active = max(1, min(plan.experts, slots))
-    return active, math.ceil(slots / active)
+    slots = _ceil(plan.tokens * op.top_k * _capacity(op))
+    active = _max(1, _min(plan.experts, slots))
+    return active, _ceil(slots / active)
 
 
 def _capacity(op) -> float:
@@ -337,9 +414,11 @@ class _Ops:
         self.items: list[tuple[dict, str]] = []
 
     def add(self, role: str, kind: str, name: str, repeat: int, dtype: str | None = None, **f):
-        if repeat < 1:
-            return
-        d = {"kind": kind, "name": name, "dtype": dtype or self.op.dtype, "repeat": int(repeat)}
+        if not isinstance(repeat, np.ndarray):
+            if repeat < 1:
+                return
+            repeat = int(repeat)
+        d = {"kind": kind, "name": name, "dtype": dtype or self.op.dtype, "repeat": repeat}
         if kind == "matmul":  # weights in their storage dtype, arithmetic in compute_dtype
             wd = weight_dtype(self.op)
             if wd != d["dtype"]:
@@ -355,10 +434,10 @@ class _Ops:
         return d
 
     def coll(self, role, name, collective, axes, nbytes, repeat):
-        if not axes or nbytes <= 0:
+        if not axes or (not isinstance(nbytes, np.ndarray) and nbytes <= 0):
             return None  # a collective over one device costs nothing: no row
         return self.add(role, "collective", name, repeat, collective=collective,
-                        axes=list(axes), bytes=float(nbytes))
+                        axes=list(axes), bytes=_float(nbytes))
 
 
 def _bwd_of(d: dict) -> dict:
@@ -388,7 +467,7 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
     M = P.tokens
     m_sp = _split_rows(M, P, op)
     g = _gate(op)
-    mb = P.microbatches
+    mb = P.passes               # microbatches x grad_accum passes per step
     R = P.layers * mb           # layer executions per step on this chip
     RL = P.layers               # per layer once per step (gradients)
     tp_ax, sp_ax, ep_ax = P.on("tensor"), P.on("sequence"), P.on("expert")
@@ -452,7 +531,7 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
         # dispatch and combine: each chip's token slots across the expert group (V = all of
         # them), scaled by the capacity factor
         comm(o.coll("fwd", "layer/moe/all_to_all", "all_to_all", ep_ax,
-                    P.ep * math.ceil(M * op.top_k * _capacity(op)) * D * e, 2 * R))
+                    P.ep * _ceil(M * op.top_k * _capacity(op)) * D * e, 2 * R))
         comp(o.add("fwd", "matmul", "layer/mlp/up", R, batch=active, m=per, k=D,
                    n=g * P.d_ff))
         comp(o.add("fwd", "elementwise", "layer/mlp/act", R, shape=[active * per, P.d_ff],
@@ -487,6 +566,11 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
     return o.items
 
 
+# the forward collectives a dots remat repeats: gathers whose inputs are recomputed (the norms'
+# outputs, the sequence shards' K and V as attention needs them); matmul outputs are kept
+DOTS_RECOMPUTED_COMM = ("layer/tp/all_gather", "layer/attn/sp_all_gather")
+
+
 def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_rows, mb,
               R, RL):
     D = op.d_model
@@ -509,9 +593,15 @@ def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_
 
     # layers: remat recomputes the forward (and its activation collectives) first
     if op.remat == "full":
-        for d in layer_comm + layer:
-            o.add("remat", d["kind"], **{k: v for k, v in {**d, "name": d["name"] + ".remat"}
-                                         .items() if k != "kind"})
+        redo = layer_comm + layer
+    elif op.remat == "dots":  # everything but the matmuls (whose outputs were kept)
+        redo = ([d for d in layer_comm if d["name"] in DOTS_RECOMPUTED_COMM]
+                + [d for d in layer if d["kind"] != "matmul"])
+    else:
+        redo = []
+    for d in redo:
+        o.add("remat", d["kind"], **{k: v for k, v in {**d, "name": d["name"] + ".remat"}
+                                     .items() if k != "kind"})
     o.coll("bwd", "layer/fsdp/all_gather.bwd", "all_gather", fsdp_ax, (wd + wx) * pb, R)
     for d in reversed(layer):
         o.add("bwd", d["kind"], **{k: v for k, v in _bwd_of(d).items() if k != "kind"})
@@ -521,8 +611,9 @@ def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_
         name = d["name"].rsplit("/", 1)[0] + "/" + d["name"].rsplit("/", 1)[1].replace(
             c, t) + ".bwd"
         o.coll("bwd", name, t, d["axes"], d["bytes"], d["repeat"])
+    # once per accumulation step: a chip holds only its shard of the gradients
     o.coll("bwd", "layer/fsdp/reduce_scatter.bwd", "reduce_scatter", fsdp_ax, (wd + wx) * pb,
-           RL)
+           RL * P.grad_accum)
     if op.experts:
         o.coll("bwd", "layer/dp/all_reduce.bwd", "all_reduce", replicas,
                math.ceil(wd / P.fsdp) * pb, RL)
@@ -538,10 +629,11 @@ def _backward(o, op, P, layer, layer_comm, head, fwd_embed, wd, wx, e, pb, head_
     d = fwd_embed[0]
     o.add("bwd", "elementwise", "embed/lookup.bwd", d["repeat"], shape=d["shape"], inputs=2,
           outputs=1, flops_per_element=float(EMBED_BWD_FLOPS))
-    o.coll("bwd", "embed/fsdp/reduce_scatter.bwd", "reduce_scatter", fsdp_ax,
-           _head_weights(op, P) * pb, 1)
-    o.coll("bwd", "embed/dp/all_reduce.bwd", "all_reduce", replicas,
-           math.ceil(_head_weights(op, P) / P.fsdp) * pb, 1)
+    if not op.tie_embeddings:  # tied: its gradient is reduced with the output layer's
+        o.coll("bwd", "embed/fsdp/reduce_scatter.bwd", "reduce_scatter", fsdp_ax,
+               _head_weights(op, P) * pb, 1)
+        o.coll("bwd", "embed/dp/all_reduce.bwd", "all_reduce", replicas,
+               math.ceil(_head_weights(op, P) / P.fsdp) * pb, 1)
 
     # optimizer: elementwise over this chip's parameters, computed in fp32 on the vector unit
     # whatever the parameter dtype. Bytes per parameter, read and written, counted in units of
@@ -568,3 +660,51 @@ def group_of(name: str) -> str:
     """The ledger group of an op path: its first segment (embed, layer, lm_head, pipeline,
     optimizer)."""
     return name.split("/", 1)[0].split(".", 1)[0]
+
+
+# ---- one structure over arrays of batch sizes (perfmodel.model.batched, perfmodel.plan) ------
+
+ARRAY_FIELDS = ("batch", "m", "k", "n", "seq", "kv_seq")  # op fields that are input cells as is
+WHOLE_FIELDS = ("m", "k", "n", "batch", "seq", "kv_seq", "repeat")  # counts: ints in a spec
+
+
+def array_plan(spec: TransformerOp, mesh, batch, microbatches, grad_accum):
+    """The sharding plan of ``spec`` with its batch fields as arrays (one entry per
+    configuration). ``batch`` is sequences per step of the whole job; every entry must divide
+    into the batch shards x microbatches x grad_accum (the caller filters)."""
+    base = make_plan(spec, mesh)
+    b = batch // base.batch_shards
+    micro = b // (microbatches * grad_accum)
+    return dataclasses.replace(base, batch=b, microbatches=microbatches, grad_accum=grad_accum,
+                               micro_batch=micro, tokens=micro * base.q_seq)
+
+
+def row_inputs(kind: str, cell: dict, d: dict) -> dict:
+    """The representative row's input cells with this structure's array-valued fields."""
+    p = dict(cell)
+    rep = d.get("repeat")
+    if isinstance(rep, np.ndarray):
+        p["repeat"] = rep.astype(float)
+    for f in ARRAY_FIELDS:
+        v = d.get(f)
+        if isinstance(v, np.ndarray):
+            p[f] = v.astype(float)
+    if kind == "elementwise" and any(isinstance(x, np.ndarray) for x in d["shape"]):
+        p["elements"] = math.prod(d["shape"]).astype(float)
+    if kind == "collective" and isinstance(d.get("bytes"), np.ndarray):
+        p["v_bytes"] = d["bytes"]
+    return p
+
+
+def first_row(d: dict) -> dict:
+    """A ledger row of array-valued fields at its first configuration, as the scalar
+    expansion writes it (whole-number fields as ints)."""
+    def one(k, v):
+        if isinstance(v, np.ndarray):
+            v = v.flat[0].item()
+            return int(v) if k in WHOLE_FIELDS else v
+        return v
+    out = {k: one(k, v) for k, v in d.items()}
+    if "shape" in out:
+        out["shape"] = [int(one("m", x)) for x in out["shape"]]
+    return out

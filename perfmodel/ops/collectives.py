@@ -24,7 +24,9 @@ same holds for the ICI and DCN phases of a multi-slice collective. all_to_all ke
 levels exchange different data (every device sends to every other), nothing to pipeline.
 
 Bandwidth terms (W = ring_links x link_bandwidth: 2 per wrapped torus axis, 1 per unwrapped,
-summed over the axes gathered at once; links_per_chip on NVLink):
+summed over the axes gathered at once; links_per_chip on NVLink; n_link - 1 on a full mesh,
+one link to each peer, where the collectives are direct and each pass is one latency step,
+see perfmodel.topology):
 - all_gather, reduce_scatter: V (n-1)/n / W on one level (the book: V/W_bidi (n-1)/n with
   wraparound, V/W_uni (n-1)/n without; GPU V (n-1)/(n W)). Over levels the slow phases carry
   the smaller shards: + V/n_link (n_so-1)/n_so / scale_out + V/(n_link n_so) (n_dcn-1)/n_dcn /

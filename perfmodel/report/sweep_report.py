@@ -10,37 +10,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
-from .plots import plot_roofline, save  # noqa: E402
+from ..roofline import achieved_flops  # noqa: E402
+from .plots import plot_roofline, roof_of, save  # noqa: E402
+from .style import chip_color, workload_marker  # noqa: E402
 
 
-def write_sweep(path: Path, table, totals, fields: list[str], hardware) -> list[Path]:
-    import xlsxwriter  # the Excel library stays in report/
+def write_sweep(path: Path, table, totals, fields: list[str], hardware, workload=None) -> list[Path]:
+    from .workbook import write_sweep_book  # the Excel library stays in report/workbook/
 
-    out = [Path(path)]
-    with atomic_path(Path(path)) as tmp:
-        wb = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "nan_inf_to_errors": True})
-        eng = wb.add_format({"num_format": "##0.000E+0"})
-        head = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
-        for name, df in (("Sweep", table), ("Totals", totals)):
-            ws = wb.add_worksheet(name)
-            for j, c in enumerate(df.columns):
-                ws.write_string(0, j, str(c), head)
-                col = df[c].to_numpy()
-                for i, v in enumerate(col):
-                    if isinstance(v, str):
-                        ws.write_string(1 + i, j, v)
-                    else:
-                        ws.write_number(1 + i, j, float(v), eng if c not in fields else None)
-            ws.set_column(0, len(df.columns), 13)
-            ws.freeze_panes(1, 0)
-        wb.close()
+    out = [write_sweep_book(Path(path), table, totals, fields)]
     if fields:
         f = fields[0]
         png = Path(path).with_suffix("").as_posix() + f"-vs-{f}.png"
         out.append(_plot_vs(totals, f, Path(png)))
         png2 = Path(path).with_suffix("").as_posix() + "-roofline.png"
-        out.append(_plot_roofline(table, hardware, Path(png2)))
+        out.append(_plot_roofline(table, hardware, Path(png2), workload))
     return out
 
 
@@ -48,9 +32,10 @@ def _plot_vs(tot, field: str, path: Path) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
     for hw, g in tot.groupby("hardware", sort=False):
         g = g.sort_values(field)
-        a.plot(g[field], g["t_lower"], marker=".", label=f"{hw} t_lower")
-        a.plot(g[field], g["t_upper"], ls="--", alpha=0.5, label=f"{hw} t_upper")
-        b.plot(g[field], g["flops"] / g["t_lower"], marker=".", label=hw)
+        c = chip_color(hw)
+        a.plot(g[field], g["t_lower"], marker=".", color=c, label=f"{hw} t_lower")
+        a.plot(g[field], g["t_upper"], ls="--", alpha=0.5, color=c, label=f"{hw} t_upper")
+        b.plot(g[field], achieved_flops(g["flops"], g["t_lower"]), marker=".", color=c, label=hw)
     for ax, yl in ((a, "time per configuration [s]"), (b, "achieved FLOP/s at t_lower")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -61,11 +46,17 @@ def _plot_vs(tot, field: str, path: Path) -> Path:
     return save(fig, path)
 
 
-def _plot_roofline(table, hardware, path: Path) -> Path:
+def _plot_roofline(table, hardware, path: Path, workload=None) -> Path:
+    """Each chip's roofs at the rates the swept ops run at (their dtype and unit; not the chip's
+    largest peak), the points in the chip's colour with the workload's marker."""
     roofs, points = [], []
+    mark, _, filled = workload_marker(workload.name if workload is not None else "")
     for hw in hardware:
         g = table[table.hardware == hw.name]
-        roofs.append((f"{hw.name} roof", max(hw.peak_flops.values()), hw.hbm_bandwidth))
+        ops = [op for op in (workload.ops if workload is not None else []) if op.name in set(g["op"])]
+        for label, peak in dict(roof_of(hw, op) for op in ops).items():
+            roofs.append((f"{hw.name} {label}", peak, hw.hbm_bandwidth, chip_color(hw.name)))
         points.append((hw.name, g["intensity"].to_numpy(dtype=float),
-                       (g["flops"] / g["t_lower"]).to_numpy(dtype=float)))
+                       achieved_flops(g["flops"], g["t_lower"]).to_numpy(dtype=float),
+                       chip_color(hw.name), mark, filled))
     return plot_roofline(roofs, points, path, marker_size=8)

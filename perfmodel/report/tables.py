@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..roofline import speedup
 from ..units import fmt_si
 
 COLUMNS = [  # (field, header, unit or None for a plain number, percent?)
@@ -100,12 +101,12 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
         cells = [op]
         for n in names:
             r = results[n][i]
-            sp = results[base][i]["t_lower"] / r["t_lower"] if r["t_lower"] else None
+            sp = speedup(results[base][i]["t_lower"], r["t_lower"]) if r["t_lower"] else None
             cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound']}" +
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
     tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
-    body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{tot[base] / tot[n]:.2f}" if n != base else "")
+    body.append(["total t_lower"] + [fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
                                      for n in names])
     totals = totals or {}
     for key, label, fmt in (("usd_per_step", "$ per step (all chips)", "${:.4g}"),
@@ -123,33 +124,55 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
     return "\n".join(out)
 
 
-def summary_table(results: list[tuple[str, str, list[dict], dict]]) -> str:
-    """One line per (workload, chip): t_step, the bound taking most of t_lower, MFU, memory
-    verdict. ``results`` holds (workload, chip, rows, total) for the pairs that were evaluated.
-    A whole model's t_lower is its ledger groups' (communication overlapped within a group),
-    so its share is by group; a kernel workload's by op."""
-    head = ["workload", "chip", "t_step", "bound (share of t_lower)", "MFU", "memory"]
-    body = []
-    for wl, chip, rows, total in results:
-        if "group_times" in total and "bounds" in total:
-            parts = [(total["bounds"][g], t) for g, t in total["group_times"].items()]
-        else:
-            parts = [(r.get("bound"), r.get("t_lower")) for r in rows]
-        share: dict[str, float] = {}
-        for bound, t in parts:
-            if bound and t:
-                share[bound] = share.get(bound, 0.0) + t
-        whole = sum(share.values())
-        top = max(share, key=share.get) if share else None
-        bound = f"{top} {100 * share[top] / whole:.0f}%" if top else "-"
-        fits = total.get("fits_memory")
-        body.append([wl, chip, _cell(total.get("t_step", total.get("t_lower")), "s", False), bound,
-                     _cell(total.get("mfu"), None, True),
-                     "-" if fits is None else ("fits" if fits else "DOES NOT FIT")])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+BOUND_MARK = {"compute": "c", "memory": "m", "comm": "n"}
+PANEL_CHIPS = 5  # chips side by side in one summary panel (about 110 columns)
 
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
 
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+def dominant_bound(rows: list[dict], total: dict) -> tuple[str | None, float]:
+    """The bound taking most of t_lower and its share. A whole model's t_lower is its ledger
+    groups' (communication overlapped within a group), so its share is by group; a kernel
+    workload's by op."""
+    if "group_times" in total and "bounds" in total:
+        parts = [(total["bounds"][g], t) for g, t in total["group_times"].items()]
+    else:
+        parts = [(r.get("bound"), r.get("t_lower")) for r in rows]
+    share: dict[str, float] = {}
+    for bound, t in parts:
+        if bound and t:
+            share[bound] = share.get(bound, 0.0) + t
+    whole = sum(share.values())
+    top = max(share, key=share.get) if share else None
+    return top, (share[top] / whole if top else 0.0)
+
+
+def summary_cell(rows: list[dict], total: dict) -> str:
+    """t_step, the dominant bound's mark (c, m, n), MFU for a whole model, '!' if it does not
+    fit in HBM: '4.05 ms m 45%!'."""
+    top, _ = dominant_bound(rows, total)
+    cell = f"{_cell(total.get('t_step', total.get('t_lower')), 's', False)} " \
+           f"{BOUND_MARK.get(top, '-')}"
+    if total.get("mfu") is not None:
+        cell += f" {100 * total['mfu']:.0f}%"
+    return cell + ("!" if total.get("fits_memory") is False else "")
+
+
+def summary_table(results: list[tuple[str, str, list[dict], dict]], chips: list[str],
+                  workloads: list[str] | None = None) -> str:
+    """Workloads down, chips across (panels of PANEL_CHIPS chips): each cell is summary_cell of
+    that pair; 'skip' where the pair could not be evaluated. ``results`` holds (workload, chip,
+    rows, total) for the evaluated pairs."""
+    cells = {(wl, chip): summary_cell(rows, total) for wl, chip, rows, total in results}
+    workloads = workloads or list(dict.fromkeys(wl for wl, *_ in results))
+    out = []
+    for i in range(0, len(chips), PANEL_CHIPS):
+        panel = chips[i:i + PANEL_CHIPS]
+        head = ["workload"] + panel
+        body = [[wl] + [cells.get((wl, c), "skip") for c in panel] for wl in workloads]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+
+        def line(row):
+            return "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
+                             for j, (c, w) in enumerate(zip(row, widths)))
+
+        out += [line(head), line(["-" * w for w in widths])] + [line(b) for b in body] + [""]
+    return "\n".join(out).rstrip("\n")

@@ -1,0 +1,253 @@
+"""A transformer step evaluated over arrays of batch sizes: one expansion per structure.
+
+``results.to_json`` expands a transformer op into its ledger, validates every op and evaluates
+them one by one: milliseconds per configuration. A search over thousands of configurations
+changes only numbers between many of them: the sequences per step (``batch``), the pipeline
+``microbatches`` and ``grad_accum``. Everything else (the mesh and the strategies on it, remat,
+attention, mode, the chip) fixes the *structure*: which ledger rows exist and which collective
+groups they run over. So the op is expanded once per structure with a Plan whose batch fields
+are numpy arrays (``transformer.expand_op`` and ``memory_parts`` accept them), each ledger row
+is validated once at a representative configuration, its array-valued fields (rows of the
+projections, attention sequences, elementwise sizes, collective bytes, repeats) replace the
+representative's input cells, and ``engine.op_columns`` evaluates the same formulas as a single
+evaluation, on arrays. The step figures follow ``summary.step_summary`` term by term (the same
+groups, the same overlap and pipeline rules), so each configuration agrees with ``to_json`` of
+the equivalent workload (tests/test_plan.py checks it to 1e-12).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..calibrated import matmul_group
+from ..engine import op_columns, price_columns
+from ..ops import REGISTRY, OpContext
+from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
+from .summary import group_time, matmul_peak, palm_flops, pipeline_stretch
+from .transformer import (array_plan, expand_op, first_row, group_of, make_plan, memory_parts,
+                          row_inputs)
+
+class Structure:
+    """One structure of a transformer workload, ready to evaluate over batch arrays.
+
+    ``wl`` is a validated workload at a representative configuration (its transformer op
+    unexpanded: slice, mesh, the op with its parallelism, remat, ...); the representative's
+    ledger rows are validated and their input cells built once here."""
+
+    def __init__(self, hw: Hardware, wl: Workload):
+        self.hw, self.wl = hw, wl
+        (self.spec,) = [op for op in wl.ops if isinstance(op, TransformerOp)]
+        self.plan = make_plan(self.spec, wl.mesh)
+        self.peak = matmul_peak(hw, self.spec)
+        self.rows = None  # (op spec, input cells, ledger group) per row, from the first prepare
+
+    def prepare(self, batch, microbatches, grad_accum) -> "_Prepared":
+        """The array plan and every ledger row's input cells for these configurations."""
+        batch = np.asarray(batch, dtype=np.int64)
+        n = batch.shape[0]
+        micro = np.broadcast_to(np.asarray(microbatches, dtype=np.int64), (n,))
+        accum = np.broadcast_to(np.asarray(grad_accum, dtype=np.int64), (n,))
+        plan = array_plan(self.spec, self.wl.mesh, batch, micro, accum)
+        items = expand_op(self.spec, plan)
+        if self.rows is None:
+            # the rows validated at the first configuration (one expansion serves both)
+            ctx = OpContext(self.wl, self.hw)
+            self.rows = []
+            for d, _role in items:
+                op = _validated(first_row(d))
+                self.rows.append((op, REGISTRY[op.kind].inputs(op, ctx), group_of(d["name"])))
+        elif [d["name"] for d, _ in items] != [op.name for op, _, _ in self.rows]:
+            raise AssertionError("the array expansion's ledger differs from the structure's")
+        cells = [row_inputs(op.kind, cell, d) for (d, _), (op, cell, _) in zip(items, self.rows)]
+        return _Prepared(self, n, batch, plan, cells)
+
+    def signature(self) -> tuple:
+        """Structures with equal signatures have the same ledger rows, formulas and input
+        cells (only the numbers differ): they are evaluated together."""
+        return tuple((op.name, op.kind, g, tuple(sorted(k for k in c if k != "repeat")),
+                      _shape_of(op)) for op, c, g in self.rows)
+
+    def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None) -> dict:
+        """Step figures per configuration (numpy arrays), as summary.step_summary defines them.
+        ``rows``: a list that receives (op name, cost and roofline columns) per ledger row."""
+        parts = prepare_all(self.hw, self.wl, batch, microbatches, grad_accum)
+        if len(parts) == 1:
+            return evaluate_many([parts[0][1]], rows)[0]
+        if rows is not None:
+            raise ValueError("per-row columns need one calibration group per matmul row")
+        return _merge([(idx, res) for (idx, _), res in
+                       zip(parts, evaluate_many([p for _, p in parts]))],
+                      int(np.asarray(batch).shape[0]))
+
+
+def prepare_all(hw: Hardware, wl: Workload, batch, microbatches, grad_accum) -> list:
+    """[(configuration indices, prepared structure)]: one part, or on a calibrated chip one
+    part per combination of fitted kernel groups of the matmul rows (a product of one row is a
+    matrix-vector kernel with its own fitted group: calibrated.matmul_group)."""
+    batch = np.asarray(batch, dtype=np.int64)
+    n = batch.shape[0]
+    micro = np.broadcast_to(np.asarray(microbatches, dtype=np.int64), (n,))
+    accum = np.broadcast_to(np.asarray(grad_accum, dtype=np.int64), (n,))
+    first = Structure(hw, wl)
+    if hw.calibration is None:
+        return [(np.arange(n), first.prepare(batch, micro, accum))]
+    plan = array_plan(first.spec, wl.mesh, batch, micro, accum)
+    keys = []
+    for d, _ in expand_op(first.spec, plan):
+        if d["kind"] == "matmul":
+            m = np.broadcast_to(np.asarray(d["m"]), (n,))
+            keys.append(np.array([matmul_group(int(x), int(d["n"])) == "gemv" for x in m]))
+    if not keys:
+        return [(np.arange(n), first.prepare(batch, micro, accum))]
+    _, part = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)
+    part = part.ravel()
+    out = []
+    for k in range(int(part.max()) + 1):
+        idx = np.flatnonzero(part == k)
+        st = first if k == 0 else Structure(hw, wl)
+        out.append((idx, st.prepare(batch[idx], micro[idx], accum[idx])))
+    return out
+
+
+def _merge(parts: list, n: int) -> dict:
+    """One result dict from the parts' results, in the configurations' order."""
+    out: dict = {}
+    for idx, res in parts:
+        for k, v in res.items():
+            if isinstance(v, np.ndarray):
+                if k not in out:
+                    out[k] = np.empty(n, dtype=v.dtype)
+                out[k][idx] = v
+            else:
+                out.setdefault(k, v)
+    return out
+
+
+_OPS: dict = {}
+def _validated(d: dict):
+    """The op spec of a ledger row, validated once per distinct row (a search meets the same
+    rows in many structures; specs are frozen, so sharing them is safe)."""
+    key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items())
+    op = _OPS.get(key)
+    if op is None:
+        if len(_OPS) > 200_000:
+            _OPS.clear()
+        op = _OPS[key] = OP_SPECS[d["kind"]].model_validate(d)
+    return op
+
+
+def _shape_of(op) -> tuple:
+    """The fields of an op that choose its formulas (not its numbers)."""
+    d = op.__dict__  # a pydantic model's fields (faster than getattr on thousands of rows)
+    # a calibrated chip prices a one-row product with the gemv group (calibrated.column)
+    gemv = matmul_group(d["m"], d["n"]) if op.kind == "matmul" else None
+    return (gemv,) + tuple(d.get(f) for f in (
+        "impl", "backward", "collective", "dtype", "weight_dtype", "compute_dtype",
+        "out_dtype", "kv_dtype", "precision", "causal", "in_step"))
+
+
+class _Prepared:
+    def __init__(self, st: Structure, n, batch, plan, cells):
+        self.st, self.n, self.batch, self.plan, self.cells = st, n, batch, plan, cells
+
+
+def evaluate_many(members: list, rows: list | None = None) -> list[dict]:
+    """Evaluate prepared structures; those with one signature (and chip) share each op_columns
+    call on their concatenated arrays. Returns one result dict per member, in order."""
+    out: list = [None] * len(members)
+    by_sig: dict = {}
+    for i, m in enumerate(members):
+        by_sig.setdefault((id(m.st.hw), m.st.signature()), []).append(i)
+    for idx in by_sig.values():
+        group = [members[i] for i in idx]
+        for i, res in zip(idx, _evaluate_stacked(group, rows if len(members) == 1 else None)):
+            out[i] = res
+    return out
+
+
+def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
+    first = group[0].st
+    hw = first.hw
+    sizes = [m.n for m in group]
+    n = sum(sizes)
+    zero = np.zeros(n)
+    groups: dict[str, dict] = {}
+    calibrated = False
+    executed = zero.copy()
+    for r, (op, _cell, gname) in enumerate(first.rows):
+        keys = dict.fromkeys(k for m in group for k in m.cells[r])
+        # a repeat of 1 is no input cell (ops.common_inputs): 1 where a member has none
+        cell = {k: _stack([m.cells[r].get(k, 1.0) if k == "repeat" else m.cells[r][k]
+                           for m in group], sizes) for k in keys}
+        _, cost, roof = op_columns(op, hw, first.wl, inputs=cell)
+        if rows is not None:
+            rows.append((op.name, {**cost, **roof}))
+        g = groups.setdefault(gname, {"busy": zero, "comm": zero, "upper": zero,
+                                      "cal_busy": zero, "cal_comm": zero,
+                                      "compute": zero, "memory": zero})
+        t = roof["t_lower"]
+        cal = roof.get("t_calibrated")
+        calibrated |= cal is not None
+        cal = t if cal is None else cal
+        side = "comm" if op.kind == "collective" else "busy"
+        g[side] = g[side] + t
+        g["cal_" + side] = g["cal_" + side] + cal
+        g["upper"] = g["upper"] + roof["t_upper"]
+        if side == "busy":
+            is_c = np.asarray(roof["bound"]) == "compute"
+            g["compute"] = g["compute"] + np.where(is_c, t, 0.0)
+            g["memory"] = g["memory"] + np.where(is_c, 0.0, t)
+        executed = executed + cost["flops"]
+    stretch = _stack([pipeline_stretch(m.plan.pp, m.plan.microbatches) for m in group], sizes)
+    t_lower = t_upper = t_cal = zero
+    seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
+    for name, g in groups.items():
+        seen |= np.where(g["comm"] > g["busy"], 1, np.where(g["compute"] >= g["memory"], 2, 4))
+        f = 1.0 if name == "optimizer" else stretch
+        t_lower = t_lower + f * group_time(g["busy"], g["comm"])
+        t_upper = t_upper + f * g["upper"]
+        t_cal = t_cal + f * group_time(g["cal_busy"], g["cal_comm"])
+    bounds = _bound_names(seen)
+    results, a = [], 0
+    for m in group:
+        sl = slice(a, a + m.n)
+        a += m.n
+        spec, plan = m.st.spec, m.plan
+        res = {"t_lower": t_lower[sl], "t_upper": t_upper[sl], "bounds": bounds[sl]}
+        basis = "t_lower" if spec.overlap else "t_upper"
+        if calibrated:
+            res["t_calibrated"] = t_cal[sl]
+            basis = "t_calibrated"
+        t_step = res[basis]
+        tokens = m.batch * (1 if spec.mode == "decode" else spec.seq)
+        mem = sum(np.broadcast_to(v, (m.n,)) for v in memory_parts(spec, plan).values())
+        with np.errstate(all="ignore"):
+            res.update(t_step=t_step, tokens_per_step=tokens.astype(float),
+                       tokens_per_s=tokens / t_step,
+                       mfu=palm_flops(spec, m.batch) / (plan.chips * t_step * m.st.peak),
+                       hfu=executed[sl] / (t_step * m.st.peak),
+                       memory_bytes_per_chip=mem, flops=executed[sl], chips=plan.chips)
+        res.update(price_columns(hw.price_per_hour, res))
+        res["t_step_basis"] = basis
+        results.append(res)
+    return results
+
+
+def _stack(values: list, sizes: list):
+    """One array of the members' values (numbers or arrays), each broadcast to its size."""
+    if len(values) == 1:
+        return values[0]
+    out = np.empty(sum(sizes))
+    a = 0
+    for v, k in zip(values, sizes):
+        out[a:a + k] = v
+        a += k
+    return out
+
+
+def _bound_names(bits: np.ndarray) -> np.ndarray:
+    """'comm/compute/memory'-style labels (sorted, as the sweep's totals write them)."""
+    names = {b: "/".join(sorted(k for k, bit in (("comm", 1), ("compute", 2), ("memory", 4))
+                                if b & bit)) for b in range(1, 8)}
+    return np.array([names[b] for b in range(8) if b] , dtype=object)[bits - 1] if bits.size \
+        else np.array([], dtype=object)

@@ -1,0 +1,1 @@
+"""One module per sheet: ``NAME``, ``wanted(data)`` and ``write(book, ws, data, layout)``."""
