@@ -477,7 +477,7 @@ def conv_valid_macs(node: Node, prog: Program) -> float:
     win = ins.attr("window") or "{}"
 
     def window(key):
-        mm = re.search(rf"{key}=([\d_x-]+)", win)
+        mm = re.search(key + r"[=]([\d_x-]+)", win)
         return mm.group(1).split("x") if mm else None
 
     digits = sorted(c for c in olab if c.isdigit())
