@@ -55,21 +55,36 @@ def sweep_totals(df):
     return _totals(df)
 
 
+def _names(names: str, what: str) -> list[str]:
+    """A comma-separated list of names or paths: none empty, none twice."""
+    out = [n.strip() for n in names.split(",")]
+    if not any(out):
+        raise SpecError(f"--{what} {names!r}: no names given; write one or more, separated by "
+                        f"commas, e.g. --{what} {'tpu-v5e,h100' if what == 'hardware' else 'course-attention'}.")
+    if not all(out):
+        raise SpecError(f"--{what} {names!r}: an empty name between commas; remove the extra comma.")
+    twice = sorted({n for n in out if out.count(n) > 1})
+    if twice:
+        raise SpecError(f"--{what} {names!r}: {', '.join(twice)} given twice; name each once "
+                        f"(for a variant of a chip use --set CHIP.FIELD=VALUE).")
+    return out
+
+
 def select_hardware(names: str | None) -> list[Hardware]:
-    if not names:
+    if names is None or names == "":
         return [h for h in all_hardware() if h.kind != "cpu"]
     out: dict[str, Hardware] = {}  # by name: an alias (ironwood = tpu-v7) never lists a chip twice
-    for n in names.split(","):
-        if n.strip():
-            hw = load_hardware(n.strip())
-            out.setdefault(hw.name, hw)
+    for n in _names(names, "hardware"):  # the same name written twice is an error
+        hw = load_hardware(n)
+        out.setdefault(hw.name, hw)
     return list(out.values())
 
 
 def select_workloads(names: str | None) -> list[Workload]:
-    if not names:
+    if names is None or names == "":
         return all_workloads()
-    return [load_workload(n.strip()) for n in names.split(",") if n.strip()]
+    wls = [load_workload(n) for n in _names(names, "workload")]
+    return wls
 
 
 def json_schema(what: str) -> dict:

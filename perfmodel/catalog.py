@@ -34,6 +34,8 @@ def builtin_names(what: str) -> list[str]:
 
 def _resolve(name_or_path: str | Path, what: str) -> Path:
     s = str(name_or_path)
+    if "\x00" in s:  # no file system takes it (Path.exists() would raise)
+        raise SpecError(f"{_NOUN[what]} {s!r}: a name or path cannot contain a NUL character.")
     p = Path(s)
     if p.suffix in (".yaml", ".yml") or "/" in s or p.exists():
         return p
@@ -47,14 +49,26 @@ def _resolve(name_or_path: str | Path, what: str) -> Path:
                     f"Built-in: {', '.join(names)}; or give a path to a YAML file.")
 
 
+# hardware files being loaded, outermost first: a ``base:`` chain that comes back is a cycle
+_LOADING: list[Path] = []
+
+
 @lru_cache(maxsize=None)
 def _load(path: Path, model):
     if model is Hardware:
         data, node = read_yaml(path)
         if "base" in data:  # a what-if spec: the base chip's fields, overridden by this file's
-            if not isinstance(data["base"], str):
+            if not isinstance(data["base"], str) or not data["base"].strip():
                 raise SpecError(f"{path}: base: must be the name or path of a hardware spec.")
-            base = load_hardware(data["base"] if "/" in data["base"] else data["base"])
+            if path in _LOADING:
+                chain = " -> ".join(str(p) for p in _LOADING[_LOADING.index(path):] + [path])
+                raise SpecError(f"{path}: base: the chain of base specs comes back to this "
+                                f"file ({chain}); make one of them a full spec without base:.")
+            _LOADING.append(path)
+            try:
+                base = load_hardware(_base_ref(data["base"].strip(), path))
+            finally:
+                _LOADING.pop()
             data = merge_base(data, base)
         return load_model(path, model, data, node)
     if model is Workload:  # a transformer op becomes its kernels here, once per file
@@ -68,6 +82,22 @@ def _load(path: Path, model):
             line = line_of(node, ("ops", i))
             raise SpecError(f"{path}{f' line {line}' if line else ''}: {e}") from None
     return load_model(path, model)
+
+
+def _base_ref(base: str, spec: Path) -> str | Path:
+    """A ``base:`` as written in ``spec``: a path is relative to the spec's own directory (not
+    the working directory); a bare name is a built-in chip unless a file of that name sits
+    beside the spec."""
+    if "\x00" in base:
+        raise SpecError(f"{spec}: base: {base!r} cannot contain a NUL character; give the name or "
+                        f"path of a hardware spec.")
+    p = Path(base).expanduser()
+    beside = spec.parent / p
+    if p.is_absolute():
+        return p
+    if p.suffix in (".yaml", ".yml") or "/" in base or beside.exists():
+        return beside
+    return base
 
 
 def load_hardware(name_or_path) -> Hardware:

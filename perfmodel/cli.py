@@ -13,19 +13,75 @@ from pathlib import Path
 import click
 
 EXIT_BAD_INPUT = 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report them
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` (temporary files) runs on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def interrupt_status(e: BaseException) -> int:
+    return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
 
 
 class _Group(click.Group):
-    """Turns SpecError (bad input) into a one-paragraph message and exit status 2."""
+    """Turns SpecError (bad input) and OS errors on output into a one-paragraph message and
+    exit status 2, Ctrl-C and SIGTERM into 130 and 143 (after temporary files are removed)."""
 
     def invoke(self, ctx):
+        import signal
+        import warnings
+
+        from .atomic import os_error
         from .specs import SpecError
 
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # numpy's divide/overflow warnings: a non-finite value is shown as "-" or null
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = super().invoke(ctx)
+                sys.stdout.flush()  # a full or closed stdout fails here, not at exit
+                return out
         except SpecError as e:
-            click.echo(f"perfmodel: error: {e}", err=True)
+            _error(f"perfmodel: error: {e}")
             ctx.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt as e:
+            _error("\nperfmodel: interrupted.")
+            ctx.exit(interrupt_status(e))
+        except Exception as e:
+            err = os_error(e)
+            if err is None:
+                raise
+            _stdout_gone()
+            where = err.filename or "standard output"
+            _error(f"perfmodel: error: {where}: {err.strerror or err} (an operating-system error); "
+                   f"check the path, its permissions and free space.")
+            ctx.exit(EXIT_BAD_INPUT)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _error(msg: str) -> None:
+    try:
+        click.echo(msg, err=True)
+    except OSError:
+        pass  # stderr itself is gone: the exit status still tells
+
+
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null so the interpreter's flush at exit does not fail again."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests' captured output)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,8 +96,16 @@ def main():
     """
 
 
+# past this size JSON is printed on one line: the indenting encoder is pure Python (13 s for
+# 100,000 ops), the compact one is C (one second)
+_PRETTY_JSON_CHARS = 1_000_000
+
+
 def _json_out(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, allow_nan=False))
+    text = json.dumps(obj, allow_nan=False)
+    if len(text) <= _PRETTY_JSON_CHARS:
+        text = json.dumps(obj, indent=2, allow_nan=False)
+    click.echo(text)
 
 
 @main.command()
@@ -56,13 +120,13 @@ def roofline(hardware, workload, as_json, output, slice_):
     """Roofline of one workload on one chip: a table, --json, or a workbook (--output)."""
     from . import api
 
-    if output:
-        api.check_output(Path(output), ".xlsx")
+    if output is not None:
+        api.check_output(output, ".xlsx")
     hw, wl = api.load_hardware(hardware), api.load_workload(workload)
     if slice_ is not None:
         from .model import with_slice
 
-        wl = with_slice(wl, slice_)
+        wl = with_slice(wl, slice_, source=workload)
     rows = api.evaluate_rows(hw, wl)
     if hw.calibration is not None:
         missing = sorted({r["name"] for r in rows if "t_calibrated" not in r})
@@ -75,7 +139,7 @@ def roofline(hardware, workload, as_json, output, slice_):
         _json_out(api.to_json(hw, wl, rows))
     else:
         click.echo(roofline_table_for(wl, hw, rows))
-    if output:
+    if output is not None:
         path = api.write_workbook(Path(output), [wl], [hw], active=hw.name)
         if not as_json:
             click.echo(f"wrote {path}")
@@ -280,6 +344,11 @@ def bench(quick, output, passes, kernels, tiny, no_progress):
     """
     from .calibrate import bench as _bench
 
+    from .specs import SpecError
+
+    if Path(output).suffix.lower() != ".csv":  # its directory is created if missing
+        raise SpecError(f"output {output!r}: expected a .csv file name (bench writes CSV); use "
+                        f"e.g. {Path(output).with_suffix('.csv') if output.strip() else 'm.csv'}.")
     mode = "tiny" if tiny else "quick" if quick else "full"
     try:
         res = _bench.run_bench(Path(output), mode=mode, passes=passes, kernels=kernels,
@@ -292,10 +361,10 @@ def bench(quick, output, passes, kernels, tiny, no_progress):
         click.echo(f"\nperfmodel: interrupted: kept {e.rows_kept} row(s) in {e.path} "
                    f"({e.rows_new} measured this run, {e.rows_todo} still to do). "
                    f"To resume, run the same command again: {again}", err=True)
-        click.get_current_context().exit(130)
-    except KeyboardInterrupt:  # before the first kernel ran (jax import, set-up)
+        click.get_current_context().exit(interrupt_status(e.__context__ or e))
+    except KeyboardInterrupt as e:  # before the first kernel ran (jax import, set-up)
         click.echo("\nperfmodel: interrupted before any kernel was measured.", err=True)
-        click.get_current_context().exit(130)
+        click.get_current_context().exit(interrupt_status(e))
     click.echo(_bench.summary_text(res))
     if res.failed:
         click.get_current_context().exit(1)
@@ -320,8 +389,8 @@ def compare(hardware, workload, sets, output, as_json):
     from . import api
     from .report.tables import compare_table
 
-    if output:
-        api.check_output(Path(output), ".xlsx")
+    if output is not None:
+        api.check_output(output, ".xlsx")
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
     results = {hw.name: api.evaluate_rows(hw, wl) for hw in hws}
@@ -330,7 +399,7 @@ def compare(hardware, workload, sets, output, as_json):
         _json_out(list(objs.values()))
     else:
         click.echo(compare_table(wl.name, hws, results, {n: o["total"] for n, o in objs.items()}))
-    if output:
+    if output is not None:
         path = api.write_workbook(Path(output), [wl], hws, active=hws[0].name)
         if not as_json:
             click.echo(f"wrote {path}")
@@ -345,49 +414,78 @@ def compare(hardware, workload, sets, output, as_json):
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the per-op table as CSV.")
 @click.option("--output", "-o", type=click.Path(), help="Write a Sweep workbook and PNG plots beside it.")
 @click.option("--totals", is_flag=True, help="CSV/terminal: one row per (configuration, chip) instead of per op.")
-def sweep(workload, hardware, varies, sets, csv_path, output, totals):
-    """Evaluate every combination of the varied fields, vectorised; print the crossovers."""
+@click.option("--max-rows", type=click.IntRange(min=1), default=None,
+              help="Refuse sweeps of more rows than this (per op, all chips) [default: 20,000,000].")
+def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
+    """Evaluate every combination of the varied fields, vectorised; print the crossovers.
+    --csv is written in pieces as they are computed, so memory stays bounded."""
+    import contextlib
+
     import pandas as pd
 
     from . import api
-    from .sweeps import EXCEL_ROWS, crossovers, sweep as run, sweep_totals
+    from .atomic import atomic_path
+    from .limits import EXCEL_ROWS, MAX_ROWS
+    from .sweeps import Crossovers, parse_varies, sweep_chunks, sweep_rows, sweep_totals
 
     for p, suffix in ((csv_path, ".csv"), (output, ".xlsx")):
-        if p:
-            api.check_output(Path(p), suffix)
+        if p is not None:
+            api.check_output(p, suffix)
     hws = _chips(hardware, sets)
     wl = api.load_workload(workload)
-    df = run(wl, hws, list(varies), progress=True)
-    tot = sweep_totals(df)
-    table = tot if totals else df
-    fields = [c for c in df.columns if c not in ("op", "hardware") and c in
-              [v.split("=")[0].strip() for v in varies]]
-    # refuse oversized outputs before writing any of them
-    if csv_path and len(table) > 10 * EXCEL_ROWS:
-        raise api.SpecError(f"{csv_path}: {len(table):,} rows is more than the CSV limit "
-                            f"{10 * EXCEL_ROWS:,}; use --totals or vary fewer values.")
-    if output and len(table) + 1 > EXCEL_ROWS:
-        raise api.SpecError(f"{output}: {len(table):,} rows do not fit an Excel sheet "
-                            f"({EXCEL_ROWS:,} rows); use --totals, vary fewer values, or --csv.")
-    click.echo(f"{len(df):,} rows ({len(tot):,} configuration x chip totals)")
+    vary = parse_varies(list(varies))
+    max_rows = max_rows or MAX_ROWS
+    # refuse oversized outputs before computing or writing any of them
+    rows = sweep_rows(wl, hws, vary)
+    if output is not None:
+        listed = rows // max(1, len(wl.ops)) if totals else rows
+        if listed + 1 > EXCEL_ROWS:
+            raise api.SpecError(f"{output}: {listed:,} rows do not fit an Excel sheet "
+                                f"({EXCEL_ROWS:,} rows, EXCEL_ROWS); use --totals, vary fewer "
+                                f"values, or --csv.")
+    fields = [v.field for v in vary]
+    numeric = [v.field for v in vary if v.numeric]
+    found = Crossovers(numeric[0]) if numeric else None
+    kept, tots, head, n, ntot = [], [], [], 0, 0
+    with contextlib.ExitStack() as stack:
+        out = None
+        if csv_path is not None:
+            tmp = stack.enter_context(atomic_path(Path(csv_path)))
+            out = stack.enter_context(open(tmp, "w", newline=""))
+        for df in sweep_chunks(wl, hws, vary, progress=True, max_rows=max_rows):
+            tot = sweep_totals(df)
+            n, ntot = n + len(df), ntot + len(tot)
+            if out is not None:
+                (tot if totals else df).to_csv(out, index=False, header=out.tell() == 0)
+            if found is not None:
+                found.feed(df)
+            if output is not None:  # the workbook needs the whole table (at most EXCEL_ROWS)
+                kept.append(df)
+                tots.append(tot)
+            elif sum(len(t) for t in head) < 20:
+                head.append(tot.head(20))
+        if out is not None:
+            out.close()
+    click.echo(f"{n:,} rows ({ntot:,} configuration x chip totals)")
+    shown = pd.concat(tots or head, ignore_index=True).head(20)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        click.echo(tot.head(20).to_string(index=False))
-    numeric = [f for f in fields if pd.api.types.is_numeric_dtype(df[f])]
-    for f in numeric[:1]:
-        lines = crossovers(df, f)
+        click.echo(shown.to_string(index=False))
+    if found is not None:
+        lines = found.lines()
         click.echo("\ncrossovers:" if lines else "\nno crossovers in this range")
         for line in lines:
             click.echo("  " + line)
-    if csv_path:
-        from .atomic import atomic_path
-
-        with atomic_path(Path(csv_path)) as tmp:
-            table.to_csv(tmp, index=False)
+    if csv_path is not None:
         click.echo(f"wrote {csv_path}")
-    if output:
+    if output is not None:
         from .report.sweep_report import write_sweep
 
-        for p in write_sweep(Path(output), table, tot, fields, hws, wl):
+        table = pd.concat(kept, ignore_index=True)
+        table.attrs = dict(kept[0].attrs)
+        tot = pd.concat(tots, ignore_index=True)
+        shown_fields = [f for f in fields if f in table.columns]
+        for p in write_sweep(Path(output), tot if totals else table, tot, shown_fields, hws, wl,
+                             max_rows=max_rows):
             click.echo(f"wrote {p}")
 
 
@@ -500,8 +598,8 @@ def calibrate(measurements, hardware, output, workbook, name):
     from .calibrate.fit import bench_workload, fit, report_text
 
     for p, suffix in ((output, (".yaml", ".yml")), (workbook, ".xlsx")):
-        if p:
-            api.check_output(Path(p), suffix)
+        if p is not None:
+            api.check_output(p, suffix)
     base = api.load_hardware(hardware)
     df = read_measurements(measurements)
     res = fit(df, base, source=str(measurements))
@@ -518,7 +616,7 @@ def calibrate(measurements, hardware, output, workbook, name):
         tmp.write_text(f"# calibrated by perfmodel from {measurements}; base {base.name}\n"
                        + yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
     click.echo(f"wrote {output} (hardware spec {hw.name!r})")
-    if workbook:
+    if workbook is not None:
         wl, index = bench_workload(res)
         path = api.write_workbook(Path(workbook), [wl], [hw], active=hw.name, calibration=(res, index))
         click.echo(f"wrote {path}")

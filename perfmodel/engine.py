@@ -7,18 +7,20 @@ hardware parameters and earlier columns of the same row.
 
 from __future__ import annotations
 
+import functools
 import math
+import typing
 
 import numpy as np
 import pandas as pd
 
-from . import calibrated, precision
+from . import calibrated, gcpause, precision
 from .formula import NS, BinOp, Call, Cmp, Ref, symbols
 from .formula import evaluate as evaluate_expr
 from .model import expand_workload
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
-from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload
+from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload, bare_type
 
 TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
                 "t_calibrated"]
@@ -199,22 +201,106 @@ def _clean(v):
 
 def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
     _, cost, roof = op_columns(op, hw, wl)
+    return _row(op, hw, wl, cost, roof)
+
+
+def _row(op, hw, wl, cost: dict, roof: dict, ctx: OpContext | None = None,
+         columns: dict | None = None) -> dict:
+    """An op's row: its fields, how it runs, descriptive info and the cost and roofline
+    columns (``columns``: already JSON-ready values, from a batch)."""
     r = precision.rate(hw, op)
     row = {"name": op.name, "kind": op.kind, "dtype": op.dtype, "repeat": op.repeat,
            "compute_dtype": precision.compute_dtype(op),
            "precision": getattr(op, "precision", None), "runs_as": r.runs_as}
     info = REGISTRY[op.kind].info
     if info is not None:  # descriptive fields (a collective's wraparound flags per axis)
-        row.update(info(op, OpContext(wl, hw)))
-    row.update({k: _clean(v) for k, v in {**cost, **roof}.items()})
+        row.update(info(op, ctx or OpContext(wl, hw)))
+    row.update(columns if columns is not None
+               else {k: _clean(v) for k, v in {**cost, **roof}.items()})
     if "t_link" in row:  # a collective's per-level bandwidth times (ops/collectives.py)
         row["t_levels"] = {lv: row[f"t_{lv}"] for lv in ("link", "scale_out", "dcn")}
     return row
 
 
+# ops sharing a formula structure are evaluated together as numpy arrays (as a sweep is) once
+# there are this many of them; fewer are evaluated one by one
+BATCH_MIN = 8
+
+
 def evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
+    """One row per op (``evaluate_op``'s). Ops of one formula structure (kind, dtype, the
+    structural fields such as impl, precision or collective, the same input cells) are
+    evaluated in one vectorised pass: a workload of 100,000 ops costs a few numpy calls per
+    structure, not 100,000 passes through the formulas. The numbers are ``evaluate_op``'s."""
     wl = expand_workload(wl)  # a transformer op becomes its kernels (no-op otherwise)
-    return [evaluate_op(op, hw, wl) for op in wl.ops]
+    with gcpause.paused():  # thousands of row dicts, none of them garbage
+        return _evaluate_rows(hw, wl)
+
+
+def _evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
+    if hw.calibration is not None:  # the calibrated column picks a group from each op's sizes
+        return [evaluate_op(op, hw, wl) for op in wl.ops]
+    ctx = OpContext(wl, hw)
+    groups: dict[tuple, list] = {}
+    for i, op in enumerate(wl.ops):
+        values = REGISTRY[op.kind].inputs(op, ctx)
+        groups.setdefault(_structure(op, values), []).append((i, op, values))
+    rows: list = [None] * len(wl.ops)
+    for members in groups.values():
+        if len(members) < BATCH_MIN:
+            for i, op, values in members:
+                rows[i] = _row(op, hw, wl, *op_columns(op, hw, wl, inputs=values)[1:], ctx=ctx)
+            continue
+        stacked = {k: np.array([v[k] for _, _, v in members], dtype=float) for k in members[0][2]}
+        _, cost, roof = op_columns(members[0][1], hw, wl, inputs=stacked)
+        n = len(members)
+        cols = {k: _column(v, n) for k, v in {**cost, **roof}.items()}
+        for j, (i, op, _) in enumerate(members):
+            rows[i] = _row(op, hw, wl, None, None, ctx=ctx,
+                           columns={k: c[j] for k, c in cols.items()})
+    return rows
+
+
+def _structure(op, values: dict) -> tuple:
+    """What makes two ops share one formula: every field but the name and the numbers that
+    became input cells (whether an optional number is unset counts: kv_seq unset is another
+    formula), and the set of input cells (``repeat`` is a cell only when not 1)."""
+    structural, optional = _field_roles(type(op))
+    return (type(op), tuple(_hashable(getattr(op, f)) for f in structural),
+            tuple(getattr(op, f) is None for f in optional), tuple(values))
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+@functools.lru_cache(maxsize=None)
+def _field_roles(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(structural fields, optional numeric fields) of an op class, from its annotations."""
+    structural, optional = [], []
+    for f, info in cls.model_fields.items():
+        if f == "name":
+            continue
+        tp, is_optional = bare_type(info.annotation)
+        if typing.get_origin(tp) is list:
+            tp = bare_type(typing.get_args(tp)[0])[0]
+        if tp in (int, float):
+            if is_optional:
+                optional.append(f)
+        else:
+            structural.append(f)
+    return tuple(structural), tuple(optional)
+
+
+def _column(v, n: int) -> list:
+    """One cost/roofline column of a batch as n JSON-ready values (``_clean``'s)."""
+    if np.ndim(v) == 0:
+        return [_clean(v)] * n
+    out = np.broadcast_to(v, (n,)).tolist()  # Python floats, bools, strs
+    if isinstance(out[0], float):
+        return [x if math.isfinite(x) else None for x in out]
+    return out
+
 
 
 def evaluate(hw: Hardware, wl: Workload) -> pd.DataFrame:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
-
+import stat
 import types
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer,
-                      PrivateAttr, ValidationError, WithJsonSchema, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      PlainSerializer, PrivateAttr, ValidationError, WithJsonSchema,
+                      field_validator, model_validator)
 
-from . import units
+from . import gcpause, limits, units
 from .errors import SpecError  # noqa: F401  (re-exported: callers import it from specs)
 from .topology import job_lengths, map_mesh, parse_shape
 
@@ -90,9 +93,9 @@ def _unit(kind: str, bare_ok: bool = False, positive: bool = False):
             x = units.parse(v, kind, bare_ok=bare_ok)
         except units.UnitError as e:
             raise ValueError(str(e)) from None
-        if positive and x == 0:
+        if positive and x == 0:  # a zero rate or size: every time would be infinite
             raise ValueError(f"{v!r} is zero, which is meaningless here (times would be "
-                             f"infinite): write {units.KINDS[kind]}")
+                             f"infinite): write a positive value, {units.KINDS[kind]}")
         return x
     return BeforeValidator(parse)
 
@@ -119,18 +122,39 @@ def _unit_schema(kind: str, bare_ok: bool = False):
 Bytes = Annotated[float, _unit("bytes", bare_ok=True), _unit_schema("bytes", bare_ok=True)]
 PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
                      _unit_schema("bytes", bare_ok=True)]
-Bandwidth = Annotated[float, _unit("bandwidth"), _unit_out("B/s"), _unit_schema("bandwidth")]
-FlopRate = Annotated[float, _unit("flop_rate"), _unit_out("FLOP/s"), _unit_schema("flop_rate")]
 Seconds = Annotated[float, _unit("time"), _unit_out("s"), _unit_schema("time")]
-PosBandwidth = Annotated[float, _unit("bandwidth", positive=True), _unit_out("B/s"),
-                         _unit_schema("bandwidth")]
-PosFlopRate = Annotated[float, _unit("flop_rate", positive=True), _unit_out("FLOP/s"),
-                        _unit_schema("flop_rate")]
+
+
+def rate(kind: str, suffix: str):
+    """The one type of every rate (a bandwidth, a FLOP rate): read with its unit at this edge,
+    positive at load (a zero rate makes every time infinite), dumped with its unit. A new rate
+    field is declared with it, e.g. ``Optional[FlopRate]`` or ``rate("flop_rate", "FLOP/s")``."""
+    return Annotated[float, _unit(kind, positive=True), _unit_out(suffix), _unit_schema(kind)]
+
+
+Bandwidth = rate("bandwidth", "B/s")
+FlopRate = rate("flop_rate", "FLOP/s")
+PosBandwidth, PosFlopRate = Bandwidth, FlopRate  # every rate is positive (older names)
 # counts stop at 2**53, the largest whole number a float64 (the model's arithmetic) holds exactly
-MAX_COUNT = 2**53
+MAX_COUNT = limits.MAX_COUNT
 Count = Annotated[int, Field(strict=True, gt=0, le=MAX_COUNT)]
 NonNegCount = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+
+
+def _plain_name(v: str) -> str:
+    # a newline, tab or bidirectional override in a name breaks every table it is shown in
+    bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"{v!r} contains the control character U+{ord(bad):04X} "
+                         f"({unicodedata.name(bad, 'control')}); names are shown in tables: use "
+                         f"printable characters only")
+    return v
+
+
+# the name of an op, a workload or a chip
+Name = Annotated[str, Field(min_length=1, max_length=limits.MAX_NAME_CHARS),
+                 AfterValidator(_plain_name)]
 
 
 class Spec(BaseModel):
@@ -219,7 +243,7 @@ def _slice_text(v: Any) -> Any:
 
 
 class Hardware(Spec):
-    name: str = Field(min_length=1)
+    name: Name
     kind: Literal["tpu", "gpu", "cpu"]
     description: Optional[str] = None
     peak_flops: dict[PeakDType, PosFlopRate] = Field(
@@ -275,7 +299,7 @@ class Hardware(Spec):
 # ---- workloads ----------------------------------------------------------------------------
 
 class OpBase(Spec):
-    name: str = Field(min_length=1)
+    name: Name
     dtype: DType = "bf16"
     compute_dtype: Optional[DType] = Field(
         None, description="the dtype the arithmetic runs in, which picks the peak (default: "
@@ -458,7 +482,7 @@ class TransformerOp(Spec):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_config_or_fields)
 
     kind: Literal["transformer"]
-    name: str = Field(min_length=1)
+    name: Name
     layers: Count
     d_model: Count
     heads: Count
@@ -570,7 +594,7 @@ Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp, Transfo
 
 
 class Workload(Spec):
-    name: str = Field(min_length=1)
+    name: Name
     description: Optional[str] = None
     slice: Annotated[Optional[str], BeforeValidator(_slice_text)] = Field(
         None, description="chips as a shape: TPU '4x4', '8x16', '4x4x8'; GPU 'N' or 'MxN' nodes")
@@ -597,12 +621,28 @@ class Workload(Spec):
         if not v:
             raise ValueError("is empty: name the mesh axes and their sizes, e.g. "
                              "mesh: {data: 16, model: 16}")
+        if math.prod(v.values()) > limits.MAX_DEVICES:
+            raise ValueError(f"mesh {dict(v)} has {math.prod(v.values()):,} devices, more than "
+                             f"the limit of {limits.MAX_DEVICES:,} (MAX_DEVICES; larger than any "
+                             f"machine built): check the sizes")
         if info.data.get("slice"):
             try:
                 map_mesh(v, job_lengths(info.data["slice"], info.data.get("slices", 1)))
             except SpecError as e:
                 raise ValueError(f"{e} (slice {info.data['slice']!r})") from None
         return v
+
+    @field_validator("ops")
+    @classmethod
+    def _unique_names(cls, ops):
+        # rows, workbook names and sweep tables are keyed by op name
+        seen: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            if op.name in seen:
+                raise ValueError(f"ops[{i}] is named {op.name!r} like ops[{seen[op.name]}]; op "
+                                 f"names must be unique within a workload: rename one")
+            seen[op.name] = i
+        return ops
 
     @field_validator("ops")
     @classmethod
@@ -644,69 +684,249 @@ class Workload(Spec):
 
 # ---- loading ------------------------------------------------------------------------------
 
-def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Read a YAML file safely; return (data, node tree for line numbers)."""
+try:  # libyaml's C parser: about ten times faster; the pure-Python one where it is missing
+    _Loader = yaml.CSafeLoader
+    YAML_C = True
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+    YAML_C = False
+
+
+def read_input(path: Path, what: str = "a YAML file") -> bytes:
+    """The bytes of an input file: a regular file of at most ``limits.MAX_FILE_BYTES``.
+
+    A FIFO, a device (/dev/zero, /dev/urandom) or a directory is refused before it is opened,
+    and no more than the limit is read (a /proc file reports size 0)."""
     path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: no such file. Check the path, or use a built-in name.")
-    if path.is_dir():
-        raise SpecError(f"{path}: is a directory, expected a YAML file.")
     try:
-        raw = path.read_bytes()
+        st = path.stat()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file. Check the path, or use a built-in name.") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot be read ({e.strerror}); check the path and its "
+                        f"permissions.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SpecError(f"{path}: is a directory, expected {what}.")
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(f"{path}: is not a regular file (a pipe, device or socket), expected "
+                        f"{what}; save the input to a file first.")
+    cap = limits.MAX_FILE_BYTES
+    if st.st_size > cap:
+        raise SpecError(f"{path}: is {st.st_size:,} bytes, more than the input limit of "
+                        f"{cap:,} bytes (MAX_FILE_BYTES, {cap // 2**20} MiB); split it or check "
+                        f"that it is the file you meant.")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(cap + 1)
     except OSError as e:
         raise SpecError(f"{path}: cannot be read ({e.strerror}); check its permissions.") from None
+    if len(raw) > cap:
+        raise SpecError(f"{path}: is more than the input limit of {cap:,} bytes "
+                        f"(MAX_FILE_BYTES, {cap // 2**20} MiB); split it or check that it is "
+                        f"the file you meant.")
+    return raw
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Read a YAML file safely; return (data, node tree for line numbers).
+
+    The text is parsed once (libyaml where present) into a node tree; the tree is checked
+    (depth, alias expansion, keys written twice) before the data are constructed from it."""
+    path = Path(path)
+    raw = read_input(path)
     if b"\x00" in raw:
         raise SpecError(f"{path}: looks like a binary file, expected YAML text.")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start}); expected YAML.") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not content
     if not text.strip():
         raise SpecError(f"{path}: is empty; expected a YAML mapping with at least 'name'.")
+    # libyaml reads UTF-8 bytes faster than a str
+    loader = _Loader(text.encode("utf-8") if YAML_C else text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        with gcpause.paused():  # the collector would rescan the growing node tree again and again
+            node = loader.get_single_node()
+            if node is not None:
+                _check_tree(path, node)
+                data = _construct(loader, node)
+            else:
+                data = None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        if "could not determine a constructor" in str(e):
-            problem = (f"{problem}; object-constructing YAML tags are not allowed, "
-                       "write plain values")
-        else:
-            context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
-            if context and cmark is not None:
-                problem += f" ({context} started on line {cmark.line + 1})"
-            problem += ("; fix the YAML syntax (indentation, a missing ':' or closing bracket, "
-                        "or quote values containing ': ' or '#')")
-        raise SpecError(f"{path}:{where}: YAML error: {problem}.") from None
-    dup = _duplicate_key(node)
-    if dup is not None:
-        key, first, again = dup
-        raise SpecError(f"{path}: line {again}: key '{key}' appears twice in one mapping (first "
-                        f"on line {first}); YAML would keep only the last and silently drop the "
-                        f"other: remove or rename one of them.")
+        raise SpecError(_yaml_problem(path, _python_parser_error(text, e))) from None
+    except RecursionError:  # the pure-Python composer on deep nesting (libyaml stops at 1000)
+        raise SpecError(_too_deep(path, None)) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise SpecError(f"{path}: is empty; expected a YAML mapping with at least 'name'.")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the top level must be a mapping of keys to values "
                         f"(name: ..., ...), got {type(data).__name__}.")
     return data, node
 
 
-def _duplicate_key(node) -> tuple[str, int, int] | None:
-    """The first key written twice in one mapping: (key, first line, second line)."""
-    stack = [node] if node is not None else []
+# tags the C composer resolves plain scalars to (yaml.resolver); anything else is constructed by
+# PyYAML's SafeConstructor (timestamps, binary, sets, explicit tags, merge keys)
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_SEQ, _MAP = _TAG + "seq", _TAG + "map"
+_DEC = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")  # no '_', no octal '017', no sexagesimal
+_DECF = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?\Z")
+_BOOLS = {"yes": True, "no": False, "true": True, "false": False, "on": True, "off": False}
+
+
+def _construct(loader, root: yaml.Node) -> Any:
+    """Python data from a checked node tree: what ``loader.construct_document`` returns, built
+    about three times faster for the plain mappings, lists and scalars specs are made of
+    (aliases share one object, as PyYAML's do); any other node is left to PyYAML."""
+    memo: dict[int, Any] = {}
+    Scalar, Seq, Map = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+
+    def build(n):
+        t = type(n)
+        if t is Scalar:
+            tag, v = n.tag, n.value
+            if tag == _STR:
+                return v
+            if tag == _INT and _DEC.match(v):
+                return int(v)
+            if tag == _FLOAT and _DECF.match(v):
+                return float(v)
+            if tag == _BOOL and v.lower() in _BOOLS:
+                return _BOOLS[v.lower()]
+            if tag == _NULL:
+                return None
+            return loader.construct_object(n, deep=True)
+        k = id(n)
+        if k in memo:
+            return memo[k]
+        if t is Seq and n.tag == _SEQ:
+            out = memo[k] = []
+            out.extend(build(c) for c in n.value)
+            return out
+        if t is Map and n.tag == _MAP and not any(kn.tag == _TAG + "merge" for kn, _ in n.value):
+            out = memo[k] = {}
+            for kn, vn in n.value:
+                key = build(kn)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", n.start_mark, "found unhashable key",
+                        kn.start_mark) from None
+                out[key] = build(vn)
+            return out
+        return memo.setdefault(k, loader.construct_object(n, deep=True))
+
+    return build(root)
+
+
+# a syntax error in a file this small is parsed again by the pure-Python parser, whose messages
+# say more (it shows the offending character: found character '\t'); past it libyaml's stands
+_REPARSE_CHARS = 2**20
+
+
+def _python_parser_error(text: str, e: yaml.YAMLError) -> yaml.YAMLError:
+    if not YAML_C or not isinstance(e, yaml.MarkedYAMLError) or len(text) > _REPARSE_CHARS \
+            or "maximum nesting depth" in str(e):
+        return e
+    try:
+        yaml.SafeLoader(text).get_single_node()
+    except yaml.MarkedYAMLError as again:
+        return again
+    except RecursionError:
+        return e
+    return e
+
+
+def _yaml_problem(path: Path, e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if "maximum nesting depth" in problem:
+        return _too_deep(path, mark.line + 1 if mark else None)
+    if "could not determine a constructor" in str(e):
+        problem = (f"{problem}; object-constructing YAML tags are not allowed, "
+                   "write plain values")
+    else:
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and cmark is not None:
+            problem += f" ({context} started on line {cmark.line + 1})"
+        problem += ("; fix the YAML syntax (indentation, a missing ':' or closing bracket, "
+                    "or quote values containing ': ' or '#')")
+    return f"{path}:{where}: YAML error: {problem}."
+
+
+def _too_deep(path: Path, line: int | None) -> str:
+    where = f" line {line}:" if line else ""
+    return (f"{path}:{where} YAML nested more than {limits.MAX_YAML_DEPTH} levels deep (the "
+            f"limit MAX_YAML_DEPTH); a spec needs a handful: flatten the structure.")
+
+
+def _check_tree(path: Path, root: yaml.Node) -> None:
+    """Refuse a node tree nested too deep, whose aliases expand past ``limits.MAX_YAML_NODES``
+    nodes, or with a key written twice in one mapping. One iterative walk that visits each
+    node once (aliases share nodes, so the tree is a graph: a visited set, never a re-walk);
+    scalars are counted where they sit, only mappings and sequences are walked."""
+    expanded: dict[int, int] = {}  # id(container) -> values it stands for, aliases expanded
+    on_path: set[int] = set()      # containers being walked: one met again is a cycle
+    # values written in the file (each counted once): what aliases add is expanded - written,
+    # and that is what the limit bounds (a large file is bounded by MAX_FILE_BYTES instead)
+    written = 0
+    stack: list = [(root, 1, False)] if not isinstance(root, yaml.ScalarNode) else []
+    cap, deep = limits.MAX_YAML_NODES, limits.MAX_YAML_DEPTH
+    Scalar, Mapping = yaml.ScalarNode, yaml.MappingNode
     while stack:
-        n = stack.pop()
-        if isinstance(n, yaml.MappingNode):
-            seen = {}
-            for k, v in n.value:
-                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
-                    if k.value in seen:
-                        return k.value, seen[k.value], k.start_mark.line + 1
-                    seen[k.value] = k.start_mark.line + 1
-                stack.append(v)
-        elif isinstance(n, yaml.SequenceNode):
-            stack.extend(n.value)
+        n, depth, done = stack.pop()
+        k = id(n)
+        kids = [x for kv in n.value for x in kv] if type(n) is Mapping else n.value
+        if done:
+            on_path.discard(k)
+            size = 1 + sum(1 if type(c) is Scalar else expanded[id(c)] for c in kids)
+            if size - written > cap:  # so far written >= this value's own written part
+                raise SpecError(
+                    f"{path}: line {n.start_mark.line + 1}: its aliases (*name) expand to more "
+                    f"than {cap:,} values beyond those written (the limit MAX_YAML_NODES); a "
+                    f"spec needs far fewer: write the values out or use fewer nested aliases.")
+            expanded[k] = size
+            continue
+        if k in expanded:
+            continue
+        if depth > deep:
+            raise SpecError(_too_deep(path, n.start_mark.line + 1))
+        if type(n) is Mapping:
+            dup = _duplicate_key(n)
+            if dup is not None:
+                key, first, again = dup
+                raise SpecError(f"{path}: line {again}: key '{key}' appears twice in one "
+                                f"mapping (first on line {first}); YAML would keep only the "
+                                f"last and silently drop the other: remove or rename one of "
+                                f"them.")
+        on_path.add(k)
+        stack.append((n, depth, True))
+        written += 1
+        for c in kids:
+            if type(c) is Scalar:
+                written += 1
+                continue
+            if id(c) in on_path:  # an alias inside its own anchor: infinite expansion
+                raise SpecError(f"{path}: line {c.start_mark.line + 1}: an alias refers to a "
+                                f"value that contains it, which expands without end; write "
+                                f"the value out.")
+            if id(c) not in expanded:
+                stack.append((c, depth + 1, False))
+
+
+def _duplicate_key(n: yaml.MappingNode) -> tuple[str, int, int] | None:
+    """The first key written twice in one mapping: (key, first line, second line)."""
+    seen: dict[str, int] = {}
+    for k, _ in n.value:
+        if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+            if k.value in seen:
+                return k.value, seen[k.value], k.start_mark.line + 1
+            seen[k.value] = k.start_mark.line + 1
     return None
 
 
@@ -727,6 +947,23 @@ def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
         else:
             break
     return best
+
+
+def bare_type(tp) -> tuple[Any, bool]:
+    """A field's annotation without its Annotated/Optional wrappers (Optional[Count] -> int),
+    and whether it was Optional."""
+    optional = False
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = optional or len(args) < len(typing.get_args(tp))
+            if len(args) != 1:
+                return tp, optional
+            tp = args[0]
+        else:
+            return tp, optional
 
 
 def _unwrap(tp):
@@ -785,10 +1022,15 @@ def _int_msg(bad) -> str:
         return "must be a whole number, not a fraction"
     if isinstance(bad, str):
         try:
-            float(bad)
-            return "must be a number, not a quoted string (remove the quotes)"
+            x = float(bad)
         except ValueError:
             pass
+        else:
+            if re.fullmatch(r"\s*[-+]?\d+[eE][-+]?\d+\s*", bad) and x.is_integer():
+                # YAML 1.1 reads 1e3 (no dot, no exponent sign) as text, not as a number
+                return (f"must be a whole number; YAML reads {bad!r} as text, not a number: "
+                        f"write {int(x)}")
+            return "must be a number, not a quoted string (remove the quotes)"
     return "must be a whole number, e.g. 1, 128 or 4096"
 
 
@@ -854,7 +1096,10 @@ def explain(err: ValidationError, path: Path, node, model: type[BaseModel]) -> s
         elif e["type"] == "less_than_equal":
             msg = f"must be at most {ctx.get('le')}"
             if ctx.get("le") == MAX_COUNT:
-                msg += " (2**53, the largest count a float64 holds exactly)"
+                msg += " (2**53, the largest count a float64 holds exactly: MAX_COUNT)"
+        elif e["type"] == "string_too_long" and ctx.get("max_length") == limits.MAX_NAME_CHARS:
+            msg = (f"is longer than {limits.MAX_NAME_CHARS} characters (MAX_NAME_CHARS); names "
+                   f"are shown in tables: shorten it")
         elif e["type"] == "list_type":
             msg = "must be a list (YAML lines starting with '- ', or [a, b])"
         elif e["type"] in ("dict_type", "model_type", "model_attributes_type"):
@@ -877,7 +1122,8 @@ def load_model(path: Path, model: type[BaseModel], data: dict | None = None, nod
     if data is None:
         data, node = read_yaml(path)
     try:
-        return model.model_validate(data)
+        with gcpause.paused():  # as in read_yaml: many new objects, none of them garbage yet
+            return model.model_validate(data)
     except ValidationError as e:
         raise SpecError(explain(e, Path(path), node, model)) from None
 

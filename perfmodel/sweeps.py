@@ -18,12 +18,15 @@ import numpy as np
 import pandas as pd
 
 from .engine import op_columns
+from .limits import (CSV_CHUNK_ROWS, EXCEL_ROWS, MAX_BATCHED_CONFIGS, MAX_GRID_POINTS,
+                     MAX_MODEL_CONFIGS, MAX_ROWS, MAX_VARY_VALUES)
 from .specs import SpecError, Workload
 
 OUT_COLUMNS = ["flops", "hbm_bytes", "intensity", "t_compute", "t_memory", "t_lower", "t_upper",
                "bound"]
-MAX_VALUES = 10_000_000
-EXCEL_ROWS = 1_048_576
+MAX_VALUES = MAX_VARY_VALUES
+__all__ = ["EXCEL_ROWS", "MAX_MODEL_CONFIGS", "MAX_ROWS", "sweep", "sweep_chunks", "sweep_rows",
+           "sweep_totals", "crossovers", "parse_vary", "parse_varies"]
 _RANGE = re.compile(r"^\s*(.*?)\s*\.\.\s*([^:]*?)\s*(?::\s*(\S*))?\s*$")
 
 
@@ -71,8 +74,8 @@ def parse_vary(arg: str) -> Vary:
                 raise SpecError(f"--vary {arg!r}: STEP must be positive (or 'log2'), got {step}.")
             n = int(math.floor((hi - lo) / st + 1e-9)) + 1
             if n > MAX_VALUES:
-                raise SpecError(f"--vary {arg!r}: {n:,} values is more than {MAX_VALUES:,}; "
-                                f"use a larger STEP or log2.")
+                raise SpecError(f"--vary {arg!r}: {n:,} values is more than the limit of "
+                                f"{MAX_VALUES:,} (MAX_VARY_VALUES); use a larger STEP or log2.")
             vals = (lo + st * np.arange(n)).tolist()
         arr = np.asarray(vals, dtype=float)
         vals = arr.astype(np.int64).tolist() if np.all(arr == np.floor(arr)) else \
@@ -86,7 +89,23 @@ def parse_vary(arg: str) -> Vary:
             if not s:
                 raise SpecError(f"--vary {arg!r}: empty value in the list.")
             vals.append(yaml.safe_load(s))
+        if len(set(map(repr, vals))) != len(vals):
+            raise SpecError(f"--vary {arg!r}: a value is listed twice; list each once.")
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            vals = sorted(vals)  # numbers in order: crossovers read along them
     return Vary(field, tuple(vals))
+
+
+def parse_varies(args: list) -> list[Vary]:
+    """Every --vary (strings or Vary objects); a field varied twice is an error."""
+    varies = [parse_vary(v) if isinstance(v, str) else v for v in args]
+    seen = set()
+    for v in varies:
+        if v.field in seen:
+            raise SpecError(f"--vary {v.field}: the field is varied twice; give one --vary per "
+                            f"field (a list covers several values: {v.field}=a,b,c).")
+        seen.add(v.field)
+    return varies
 
 
 def _unknown_field(field: str, known, what: str) -> SpecError:
@@ -95,6 +114,13 @@ def _unknown_field(field: str, known, what: str) -> SpecError:
     close = difflib.get_close_matches(field, sorted(known), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return SpecError(f"--vary {field}: {what}.{hint} Fields: {', '.join(sorted(known))}.")
+
+
+def _int_field(model, field: str) -> bool:
+    """Whether ``model.field`` holds whole numbers (Count, Optional[Count], ...)."""
+    from .specs import bare_type
+
+    return bare_type(model.model_fields[field].annotation)[0] is int
 
 
 def _validate(wl: Workload, varies: list[Vary]) -> None:
@@ -106,6 +132,12 @@ def _validate(wl: Workload, varies: list[Vary]) -> None:
         for op in wl.ops:
             if v.field not in type(op).model_fields:
                 continue
+            if v.numeric and _int_field(type(op), v.field):
+                frac = next((x for x in v.values if not float(x).is_integer()), None)
+                if frac is not None:
+                    raise SpecError(f"--vary {v.field}: value {frac!r} is invalid for op "
+                                    f"{op.name!r} ({v.field} is a count: not a whole number); "
+                                    f"use a whole-number STEP (e.g. {v.field}=1..1024:1) or log2.")
             # every distinct value when few; the extremes otherwise (integrality checked below)
             check = v.values if len(v.values) <= 2000 else (min(v.values), max(v.values))
             for x in check:
@@ -120,46 +152,132 @@ def _validate(wl: Workload, varies: list[Vary]) -> None:
 
 
 def sweep(workload: Workload, hardware: list, vary: list, *, progress: bool = False,
-          max_rows: int | None = 20_000_000) -> pd.DataFrame:
+          max_rows: int | None = MAX_ROWS) -> pd.DataFrame:
     """One row per (configuration, hardware, op): the varied fields, op, hardware and the
-    roofline columns. ``vary`` holds Vary objects or '--vary' strings."""
-    varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
-    from .model import expansion
-
-    if expansion(workload) is not None:
-        return _sweep_model(workload, hardware, varies, progress=progress)
-    _validate(workload, varies)
-    cat = [v for v in varies if not v.numeric]
-    num = [v for v in varies if v.numeric]
-    grids = np.meshgrid(*[np.asarray(v.values, dtype=float) for v in num], indexing="ij") if num else []
-    flat = {v.field: g.ravel() for v, g in zip(num, grids)}
-    n_num = int(np.prod([len(v.values) for v in num])) if num else 1
-    n_cat = int(np.prod([len(v.values) for v in cat])) if cat else 1
-    rows = n_num * n_cat * len(hardware) * len(workload.ops)
-    if max_rows is not None and rows > max_rows:
-        raise SpecError(f"sweep of {rows:,} rows is larger than {max_rows:,}: vary fewer values, "
-                        f"or aggregate (sweep_totals) instead of listing every op.")
-    frames = []
-    combos = list(itertools.product(*[v.values for v in cat])) if cat else [()]
-    it = [(hw, combo) for hw in hardware for combo in combos]
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="sweep", unit="chip-config", leave=False, delay=1.0)  # only if slow
-    for hw, combo in it:
-        upd = dict(zip([v.field for v in cat], combo))
-        for op in workload.ops:
-            frames.append(_eval_op(op, hw, workload, upd, flat, n_num))
-    df = pd.concat(frames, ignore_index=True)
-    df.attrs["prices"] = {hw.name: hw.price_per_hour for hw in hardware}
-    for v in num:  # whole-number fields (m, seq, ...) read back as integers
-        if all(float(x).is_integer() for x in (min(v.values), max(v.values))) and \
-                all(isinstance(x, int) for x in v.values):
-            df[v.field] = df[v.field].astype(np.int64)
+    roofline columns. ``vary`` holds Vary objects or '--vary' strings. More than ``max_rows``
+    rows (``limits.MAX_ROWS`` by default; None: no cap) is refused before any is computed."""
+    frames = list(sweep_chunks(workload, hardware, vary, progress=progress, max_rows=max_rows))
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    df.attrs = dict(frames[0].attrs)
     return df
 
 
-MAX_MODEL_CONFIGS = 100_000
+def _grid(workload: Workload, hardware: list, varies: list[Vary]):
+    """(numeric Varys, categorical Varys, grid points, rows) of a kernel-workload sweep."""
+    cat = [v for v in varies if not v.numeric]
+    num = [v for v in varies if v.numeric]
+    n_num = math.prod(len(v.values) for v in num)
+    n_cat = math.prod(len(v.values) for v in cat)
+    if n_num * n_cat > MAX_GRID_POINTS:
+        raise SpecError(f"--vary {' '.join(v.field for v in varies)}: {n_num * n_cat:,} "
+                        f"configurations is more than the limit of {MAX_GRID_POINTS:,} "
+                        f"(MAX_GRID_POINTS); vary fewer values.")
+    return num, cat, n_num, n_num * n_cat * len(hardware) * len(workload.ops)
+
+
+def sweep_rows(workload: Workload, hardware: list, vary: list) -> int:
+    """How many rows ``sweep`` would return (validating ``vary``; nothing is evaluated)."""
+    varies = parse_varies(vary)
+    from .model import expansion
+
+    if expansion(workload) is not None:
+        combos = _model_configs(workload, hardware, varies)
+        return combos * len(hardware) * len(workload.ops)
+    _validate(workload, varies)
+    return _grid(workload, hardware, varies)[3]
+
+
+def _too_many(rows: int, max_rows: int) -> SpecError:
+    return SpecError(f"a sweep of {rows:,} rows is more than the row limit of {max_rows:,} "
+                     f"(MAX_ROWS, or --max-rows / max_rows= where given): vary fewer values, "
+                     f"raise the limit, or aggregate (--totals, sweep_totals_chunked).")
+
+
+def sweep_chunks(workload: Workload, hardware: list, vary: list, *, progress: bool = False,
+                 max_rows: int | None = MAX_ROWS, chunk_rows: int = CSV_CHUNK_ROWS):
+    """``sweep``'s table in pieces of about ``chunk_rows`` rows (a generator). Each piece holds
+    every op of the configurations it covers, so ``sweep_totals`` of a piece is complete; the
+    grid is never built whole, so memory stays bounded however many rows there are."""
+    varies = parse_varies(vary)
+    from .model import expansion
+
+    if expansion(workload) is not None:
+        rows = sweep_rows(workload, hardware, varies)
+        if max_rows is not None and rows > max_rows:
+            raise _too_many(rows, max_rows)
+        yield _sweep_model(workload, hardware, varies, progress=progress)
+        return
+    _validate(workload, varies)
+    num, cat, n_num, rows = _grid(workload, hardware, varies)
+    if max_rows is not None and rows > max_rows:
+        raise _too_many(rows, max_rows)
+    values = [np.asarray(v.values, dtype=float) for v in num]
+    shape = tuple(len(v) for v in values)
+    ints = [v.field for v in num if all(isinstance(x, int) for x in v.values)]
+    prices = {hw.name: hw.price_per_hour for hw in hardware}
+    per = max(1, chunk_rows // max(1, len(workload.ops) * len(hardware)))  # grid points per piece
+    combos = list(itertools.product(*[v.values for v in cat])) if cat else [()]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=rows, desc="sweep", unit="row", unit_scale=True, leave=False,
+                   delay=1.0)  # shown only if the sweep takes a while
+    try:
+        for combo in combos:
+            upd = dict(zip([v.field for v in cat], combo))
+            for a in range(0, n_num, per):
+                b = min(n_num, a + per)
+                idx = np.unravel_index(np.arange(a, b), shape) if num else ()
+                flat = {v.field: vals[i] for v, vals, i in zip(num, values, idx)}
+                # every chip in each piece, so chips can be compared as the pieces stream
+                frames = [_eval_op(op, hw, workload, upd, flat, b - a)
+                          for hw in hardware for op in workload.ops]
+                df = pd.concat(frames, ignore_index=True)
+                for f in ints:  # whole-number fields (m, seq, ...) read back as integers
+                    df[f] = df[f].astype(np.int64)
+                df.attrs["prices"] = prices
+                if bar is not None:
+                    bar.update(len(df))
+                yield df
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _model_configs(workload: Workload, hardware: list, varies: list) -> int:
+    """Configurations of a transformer sweep, checked against MAX_MODEL_CONFIGS."""
+    from .specs import TransformerOp
+
+    fields = TransformerOp.model_fields
+    for v in varies:
+        if v.field not in fields:
+            raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
+                                                  f"vary its fields (e.g. batch, seq, d_model)")
+        if v.numeric and _int_field(TransformerOp, v.field):
+            frac = next((x for x in v.values if not float(x).is_integer()), None)
+            if frac is not None:
+                raise SpecError(f"--vary {v.field}: value {frac!r} is not a whole number, but "
+                                f"{v.field} is a count; use a whole-number STEP or log2.")
+    n = math.prod(len(v.values) for v in varies)
+    if _batched(hardware, varies):
+        if n * len(hardware) > MAX_BATCHED_CONFIGS:
+            raise SpecError(f"a transformer sweep of {n * len(hardware):,} configurations is "
+                            f"more than the limit of {MAX_BATCHED_CONFIGS:,} "
+                            f"(MAX_BATCHED_CONFIGS): vary fewer values.")
+    elif n * len(hardware) > MAX_MODEL_CONFIGS:
+        raise SpecError(f"a transformer sweep of {n * len(hardware):,} configurations is more "
+                        f"than the limit of {MAX_MODEL_CONFIGS:,} (MAX_MODEL_CONFIGS; each is "
+                        f"expanded again): vary fewer values.")
+    return n
+
+
+def _batched(hardware: list, varies: list) -> bool:
+    """Whether a transformer sweep takes the array path (model/batched.py): numeric batch,
+    grad_accum or microbatches only, on uncalibrated chips (calibrated ones price one-row
+    products with their own fitted group, chosen per row: the per-configuration loop)."""
+    return bool(varies) and all(v.field in BATCHED_FIELDS and v.numeric for v in varies) and \
+        all(hw.calibration is None for hw in hardware)
 
 
 def _sweep_model(workload: Workload, hardware: list, varies: list, progress: bool) -> pd.DataFrame:
@@ -174,20 +292,10 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
 
     src = source_workload(workload)
     spec = expansion(workload).spec
-    fields = TransformerOp.model_fields
-    for v in varies:
-        if v.field not in fields:
-            raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
-                                                  f"vary its fields (e.g. batch, seq, d_model)")
-    # calibrated chips price one-row products with their own fitted group, chosen per row:
-    # those configurations take the per-configuration loop
-    if varies and all(v.field in BATCHED_FIELDS and v.numeric for v in varies) and \
-            all(hw.calibration is None for hw in hardware):
+    _model_configs(workload, hardware, varies)
+    if _batched(hardware, varies):
         return _sweep_batched(src, spec, hardware, varies)
     combos = list(itertools.product(*[v.values for v in varies]))
-    if len(combos) * len(hardware) > MAX_MODEL_CONFIGS:
-        raise SpecError(f"a transformer sweep of {len(combos) * len(hardware):,} configurations is "
-                        f"more than {MAX_MODEL_CONFIGS:,} (each is expanded again): vary fewer values.")
     it = combos
     if progress:
         from tqdm import tqdm
@@ -240,9 +348,7 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     grids = np.meshgrid(*[np.asarray(v.values, dtype=np.int64) for v in varies], indexing="ij")
     flat = {f: g.ravel() for f, g in zip(names, grids)}
     n = next(iter(flat.values())).size
-    if n * len(hardware) > MAX_MODEL_CONFIGS * 100:
-        raise SpecError(f"a transformer sweep of {n * len(hardware):,} configurations is more "
-                        f"than {MAX_MODEL_CONFIGS * 100:,}: vary fewer values.")
+    _model_configs(src, hardware, varies)  # MAX_BATCHED_CONFIGS
     batch = flat.get("batch", np.full(n, spec.batch))
     accum = flat.get("grad_accum", np.full(n, spec.grad_accum))
     plan = make_plan(spec, src.mesh)
@@ -342,11 +448,12 @@ def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chun
 
     if expansion(workload) is not None:
         return sweep_totals(sweep(workload, hardware, vary, progress=progress))
-    varies = [parse_vary(v) if isinstance(v, str) else v for v in vary]
+    varies = parse_varies(vary)
     _validate(workload, varies)
     if any(not v.numeric for v in varies):
         raise SpecError("sweep_totals_chunked takes numeric --vary fields only; loop over the "
                         "others or use sweep().")
+    _grid(workload, hardware, varies)  # MAX_GRID_POINTS before any array is built
     grids = np.meshgrid(*[np.asarray(v.values, dtype=float) for v in varies], indexing="ij")
     flat = {v.field: g.ravel() for v, g in zip(varies, grids)}
     n = next(iter(flat.values())).size
@@ -433,29 +540,78 @@ def _priced(tot: pd.DataFrame, prices: dict) -> pd.DataFrame:
 def crossovers(df: pd.DataFrame, field: str) -> list[str]:
     """Where an op's bound changes along ``field``, and where one chip overtakes another
     (total t_lower), with the other varied fields at each of their values."""
-    lines = []
-    others = [c for c in df.columns if c not in OUT_COLUMNS + ["op", "hardware", field]]
-    for key, g in df.groupby(["hardware", "op"] + others, sort=False):
-        g = g.sort_values(field)
-        b = g["bound"].to_numpy()
-        x = g[field].to_numpy()
-        for i in np.flatnonzero(b[1:] != b[:-1]):
-            ctx = ", ".join(f"{o}={k}" for o, k in zip(others, key[2:]))
-            lines.append(f"{key[1]} on {key[0]}{' (' + ctx + ')' if ctx else ''}: {b[i]} -> "
-                         f"{b[i + 1]} between {field}={_fmt(x[i])} and {field}={_fmt(x[i + 1])}")
-    tot = sweep_totals(df)
-    chips = list(dict.fromkeys(tot["hardware"]))
-    for a, c in itertools.combinations(chips, 2):
-        ta = tot[tot.hardware == a].sort_values(field)
-        tc = tot[tot.hardware == c].sort_values(field)
-        if len(others) or len(ta) != len(tc):
-            continue
-        faster = np.where(ta["t_lower"].to_numpy() <= tc["t_lower"].to_numpy(), a, c)
-        x = ta[field].to_numpy()
-        for i in np.flatnonzero(faster[1:] != faster[:-1]):
-            lines.append(f"{faster[i + 1]} overtakes {faster[i]} (total t_lower) between "
-                         f"{field}={_fmt(x[i])} and {field}={_fmt(x[i + 1])}")
-    return lines
+    found = Crossovers(field)
+    found.feed(df)
+    return found.lines()
+
+
+class Crossovers:
+    """``crossovers`` over a sweep read in pieces (``sweep_chunks``): feed each piece in order.
+
+    Each op's bound is compared along ``field`` within each (chip, op, other fields) line; the
+    last row of every line is carried to the next piece. Along a line the pieces arrive in
+    ``field`` order (it is the outermost numeric axis of the grid and its values are sorted).
+    Chip overtakes (total t_lower) are looked for when ``field`` is the only varied field;
+    each piece holds every chip, so the faster chip of each pair is carried the same way.
+    Memory: the carried rows, one per line, never the table.
+    """
+
+    def __init__(self, field: str):
+        self.field = field
+        self.found: list[tuple[int, float, str]] = []  # (line's first-seen order, x, text)
+        self.order: dict[tuple, int] = {}
+        self.carry: pd.DataFrame | None = None
+        self.others: list[str] | None = None
+        self.chips: list[str] = []
+        self.last: dict[tuple, tuple] = {}  # chip pair -> (x, faster chip) at the last point
+        self.overtakes: list[tuple[int, float, str]] = []
+
+    def feed(self, df: pd.DataFrame) -> None:
+        f = self.field
+        if self.others is None:
+            self.others = [c for c in df.columns if c not in OUT_COLUMNS + ["op", "hardware", f]]
+        keys = ["hardware", "op"] + self.others
+        part = df[keys + [f, "bound"]]
+        if self.carry is not None:
+            part = pd.concat([self.carry, part], ignore_index=True)
+        part = part.sort_values(f, kind="stable")  # along each line; pieces keep their order
+        g = part.groupby(keys, sort=False, dropna=False)
+        prev_b, prev_x = g["bound"].shift(), g[f].shift()
+        changed = prev_b.notna() & (prev_b != part["bound"])
+        for i in np.flatnonzero(changed.to_numpy()):
+            row = part.iloc[i]
+            key = tuple(row[k] for k in keys)
+            ctx = ", ".join(f"{o}={k}" for o, k in zip(self.others, key[2:]))
+            text = (f"{key[1]} on {key[0]}{' (' + ctx + ')' if ctx else ''}: {prev_b.iloc[i]} -> "
+                    f"{row['bound']} between {f}={_fmt(prev_x.iloc[i])} and {f}={_fmt(row[f])}")
+            self.found.append((self.order.setdefault(key, len(self.order)), float(row[f]), text))
+        self.carry = g.tail(1)
+        if not self.others:
+            self._overtakes(df)
+
+    def _overtakes(self, df: pd.DataFrame) -> None:
+        f = self.field
+        tot = sweep_totals(df)
+        self.chips += [c for c in dict.fromkeys(tot["hardware"]) if c not in self.chips]
+        wide = tot.pivot_table(index=f, columns="hardware", values="t_lower", sort=True)
+        x = wide.index.to_numpy()
+        for n, (a, c) in enumerate(itertools.combinations(self.chips, 2)):
+            if a not in wide or c not in wide:
+                continue
+            faster = np.where(wide[a].to_numpy() <= wide[c].to_numpy(), a, c)
+            xs, fs = x, faster
+            if (a, c) in self.last:
+                px, pf = self.last[(a, c)]
+                xs, fs = np.concatenate([[px], x]), np.concatenate([[pf], faster])
+            for i in np.flatnonzero(fs[1:] != fs[:-1]):
+                self.overtakes.append((n, float(xs[i + 1]),
+                                       f"{fs[i + 1]} overtakes {fs[i]} (total t_lower) between "
+                                       f"{f}={_fmt(xs[i])} and {f}={_fmt(xs[i + 1])}"))
+            self.last[(a, c)] = (x[-1], faster[-1])
+
+    def lines(self) -> list[str]:
+        return ([t for _, _, t in sorted(self.found, key=lambda x: (x[0], x[1]))]
+                + [t for _, _, t in sorted(self.overtakes, key=lambda x: (x[0], x[1]))])
 
 
 def _fmt(x) -> str:

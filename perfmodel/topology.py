@@ -49,7 +49,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import SpecError
+from .limits import MAX_DEVICES
 
 LINK_LEVELS = ("ici", "nvlink", "fabric")  # axes whose bandwidth is the chip's own link_bandwidth
 GPU_TOPOLOGIES = {"switched": "nvlink", "full_mesh": "fabric"}  # topology -> its node's level
@@ -76,7 +79,15 @@ def parse_shape(text) -> tuple[int, ...]:
     if len(dims) > 3:
         raise SpecError(f"slice {s!r} has {len(dims)} axes; TPU tori have 2 or 3, GPU slices "
                         f"are 'N' or 'MxN'")
+    check_devices(math.prod(dims), f"slice {s!r}")
     return dims
+
+
+def check_devices(n: int, what: str) -> None:
+    """Refuse a job of more chips than ``limits.MAX_DEVICES`` (the topology walks them)."""
+    if n > MAX_DEVICES:
+        raise SpecError(f"{what} has {n:,} chips, more than the limit of {MAX_DEVICES:,} "
+                        f"(MAX_DEVICES; larger than any machine built): check the sizes")
 
 
 def format_shape(dims) -> str:
@@ -259,6 +270,7 @@ def _check_shape(hw, full: tuple[int, ...], shown: str) -> None:
 def job_lengths(slice_shape, slices: int = 1) -> list[int]:
     """Hardware-free physical axis lengths (for static checks): [slices] + slice axes."""
     dims = list(parse_shape(slice_shape))
+    check_devices(slices * math.prod(dims), f"{slices} slice(s) of {format_shape(dims)}")
     return ([slices] if slices > 1 else []) + dims
 
 
@@ -366,17 +378,19 @@ def _shift_hops(axes: list[Axis]) -> int:
     n = math.prod(lengths)
     if n <= 1:
         return 0
-    flags = [a.wraps for a in axes]
-    torus = [a.torus for a in axes]
-
-    def coords(i):
-        out = []
-        for L in reversed(lengths):
-            out.append(i % L)
-            i //= L
-        return out[::-1]
-
-    return max(p2p_hops(coords(i), coords((i + 1) % n), lengths, flags, torus) for i in range(n))
+    # every device at once (numpy): coordinates of i and of i + 1, per-axis distances summed
+    i = np.arange(n)
+    src = np.unravel_index(i, lengths)
+    dst = np.unravel_index((i + 1) % n, lengths)
+    hops = np.zeros(n, dtype=np.int64)
+    for a, s_, d_ in zip(axes, src, dst):
+        d = np.abs(s_ - d_)
+        if not a.torus:
+            d = (d > 0).astype(np.int64)  # through a switch / NIC / DCN: one step
+        elif a.wraps:
+            d = np.minimum(d, a.length - d)
+        hops += d
+    return int(hops.max())
 
 
 def group(hw, slice_shape, mesh: dict[str, int], axes, slices: int = 1) -> Group:

@@ -110,14 +110,31 @@ def parse(value: object, kind: str, *, bare_ok: bool = False) -> float:
     return x
 
 
+_PREFIXES = {-12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T",
+             15: "P", 18: "E"}
+
+
 def fmt_si(x: float | None, unit: str = "", digits: int = 3) -> str:
-    """Engineering notation for people: 1.23e12, 'B/s' -> '1.23 TB/s'."""
+    """Engineering notation for people: 1.23e12, 'B/s' -> '1.23 TB/s'.
+
+    Past the largest prefix (E) or below the smallest (p) the number is written in scientific
+    notation instead. Seconds take no prefix above 1 ("317 Ms" would read as milliseconds) and
+    a bare number none below 1 ("5 m" would read as metres): those are scientific too.
+    """
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     if x == 0:
         return f"0 {unit}".strip()
     exp = int(math.floor(math.log10(abs(x)) / 3) * 3)
-    exp = max(-12, min(18, exp))
-    prefix = {-12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T",
-              15: "P", 18: "E"}[exp]
-    return f"{x / 10**exp:.{digits}g} {prefix}{unit}".strip()
+    lo, hi = min(_PREFIXES), max(_PREFIXES)
+    if unit == "s":
+        hi = 0
+    elif unit == "":
+        lo = 0
+    if not lo <= exp <= hi:
+        text = f"{x:.{digits}g}"
+        if "e" not in text:  # small enough to read plainly (e.g. 317 s)
+            return f"{text} {unit}".strip()
+        mant, _, e = text.partition("e")
+        return f"{mant}e{int(e)} {unit}".strip()
+    return f"{x / 10**exp:.{digits}g} {_PREFIXES[exp]}{unit}".strip()

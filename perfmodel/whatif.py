@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, SpecError
 
-_MULT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*x\s*$")
+_MULT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*x\s*$")
 
 
 def _paths(d: dict, prefix: str = "") -> list[str]:
@@ -72,6 +72,9 @@ def apply_override(hw: Hardware, path: str, value: str, label: str | None = None
     for k in keys[:-1]:
         node = node.setdefault(k, {})
     m = _MULT.match(str(value))
+    if m and not 0 < float(m.group(1)) < float("inf"):
+        raise SpecError(f"{arg}: the factor {m.group(1)} must be a positive, finite number "
+                        f"(e.g. 2x or 0.5x).")
     try:
         node[keys[-1]] = _scale(node.get(keys[-1]), float(m.group(1))) if m else _yaml_scalar(value)
     except ValueError as e:

@@ -134,11 +134,15 @@ def _repair_tail(path: Path) -> bool:
 
 def _existing(path: Path, env: dict, log: Callable) -> tuple[set, int]:
     """Keys already measured in ``path`` and their count; checks the header for appending."""
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.exists():
+        return set(), 0
+    from ..specs import read_input
+
+    if not read_input(path, "a measurement CSV file"):  # a regular file, within the size limit
         return set(), 0
     if _repair_tail(path):
         log(f"{path}: dropped a partial last line (a write cut short)")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), None)
     if header is None:
         return set(), 0
@@ -375,18 +379,31 @@ def read_measurements(path: Path | str):
     raises SpecError naming the file, the line, the column and the fix."""
     import pandas as pd
 
+    from ..limits import MAX_CSV_FIELD_CHARS
+    from ..specs import read_input
+
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: no such file. Run `perfmodel bench --output {path}` to "
                         f"measure, or give the path of an existing measurement CSV.")
-    if path.is_dir():
-        raise SpecError(f"{path}: is a directory, expected a measurement CSV file.")
+    raw = read_input(path, "a measurement CSV file")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is not content
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start}); expected "
                         f"a measurement CSV.") from None
-    rows = list(csv.reader(text.splitlines()))
+    reader = csv.reader(text.splitlines())
+    rows = []
+    try:
+        for row in reader:
+            rows.append(row)
+    except csv.Error as e:
+        too_long = "field larger than field limit" in str(e)
+        why = (f"a field is longer than {MAX_CSV_FIELD_CHARS:,} characters (the limit "
+               f"MAX_CSV_FIELD_CHARS)" if too_long else f"it does not parse as CSV ({e})")
+        raise SpecError(f"{path} line {reader.line_num}: {why}; a measurement CSV holds short "
+                        f"fields, as written by `perfmodel bench`: check that this is one.") from None
     if not rows or not any(c.strip() for c in rows[0]):
         raise SpecError(f"{path}: is empty; expected a header line ({','.join(COLUMNS)}) and "
                         f"one row per measurement, as written by `perfmodel bench`.")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ..errors import SpecError
-from ..specs import TransformerOp, Workload, field_path
+from ..specs import CollectiveOp, TransformerOp, Workload, field_path
 from .transformer import Expansion, Plan, expand_op, group_of, make_plan
 
 __all__ = ["expand_workload", "expansion", "source_workload", "with_slice", "Expansion", "Plan"]
@@ -51,7 +51,16 @@ def expand_workload(wl: Workload) -> Workload:
     before = [op.model_dump() for op in wl.ops[:i]]
     after = [op.model_dump() for op in wl.ops[i + 1:]]
     data = {**wl.model_dump(exclude={"ops"}), "ops": before + [d for d, _ in items] + after}
-    out = Workload.model_validate(data)
+    try:
+        out = Workload.model_validate(data)
+    except ValidationError as e:  # sizes each valid alone whose products are not (2**53)
+        x = e.errors()[0]
+        at = x["loc"][1] if len(x["loc"]) > 1 and isinstance(x["loc"][1], int) else None
+        kernel = data["ops"][at]["name"] if at is not None else "a kernel"
+        raise SpecError(f"workload {wl.name!r}: transformer {spec.name!r} expands to kernel "
+                        f"{kernel!r}, which is invalid: {x['msg'].removeprefix('Value error, ')}; "
+                        f"the model's sizes (batch, seq, d_model, d_ff, heads, head_dim, vocab) "
+                        f"are too large together: use realistic values.") from None
     out._expansion = Expansion(
         spec=spec, plan=plan, source=wl, names=[d["name"] for d, _ in items],
         roles={d["name"]: r for d, r in items}, groups={d["name"]: group_of(d["name"])
@@ -59,9 +68,13 @@ def expand_workload(wl: Workload) -> Workload:
     return out
 
 
-def with_slice(wl: Workload, slice_shape: str) -> Workload:
+def with_slice(wl: Workload, slice_shape: str, source: str | None = None) -> Workload:
     """The workload with its slice replaced (the CLI's --slice), validated again."""
     src = source_workload(wl)  # a transformer is expanded again from the workload as written
+    if not src.mesh and not any(isinstance(op, (CollectiveOp, TransformerOp)) for op in src.ops):
+        raise SpecError(f"--slice {slice_shape!r}: workload {source or wl.name!r} has no mesh "
+                        f"and no collective or transformer op, so the slice would change "
+                        f"nothing; drop --slice, or add a mesh and collectives to the workload.")
     try:
         return expand_workload(Workload.model_validate({**src.model_dump(), "slice": slice_shape}))
     except (ValidationError, SpecError) as e:

@@ -10,14 +10,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..errors import SpecError  # noqa: E402
+from ..limits import EXCEL_ROWS, MAX_ROWS  # noqa: E402
 from ..roofline import achieved_flops  # noqa: E402
 from .plots import plot_roofline, roof_of, save  # noqa: E402
 from .style import chip_color, workload_marker  # noqa: E402
 
 
-def write_sweep(path: Path, table, totals, fields: list[str], hardware, workload=None) -> list[Path]:
+def write_sweep(path: Path, table, totals, fields: list[str], hardware, workload=None,
+                max_rows: int = MAX_ROWS) -> list[Path]:
+    """The Sweep workbook and its PNGs; a table of more than ``max_rows`` rows (or more than an
+    Excel sheet holds) is refused before anything is written."""
     from .workbook import write_sweep_book  # the Excel library stays in report/workbook/
 
+    for what, df in (("table", table), ("totals", totals)):
+        if len(df) > max_rows or len(df) + 1 > EXCEL_ROWS:
+            raise SpecError(f"{path}: the sweep {what} has {len(df):,} rows, more than "
+                            f"{min(max_rows, EXCEL_ROWS - 1):,} (max_rows / EXCEL_ROWS) for a "
+                            f"workbook and its plots; vary fewer values or use --totals.")
     out = [write_sweep_book(Path(path), table, totals, fields)]
     if fields:
         f = fields[0]
