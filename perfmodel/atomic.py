@@ -49,6 +49,17 @@ def check_output(path: Path, suffix: str | tuple | None = None) -> Path:
 # when this run started (the module is imported at its start): temporary files older than it
 # belong to runs that are over
 RUN_STARTED = time.time()
+# temporary files this process has open: an interrupt that lands inside a writer's own
+# cleanup (between its checks) still has them removed by the CLI's handler (cleanup())
+_LIVE: set[str] = set()
+
+
+def cleanup() -> None:
+    """Remove every temporary file this process still holds (the CLI calls it on an interrupt)."""
+    for tmp in list(_LIVE):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _LIVE.discard(tmp)
 _TMP_SUFFIX = ".tmp"
 
 
@@ -93,6 +104,7 @@ def atomic_path(path: Path):
             except OSError as e:
                 raise output_error(path, e) from None
             os.close(fd)
+            _LIVE.add(tmp)
         try:
             yield Path(tmp)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
@@ -103,8 +115,10 @@ def atomic_path(path: Path):
                 raise
             raise output_error(path, err) from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            _LIVE.discard(tmp)
 
 
 @contextlib.contextmanager

@@ -51,6 +51,9 @@ class _Group(click.Group):
             _error(f"perfmodel: error: {e}")
             ctx.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt as e:
+            from .atomic import cleanup
+
+            cleanup()  # temporary files a writer could not remove itself
             _error("\nperfmodel: interrupted.")
             ctx.exit(interrupt_status(e))
         except Exception as e:
