@@ -14,8 +14,26 @@ __all__ = [
     "check_output", "load_hardware", "load_workload", "evaluate", "evaluate_rows", "to_json",
     "totals", "select_hardware", "select_workloads", "json_schema", "write_workbook",
     "roofline_png", "Hardware", "Workload", "SpecError", "builtin_names", "sweep", "sweep_totals",
-    "measure_collectives", "all_hardware",
+    "measure_collectives", "all_hardware", "analyze", "Analysis",
 ]
+
+
+def analyze(fn, *example_args, hardware, mesh=None, **kw):
+    """The roofline spreadsheet of a JAX function: ``fn(*example_args)`` jitted and lowered
+    (never run unless ``measure=True``), its XLA program turned into ledger ops and priced on
+    ``hardware``. Returns an ``Analysis`` (``rows`` DataFrame, ``totals``, ``to_json()``,
+    ``to_workload()``). See perfmodel/calibrate/analyze.py for how instructions are counted."""
+    from .analysis import analyze as _analyze
+
+    return _analyze(fn, *example_args, hardware=hardware, mesh=mesh, **kw)
+
+
+def __getattr__(name):
+    if name == "Analysis":
+        from .analysis import Analysis
+
+        return Analysis
+    raise AttributeError(name)
 
 
 def sweep(workload, hardware, vary, **kw):

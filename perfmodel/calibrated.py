@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .formula import fmax
+from .specs import INDEX_DTYPES
 
 PARAMS = ["peak_flops", "bandwidth", "overhead", "cache_bytes", "cache_bandwidth",
           "cache_sharpness", "small_dim", "small_k"]
@@ -55,7 +56,9 @@ def matmul_group(m, n) -> str:
 
 
 def group(base: str, dtype: str) -> str:
-    return base if dtype == "fp32" else f"{base}_{dtype}"
+    # integer and bool kernels (indices, masks) take fp32's group, as the engine prices them
+    # as fp32 (perfmodel.precision)
+    return base if dtype == "fp32" or dtype in INDEX_DTYPES else f"{base}_{dtype}"
 
 
 def env(hw) -> dict[str, float]:

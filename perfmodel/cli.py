@@ -687,5 +687,86 @@ def validate(quick, hardware, as_json):
         click.echo(_v.report_text(rep))
 
 
+@main.command()
+@click.argument("target", metavar="MODULE_OR_FILE:FUNCTION")
+@click.option("--args", "args_", default=None, metavar="SPECS",
+              help="The function's array arguments in JAX's notation, ';'-separated, in order: "
+                   "'f32[512,1024];bf16[8,128,4096];i32[8]'.")
+@click.option("--arg", "arg_list", multiple=True, metavar="SPEC",
+              help="One array argument (repeatable; after those of --args).")
+@click.option("--static", "statics", multiple=True, metavar="NAME=VALUE",
+              help="A non-array keyword argument (a Python literal: 4, 0.5, True, 'gelu'). "
+                   "Repeatable.")
+@click.option("--hardware", "-H", required=True, help="Chip name or hardware YAML (a calibrated "
+                                                      "spec adds t_calibrated).")
+@click.option("--mesh", default=None, metavar="AXES",
+              help="Mesh axes of the program's collectives, outermost first: 'x=8' or "
+                   "'data=2,model=4' (that many host devices are simulated here).")
+@click.option("--slice", "slice_", default=None,
+              help="The chips holding the mesh (default: the mesh sizes, e.g. 8 or 2x4).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (SI units).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write a live Excel workbook.")
+@click.option("--workload-out", type=click.Path(dir_okay=False),
+              help="Write the ops as a workload YAML (roofline, compare, sweep take it).")
+@click.option("--annotations", type=click.Path(dir_okay=False),
+              help="YAML mapping custom-call targets to op specs (else they are 'unpriced').")
+@click.option("--measure", is_flag=True,
+              help="Also run the function here: t_measured per call and per row (profile).")
+def analyze(target, args_, arg_list, statics, hardware, mesh, slice_, as_json, output,
+            workload_out, annotations, measure):
+    """The roofline spreadsheet of your own JAX function: jitted and lowered with abstract
+    arguments (never run unless --measure), XLA's program read as ledger ops (matmuls, fused
+    elementwise kernels, collectives) named by their named_scope, and priced on the chip.
+    Counting conventions: perfmodel/calibrate/analyze.py."""
+    from . import api
+    from .analysis import load_annotations
+    from .argspec import load_function, parse_arrays, parse_mesh, parse_statics
+
+    for p, suffix in ((output, ".xlsx"), (workload_out, (".yaml", ".yml"))):
+        if p:
+            api.check_output(Path(p), suffix)
+    hw = api.load_hardware(hardware)
+    ann = load_annotations(annotations) if annotations else None
+    mesh_d = parse_mesh(mesh) if mesh else None
+    specs = parse_arrays(args_, arg_list)
+    kwargs = parse_statics(statics)
+    if mesh_d:
+        import math as _m
+
+        from .calibrate.xla_collectives import host_devices
+
+        n = _m.prod(mesh_d.values())
+        try:
+            host_devices(n)
+        except RuntimeError as e:
+            raise api.SpecError(f"--mesh {mesh}: {e}") from None
+    fn = load_function(target, kwargs)
+    label = target.rpartition(":")[2]  # as the user named it (a wrapper may rename it)
+    a = api.analyze(fn, *_abstract(specs), hardware=hw, mesh=mesh_d, slice=slice_,
+                    annotations=ann, measure=measure, name=f"analyze-{label}")
+    a.function = label
+    if as_json:
+        _json_out(a.to_json())
+    else:
+        click.echo(a.table())
+    if workload_out:
+        from .atomic import atomic_path
+
+        with atomic_path(Path(workload_out)) as tmp:
+            tmp.write_text(a.workload_yaml())
+        if not as_json:
+            click.echo(f"wrote {workload_out}")
+    if output:
+        path = api.write_workbook(Path(output), [a.to_workload()], [hw], active=hw.name)
+        if not as_json:
+            click.echo(f"wrote {path}")
+
+
+def _abstract(specs):
+    import jax
+
+    return [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

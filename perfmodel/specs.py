@@ -30,13 +30,21 @@ from .topology import job_lengths, map_mesh, parse_shape
 # ---- scalar types -------------------------------------------------------------------------
 
 # bytes per element; int4 and fp4 pack two to a byte
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1, "int4": 0.5, "fp4": 0.5}
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1, "int4": 0.5, "fp4": 0.5,
+               # integer and bool arrays of real programs (indices, masks; perfmodel analyze)
+               "int16": 2, "int32": 4, "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4,
+               "uint64": 8, "bool": 1}
+# dtypes without a rate of their own on any chip sheet: priced as fp32 (precision.py)
+INDEX_DTYPES = ("int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
 DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32",
                  "float": "fp32", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
-                 "float4": "fp4", "float4_e2m1fn": "fp4", "nvfp4": "fp4", "mxfp4": "fp4"}
+                 "float4": "fp4", "float4_e2m1fn": "fp4", "nvfp4": "fp4", "mxfp4": "fp4",
+                 "i8": "int8", "s8": "int8", "i16": "int16", "s16": "int16", "i32": "int32",
+                 "s32": "int32", "i64": "int64", "s64": "int64", "u8": "uint8", "u16": "uint16",
+                 "u32": "uint32", "u64": "uint64", "pred": "bool", "f32": "fp32", "f16": "fp16"}
 # peak_flops may also list tf32: the tensor-core rate of an fp32 matmul at JAX's default
 # precision on a GPU. It is a rate, not a storage dtype: data in tf32 is fp32 in memory.
-PEAK_KEYS = (*DTYPE_BYTES, "tf32")
+PEAK_KEYS = (*(d for d in DTYPE_BYTES if d not in INDEX_DTYPES), "tf32")
 PEAK_ALIASES = {**DTYPE_ALIASES, "tensorfloat32": "tf32"}
 
 
@@ -58,7 +66,8 @@ def _peak_key(v: Any) -> Any:
     return v
 
 
-DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4"],
+DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "int16", "int32",
+                          "int64", "uint8", "uint16", "uint32", "uint64", "bool"],
                   BeforeValidator(_dtype)]
 PeakDType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "tf32"],
                       BeforeValidator(_peak_key)]
@@ -111,6 +120,8 @@ def _unit_schema(kind: str, bare_ok: bool = False):
 
 
 Bytes = Annotated[float, _unit("bytes", bare_ok=True), _unit_schema("bytes", bare_ok=True)]
+PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
+                     _unit_schema("bytes", bare_ok=True)]
 Seconds = Annotated[float, _unit("time"), _unit_out("s"), _unit_schema("time")]
 
 
@@ -328,6 +339,10 @@ class ElementwiseOp(OpBase):
                                               "working set a cache must hold is the inputs only")
     out_dtype: Optional[DType] = Field(None, description="dtype of the outputs (default dtype): "
                                        "a cast reads one dtype and writes another")
+    bytes: Optional[PosBytes] = Field(
+        None, description="the bytes moved, when they are not inputs + outputs arrays of shape "
+        "x dtype (a fused kernel whose operands differ in shape or dtype, as perfmodel analyze "
+        "writes them)")
 
     @model_validator(mode="after")
     def _moves(self):
@@ -394,8 +409,6 @@ def _one_or_more(hint: str):
     return names
 
 
-PosBytes = Annotated[float, _unit("bytes", bare_ok=True, positive=True),
-                     _unit_schema("bytes", bare_ok=True)]
 
 
 class CollectiveOp(OpBase):

@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORE = ["perfmodel", "perfmodel.specs", "perfmodel.units", "perfmodel.engine",
-        "perfmodel.formula", "perfmodel.ops", "perfmodel.roofline", "perfmodel.catalog"]
+        "perfmodel.formula", "perfmodel.ops", "perfmodel.roofline", "perfmodel.catalog",
+        "perfmodel.analysis", "perfmodel.argspec"]
 BLOCKED = ["jax", "jaxlib", "openpyxl", "xlsxwriter"]
 
 

@@ -4,7 +4,9 @@ Priced on the vector unit (perfmodel.precision). Inputs are in ``dtype``, output
 ``out_dtype`` (default ``dtype``: a cast reads one and writes the other).
 
 An unfused chain is several ops (each a round trip through HBM); a fused chain is one op with
-all of its inputs and one output: A+B+C unfused moves 6N elements, fused 4N.
+all of its inputs and one output: A+B+C unfused moves 6N elements, fused 4N. An op given
+``bytes`` (a fused kernel whose operands differ in shape or dtype, as ``perfmodel analyze``
+writes XLA's fusions) moves exactly those bytes.
 """
 
 import math
@@ -19,7 +21,8 @@ def _inputs(op, ctx):
         out["out_bytes"] = float(elem_bytes(op.out_dtype))
     return {**common_inputs(op), **out, "elements": float(math.prod(op.shape)),
             "inputs": num(op.inputs), "outputs": num(op.outputs),
-            "flops_per_element": num(op.flops_per_element)}
+            "flops_per_element": num(op.flops_per_element),
+            **({"bytes": num(op.bytes)} if op.bytes is not None else {})}
 
 
 @register("elementwise", _inputs)
@@ -28,6 +31,7 @@ def elementwise(p, hw, op):
     return {
         "flops": flops,
         "flops_exec": flops,
-        "hbm_bytes": (p.elements * (p.elem_bytes * p.inputs + p.out_bytes * p.outputs)
+        "hbm_bytes": (p.bytes if op.bytes is not None
+                      else p.elements * (p.elem_bytes * p.inputs + p.out_bytes * p.outputs)
                       if "out_bytes" in p else p.elem_bytes * p.elements * (p.inputs + p.outputs)),
     }
