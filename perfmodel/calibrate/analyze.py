@@ -211,14 +211,12 @@ def parse_hlo(text: str) -> tuple[dict, str]:
     return comps, entry
 
 
-def _split_top(s: str) -> list[str]:
+def _split_top(s: str, sep: str = ",", opens: str = "({[", closes: str = ")}]") -> list[str]:
+    """``s`` split at ``sep`` outside any brackets (HLO operand lists, op_name paths)."""
     out, depth, cur = [], 0, ""
     for ch in s:
-        if ch in "({[":
-            depth += 1
-        elif ch in ")}]":
-            depth -= 1
-        if ch == "," and depth == 0:
+        depth += (ch in opens) - (ch in closes)
+        if ch == sep and depth == 0:
             out.append(cur)
             cur = ""
         else:
@@ -229,15 +227,7 @@ def _split_top(s: str) -> list[str]:
 # ---- names --------------------------------------------------------------------------------
 
 def _split_path(s: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in s:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "/" and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur]
+    return _split_top(s, "/", "(", ")")
 
 
 def scope_of(op_name: str) -> tuple[str, bool]:
