@@ -18,7 +18,9 @@ HW_FIRST_ROW = 2      # Hardware: row 0 chip names, row 1 kind, then one row per
 INPUTS_FIRST_ROW = 3  # Inputs: title, active chip, header, then one row per parameter
 OPS_FIXED = ["chip", "workload", "op", "kind", "dtype"]
 BYCHIP_FIXED = ["chip", "workload", "op", "dtype"]
-WORKLOAD_FIXED = ["workload", "op", "kind", "dtype", "impl"]
+# rate: the named hardware rate that prices the row (perfmodel.precision), e.g.
+# matrix_rate_fp32_high; its value follows the active chip
+WORKLOAD_FIXED = ["workload", "op", "kind", "dtype", "impl", "rate"]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xlsxwriter.utility import xl_rowcol_to_cell
 
+from .... import precision
 from ..layout import WORKLOAD_FIXED
 
 NAME = "Workload"
@@ -24,7 +25,8 @@ def write(book, ws, data, layout):
         r = 1 + row.index
         op = row.op
         for c, v in enumerate([row.workload, op.name, op.kind, op.dtype,
-                               getattr(op, "impl", "") or getattr(op, "collective", "")]):
+                               getattr(op, "impl", "") or getattr(op, "collective", ""),
+                               precision.rate_name(op)]):
             if v:
                 book.text(ws, r, c, v)
         for k, v in row.inputs.items():
@@ -36,6 +38,7 @@ def write(book, ws, data, layout):
                 book.wb.define_name(name, "=Workload!" + xl_rowcol_to_cell(r, c, True, True))
     ws.set_column(0, 1, 20)
     ws.set_column(2, len(cols), 10)
+    ws.set_column(len(WORKLOAD_FIXED) - 1, len(WORKLOAD_FIXED) - 1, 24)  # rate names
     for k, c in layout.in_col.items():
         ws.set_column(c, c, max(10, len(k) + 2))
     ws.freeze_panes(1, 2)
