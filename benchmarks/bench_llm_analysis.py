@@ -410,10 +410,11 @@ Why they differ (see the breakdowns above)
 - Kernel granularity: llm-analysis takes max(compute, memory) per block (attention, MLP), so
   the attention core's and the activation's traffic hide under the block's matmul compute;
   perfmodel takes it per kernel and adds them. Its flash attention core is memory-bound at
-  S=512: a 228 kB SM holds query blocks of 222 rows, so K and V are read from HBM 3 times
-  (on an H100 those re-reads would mostly hit the 50 MB L2). Attention core +0.18 ms, MLP
-  activation +0.32 ms, norms +0.16 ms, less llm-analysis's whole-table embedding read and
-  all-position logits (-0.13 ms): TTFT +7.3% at every batch (prefill is compute-bound throughout).
+  S=512: a 228 kB SM holds query blocks of 142 rows (the Q, O, K, V tiles and the fp32 score
+  tile), so K and V are read from HBM 4 times (on an H100 those re-reads would mostly hit the
+  50 MB L2), and its softmax exps run on the SFU (3.9e12/s). Attention core, MLP activation and
+  norms add to TTFT; llm-analysis's whole-table embedding read and all-position logits take a
+  little back: TTFT is several percent above llm-analysis's at every batch (the table above).
 - Embedding and output layer: llm-analysis assumes them tied (one V x d matrix: weights 262 MB
   less, exactly the gap in 'weights bytes'; Llama-2 does not tie them, perfmodel counts both).
   Its input-embedding time reads the whole table every step (78 us) and its decode logits are
