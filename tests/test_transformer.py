@@ -23,13 +23,11 @@ from perfmodel.model.transformer import (make_plan, memory_parts,
                                          param_ledger, params_6pt)
 from perfmodel.specs import DTYPE_BYTES, TransformerOp, Workload
 
+from .models import LLAMA2_7B, LLAMA3_70B  # noqa: E402,F401  (shared shapes)
+
 REPO = Path(__file__).resolve().parents[1]
 V4_PEAK = 2.75e14  # the HighPerfLLMs2024 course's v4 peak (github.com/rwitten/HighPerfLLMs2024)
 
-LLAMA2_7B = dict(kind="transformer", name="llama2-7b", layers=32, d_model=4096, heads=32,
-                 kv_heads=32, head_dim=128, d_ff=11008, vocab=32000, mlp="gated")
-LLAMA3_70B = dict(kind="transformer", name="llama3-70b", layers=80, d_model=8192, heads=64,
-                  kv_heads=8, head_dim=128, d_ff=28672, vocab=128256, mlp="gated")
 GEMMA_7B = dict(kind="transformer", name="gemma-7b", layers=28, d_model=3072, heads=16,
                 kv_heads=16, head_dim=256, d_ff=24576, vocab=256000, mlp="gated")
 MIXTRAL = dict(kind="transformer", name="mixtral", layers=32, d_model=4096, heads=32,
