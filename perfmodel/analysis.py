@@ -24,7 +24,6 @@ PARTITIONED_NOTE = ("note: the program is sharded by jit shardings (GSPMD): rows
                     "device's, read after XLA's SPMD partitioner (per-device shapes and its "
                     "collectives, before fusion); XLA's 'lowered' count is the whole job's")
 TOLERANCE = 0.01  # as perfmodel check: FLOPs within 1% of XLA's, or a named relation
-EXTRA = ["hlo", "scope", "xla_flops", "transcendentals", "note"]
 
 # why a total may differ from XLA's compiled count by more than 1% (each a computed term)
 RELATIONS = {

@@ -721,6 +721,7 @@ def analyze(target, args_, arg_list, statics, hardware, mesh, slice_, as_json, o
     from . import api
     from .analysis import load_annotations
     from .argspec import load_function, parse_arrays, parse_mesh, parse_statics
+    from .calibrate.analyze import abstract_arrays
 
     for p, suffix in ((output, ".xlsx"), (workload_out, (".yaml", ".yml"))):
         if p:
@@ -742,7 +743,7 @@ def analyze(target, args_, arg_list, statics, hardware, mesh, slice_, as_json, o
             raise api.SpecError(f"--mesh {mesh}: {e}") from None
     fn = load_function(target, kwargs)
     label = target.rpartition(":")[2]  # as the user named it (a wrapper may rename it)
-    a = api.analyze(fn, *_abstract(specs), hardware=hw, mesh=mesh_d, slice=slice_,
+    a = api.analyze(fn, *abstract_arrays(specs), hardware=hw, mesh=mesh_d, slice=slice_,
                     annotations=ann, measure=measure, name=f"analyze-{label}")
     a.function = label
     if as_json:
@@ -760,12 +761,6 @@ def analyze(target, args_, arg_list, statics, hardware, mesh, slice_, as_json, o
         path = api.write_workbook(Path(output), [a.to_workload()], [hw], active=hw.name)
         if not as_json:
             click.echo(f"wrote {path}")
-
-
-def _abstract(specs):
-    import jax
-
-    return [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -285,7 +285,6 @@ class Hardware(Spec):
                              "matmul_tile", "price_per_hour", "slices")
                  if getattr(self, f) is not None]
         for text in self.slices or []:
-            from .topology import parse_shape
             try:
                 parse_shape(text)
             except SpecError as e:

@@ -320,13 +320,11 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
             t = to_json(hw, wl, rr)["total"]
             totals.append({**upd, "hardware": hw.name, **{c: t.get(c) for c in OUT_COLUMNS if c != "bound"},
                            "bound": "/".join(sorted(set((t.get("bounds") or {}).values()))) or None,
-                           **{c: t[c] for c in ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok",
-                                                "flop_per_usd") if c in t}})
+                           **{c: t[c] for c in TOTAL_EXTRAS if c in t}})
     df = pd.DataFrame(rows)
     tot = pd.DataFrame(totals)
     tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
-    extra = [c for c in ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok", "flop_per_usd")
-             if c in tot.columns]
+    extra = [c for c in TOTAL_EXTRAS if c in tot.columns]
     df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
     return df
 
@@ -374,7 +372,6 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     if "pipeline" in spec.parallelism:
         upd["microbatches"] = int(micro[0])
     rep = _validated(src, spec, upd)
-    frames, totals = [], []
     chips = [hw.name for hw in hardware]
     frames, totals = [], []
     for hi, hw in enumerate(hardware):

@@ -147,6 +147,13 @@ class Instr:
         return [int(x) for x in re.findall(r"\d+", v)] if v else []
 
 
+def abstract_arrays(specs) -> list:
+    """jax.ShapeDtypeStructs for (shape, dtype) pairs (the CLI's --args)."""
+    import jax
+
+    return [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in specs]
+
+
 def _bytes(t: str, dims) -> float:
     return HLO_TYPES.get(t, (4, None))[0] * math.prod(dims)
 

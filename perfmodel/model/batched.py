@@ -23,7 +23,8 @@ from ..calibrated import matmul_group
 from ..engine import op_columns, price_columns
 from ..ops import REGISTRY, OpContext
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
-from .summary import group_time, matmul_peak, palm_flops, pipeline_stretch
+from .summary import (UNSTRETCHED, basis_of, group_time, matmul_peak, palm_flops,
+                      pipeline_stretch, tokens_per_step)
 from .transformer import (array_plan, expand_op, first_row, group_of, make_plan, memory_parts,
                           row_inputs)
 
@@ -203,7 +204,7 @@ def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
     seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
     for name, g in groups.items():
         seen |= np.where(g["comm"] > g["busy"], 1, np.where(g["compute"] >= g["memory"], 2, 4))
-        f = 1.0 if name == "optimizer" else stretch
+        f = 1.0 if name in UNSTRETCHED else stretch
         t_lower = t_lower + f * group_time(g["busy"], g["comm"])
         t_upper = t_upper + f * g["upper"]
         t_cal = t_cal + f * group_time(g["cal_busy"], g["cal_comm"])
@@ -214,12 +215,11 @@ def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
         a += m.n
         spec, plan = m.st.spec, m.plan
         res = {"t_lower": t_lower[sl], "t_upper": t_upper[sl], "bounds": bounds[sl]}
-        basis = "t_lower" if spec.overlap else "t_upper"
+        basis = basis_of(spec, calibrated)
         if calibrated:
             res["t_calibrated"] = t_cal[sl]
-            basis = "t_calibrated"
         t_step = res[basis]
-        tokens = m.batch * (1 if spec.mode == "decode" else spec.seq)
+        tokens = tokens_per_step(spec, m.batch)
         mem = sum(np.broadcast_to(v, (m.n,)) for v in memory_parts(spec, plan).values())
         with np.errstate(all="ignore"):
             res.update(t_step=t_step, tokens_per_step=tokens.astype(float),

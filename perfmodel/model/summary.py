@@ -142,7 +142,7 @@ def ledger(rows: list[dict], x) -> dict[str, np.ndarray]:
 def step_inputs(hw: Hardware, spec, plan: Plan) -> dict:
     """The step's input cells (numbers fixed when the ops were expanded)."""
     return {"chips": plan.chips, "pp": plan.pp, "microbatches": plan.microbatches,
-            "tokens_per_step": spec.batch * (1 if spec.mode == "decode" else spec.seq),
+            "tokens_per_step": tokens_per_step(spec),
             "params": params_6pt(spec), "flops_model": palm_flops(spec),
             "peak": matmul_peak(hw, spec), "hbm_capacity": hw.hbm_capacity,
             "memory_parts": memory_parts(spec, plan)}
@@ -257,12 +257,18 @@ def matmul_rate_name(spec) -> str:
     return precision.matrix_name(spec.compute_dtype or spec.dtype, spec.precision)
 
 
+def tokens_per_step(spec, batch=None):
+    """Tokens a step processes (decode: one per sequence); ``batch`` (a number or an array)
+    replaces the spec's."""
+    batch = spec.batch if batch is None else batch
+    return batch * (1 if spec.mode == "decode" else spec.seq)
+
+
 def palm_flops(spec, batch=None):
     """PaLM's model FLOPs per step (appendix B): per token 6P + 12 L N H T to train, the
     forward third 2P + 4 L N H T to infer; T the sequence (decode: the KV length). ``batch``
     (sequences, a number or an array) replaces the spec's."""
-    batch = spec.batch if batch is None else batch
-    tokens = batch * (1 if spec.mode == "decode" else spec.seq)
+    tokens = tokens_per_step(spec, batch)
     p = params_6pt(spec)
     attn = spec.layers * spec.heads * spec.head_dim * spec.seq
     per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn

@@ -26,8 +26,7 @@ LINESTYLES = ["-", "--", "-.", ":"]
 
 def roof_of(hw, op) -> tuple[str, float]:
     """(label, FLOP/s) of the unit and dtype ``op`` runs at on ``hw`` (precision.rate)."""
-    r = precision.rate(hw, op)
-    return r.runs_as, hw_env(hw)[r.key] / r.passes
+    return precision.rate(hw, op).runs_as, hw_env(hw)[precision.rate_name(op)]
 
 
 def roofline_png(hw, series: dict[str, list[dict]], path: Path) -> Path:
