@@ -20,8 +20,29 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every ``finally`` (temporary files) runs on the way out."""
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    """Ctrl-C and SIGTERM as exceptions. Inside a garbage-collector callback (jax registers
+    one) an exception is only printed and dropped, so the signal is sent again a moment later."""
+    if _in_gc_callback(frame):
+        import os
+        import threading
+
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
+    import signal
+
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _in_gc_callback(frame) -> bool:
+    import gc
+
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def interrupt_status(e: BaseException) -> int:
@@ -39,7 +60,8 @@ class _Group(click.Group):
         from .atomic import os_error
         from .specs import SpecError
 
-        old = signal.signal(signal.SIGTERM, _on_sigterm)
+        old = signal.signal(signal.SIGTERM, _on_signal)
+        old_int = signal.signal(signal.SIGINT, _on_signal)
         try:
             with warnings.catch_warnings():
                 # numpy's divide/overflow warnings: a non-finite value is shown as "-" or null
@@ -67,6 +89,7 @@ class _Group(click.Group):
             ctx.exit(EXIT_BAD_INPUT)
         finally:
             signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int)
 
 
 def _error(msg: str) -> None:
