@@ -146,9 +146,11 @@ def test_llama2_13b_decode_on_v5e_2x4_matches_the_book(batch, book_ms):
 
 def test_llama3_70b_int8_decode_on_v5e_4x2():
     # applied-inference chapter: batch 32, KV 8192, params and KV in int8, 8 v5e:
-    # (KV + params) / (8 x 8.1e11) = 112e9 / 6.48e12 = 17 ms. Our ledger also counts exact
-    # sizes (70.55e9 params, 163,840 B of KV per token, not 160e3) and the norm/activation round
-    # trips through HBM the book leaves out (about 0.5 ms of 80 layers' 32-row activations).
+    # (KV + params) / (8 x 8.1e11) = 112e9 / 6.48e12 = 17.3 ms ("about 17 ms"). Our ledger also
+    # counts exact sizes (70.55e9 params, 163,840 B of KV per token, not 160e3) and the
+    # activations' HBM round trips the book leaves out: each matmul's bf16 input and output
+    # (about 0.28 ms over 80 layers), the MLP activation (0.07 ms) and the norms, which run on
+    # the 32/8 = 4 rows of the tensor-split residual on each chip (0.05 ms).
     v5e = HW["tpu-v5e"]
     op = {**LLAMA3_70B, "mode": "decode", "batch": 32, "seq": 8192, "param_dtype": "int8",
           "kv_dtype": "int8", "parallelism": {"tensor": "model"}}
@@ -156,7 +158,7 @@ def test_llama3_70b_int8_decode_on_v5e_4x2():
     kv = 2 * 1 * 8 * 128 * 80 * 8192 * 32   # 2 (K, V) x 1 byte x K x H x L x T x batch
     book_rule = (t["params_total"] * 1 + kv) / (8 * 8.1e11)
     assert t["t_step"] == pytest.approx(book_rule, rel=0.05)
-    assert t["t_step"] == pytest.approx(17e-3, rel=0.07)
+    assert t["t_step"] == pytest.approx(17e-3, rel=0.05)  # the issue's criterion
     assert t["fits_memory"]
     bf16 = total(v5e, {**op, "param_dtype": "bf16", "kv_dtype": "bf16"}, slice="4x2",
                  mesh={"model": 8})

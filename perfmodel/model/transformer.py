@@ -15,8 +15,9 @@ context parallelism; expert = expert parallelism, which also shards the batch li
 - batch over data x fsdp x expert: b = B / (dp fsdp ep) sequences per chip, b/m per microbatch;
 - sequence over sequence: T/sp query tokens per chip; attention gathers K and V over it;
 - heads, KV heads, d_ff and vocab over tensor; between sublayers the residual stream is split
-  over tensor along tokens, so each attention and MLP block starts with an all-gather and ends
-  with a reduce-scatter of [tokens, D] (decode: one all-reduce instead, nothing to split);
+  over tensor along tokens (decode: the batch's rows, at least one per chip), so each attention
+  and MLP block starts with an all-gather and ends with a reduce-scatter of [tokens, D] (the
+  two halves of Megatron's all-reduce: same bytes, and the norms run on a 1/tp share);
 - layers over pipeline (L/pp per stage); experts over expert (E/ep per chip);
 - weights over fsdp (gathered per layer in the forward and again in the backward; gradients
   reduce-scattered); gradients all-reduced over the axes that replicate a weight (data,
@@ -389,8 +390,9 @@ class Expansion:
 
 
 def _split_rows(rows: int, plan: Plan, op) -> int:
-    """Rows of the residual stream per chip: split over tensor along tokens (train, prefill)."""
-    return _ceil(rows / plan.tp) if plan.tp > 1 and op.mode != "decode" else rows
+    """Rows of the residual stream per chip: split over tensor along tokens (in decode the
+    batch's rows; with fewer rows than chips a chip holds one)."""
+    return _ceil(rows / plan.tp) if plan.tp > 1 else rows
 
 
 def _expert_rows(op, plan: Plan) -> tuple[int, int]:
@@ -476,12 +478,9 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
     # -- embedding ---------------------------------------------------------------------------
     fwd_embed = [o.add("fwd", "elementwise", "embed/lookup", mb, shape=[M, D], inputs=1,
                        outputs=1, flops_per_element=0.0)]
-    # a vocab-split table gives each chip a partial [M, D]: summed over tensor (train and
-    # prefill: reduce-scattered straight into the token-split residual)
-    if decode:
-        o.coll("fwd", "embed/tp/all_reduce", "all_reduce", tp_ax, M * D * e, mb)
-    else:
-        o.coll("fwd", "embed/tp/reduce_scatter", "reduce_scatter", tp_ax, M * D * e, mb)
+    # a vocab-split table gives each chip a partial [M, D]: reduce-scattered over tensor
+    # straight into the token-split residual
+    o.coll("fwd", "embed/tp/reduce_scatter", "reduce_scatter", tp_ax, M * D * e, mb)
     o.coll("fwd", "embed/fsdp/all_gather", "all_gather", fsdp_ax, _head_weights(op, P) * pb, 1)
 
     # -- one layer, forward ------------------------------------------------------------------
@@ -500,10 +499,8 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
     o.coll("fwd", "layer/fsdp/all_gather", "all_gather", fsdp_ax, (wd + wx) * pb, R)
     comp(o.add("fwd", "elementwise", "layer/norm1", R, shape=[m_sp, D], inputs=2, outputs=2,
                flops_per_element=float(RESIDUAL_NORM_FLOPS)))
-    if decode:  # Megatron TP without a token split: one all-reduce after each block
-        comm(o.coll("fwd", "layer/tp/all_reduce", "all_reduce", tp_ax, M * D * e, 2 * R))
-    else:  # gather [M, D] before attention and before the MLP
-        comm(o.coll("fwd", "layer/tp/all_gather", "all_gather", tp_ax, M * D * e, 2 * R))
+    # gather [M, D] before attention and before the MLP
+    comm(o.coll("fwd", "layer/tp/all_gather", "all_gather", tp_ax, M * D * e, 2 * R))
     comp(o.add("fwd", "matmul", "layer/attn/qkv", R, m=M, k=D,
                n=(P.heads + 2 * P.kv_heads) * H))
     if not decode:  # K and V of the whole sequence from the other sequence shards
@@ -518,9 +515,8 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
         comm(o.coll("fwd", "layer/attn/sp_all_reduce", "all_reduce", sp_ax,
                     M * P.heads * H * e, R))
     comp(o.add("fwd", "matmul", "layer/attn/o", R, m=M, k=P.heads * H, n=D))
-    if not decode:  # partial sums of [M, D] back to the token-split residual, twice a layer
-        comm(o.coll("fwd", "layer/tp/reduce_scatter", "reduce_scatter", tp_ax, M * D * e,
-                    2 * R))
+    # partial sums of [M, D] back to the token-split residual, twice a layer
+    comm(o.coll("fwd", "layer/tp/reduce_scatter", "reduce_scatter", tp_ax, M * D * e, 2 * R))
     comp(o.add("fwd", "elementwise", "layer/norm2", R, shape=[m_sp, D], inputs=2, outputs=2,
                flops_per_element=float(RESIDUAL_NORM_FLOPS)))
     act_in = 2 if g == 2 else 1
@@ -545,11 +541,10 @@ def expand_op(op: TransformerOp, plan: Plan) -> list[tuple[dict, str]]:
 
     # -- output layer, forward ---------------------------------------------------------------
     head_rows = M if train else P.micro_batch  # inference needs the last position's logits
-    head_sp = _split_rows(head_rows, P, op) if train else head_rows
-    head = [o.add("fwd", "elementwise", "lm_head/norm", mb, shape=[head_sp, D], inputs=1,
-                  outputs=1, flops_per_element=float(NORM_FLOPS_PER_ELEMENT))]
-    if train:
-        o.coll("fwd", "lm_head/tp/all_gather", "all_gather", tp_ax, head_rows * D * e, mb)
+    head = [o.add("fwd", "elementwise", "lm_head/norm", mb,
+                  shape=[_split_rows(head_rows, P, op), D], inputs=1, outputs=1,
+                  flops_per_element=float(NORM_FLOPS_PER_ELEMENT))]
+    o.coll("fwd", "lm_head/tp/all_gather", "all_gather", tp_ax, head_rows * D * e, mb)
     o.coll("fwd", "lm_head/fsdp/all_gather", "all_gather", fsdp_ax,
            (_head_weights(op, P) + D) * pb, 1)
     head.append(o.add("fwd", "matmul", "lm_head/proj", mb, m=head_rows, k=D, n=P.vocab))
