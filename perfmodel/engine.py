@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import calibrated, gcpause, precision
-from .formula import NS, BinOp, Call, Cmp, Ref, symbols
+from .formula import NS, BinOp, Call, Cmp, Ref, compile_py, symbols
 from .formula import evaluate as evaluate_expr
 from .model import expand_workload
 from .ops import REGISTRY, OpContext
@@ -129,6 +129,12 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic."""
     model = REGISTRY[op.kind]
     values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
+    cal = calibrated.column(hw, op)
+    if not symbolic and cal is None and not any(isinstance(v, np.ndarray)
+                                                for v in values.values()):
+        f, cost_keys, roof_keys = _compiled(op, hw, values)
+        out = f({k: float(v) for k, v in values.items()})
+        return values, {k: out[k] for k in cost_keys}, {k: out[k] for k in roof_keys}
     if symbolic:
         p, h = symbols(values), symbols(hw_env(hw))
         cost = model.cost(p, h, op)
@@ -139,11 +145,37 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     rep_ = p.repeat if "repeat" in values else None  # ops.common_inputs: a cell only when not 1
     env = NS({**h, **p, **rate_env(op, h), **(symbols(cost) if symbolic else cost)})
     columns = COLUMNS
-    cal = calibrated.column(hw, op)
     if cal is not None:  # the fitted model of this kind of kernel, beside the roofline bounds
         columns = COLUMNS + [("t_calibrated", lambda e: _per_instance(e, rep_, cal))]
     roof = derive(env, columns, Ref if symbolic else None)
     return values, cost, roof
+
+
+_COMPILED: dict[tuple, tuple] = {}
+
+
+def _compiled(op, hw: Hardware, values: dict) -> tuple:
+    """(function of the input cells -> cost and roofline columns, cost keys, roofline keys) for
+    ops of this formula structure on this chip: the symbolic formulas compiled to Python once
+    (formula.compile_py), so one op costs a function call. Numbers as the numpy path's."""
+    key = (id(hw), _structure(op, values))
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_COMPILED) > 4096:
+        _COMPILED.clear()
+    model = REGISTRY[op.kind]
+    p, h = symbols(values), symbols(hw_env(hw))
+    cost = model.cost(p, h, op)  # one instance; earlier columns enter as Refs
+    steps = list(cost.items())
+    if "repeat" in values:  # then the instances' totals, as _repeated multiplies numbers
+        steps += [(k, Ref(k) * p.repeat) for k in cost if k in REPEATED_COLUMNS]
+    env = NS({**h, **p, **rate_env(op, h), **symbols(cost)})
+    roof = derive(env, COLUMNS, Ref)
+    steps += list(roof.items())
+    f = compile_py(steps, hw_env(hw), [(k, k) for k in [*cost, *roof]])
+    _COMPILED[key] = (hw, (f, tuple(cost), tuple(roof)))
+    return _COMPILED[key][1]
 
 
 def _repeated(cost: dict, rep, symbolic: bool) -> dict:

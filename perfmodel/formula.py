@@ -13,6 +13,7 @@ operator text; other modules pass plain references (cells, ranges, defined names
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -347,3 +348,177 @@ class NS(dict):
 def symbols(names) -> NS:
     """A namespace of Refs, one per name: the symbolic twin of a namespace of numbers."""
     return NS({n: Ref(n) for n in names})
+
+
+# ---- Python rendering: formulas compiled to one plain-Python function ---------------------
+#
+# The third rendering of the same trees (beside numbers and Excel): straight-line Python over
+# floats, built once per formula structure and cached by the caller, so a single evaluation
+# costs a function call instead of a walk through numpy scalars. The helpers give numpy's
+# float64 answers where plain Python would raise (x/0, 0**-1, sqrt(-1)) or differ (NaN in
+# max/min), so both paths agree to the bit.
+
+def _py_div(a, b):
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a != a or a == 0:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _py_pow(a, b):
+    try:
+        r = a ** b
+    except ZeroDivisionError:  # 0 ** negative
+        return math.inf
+    except OverflowError:
+        return math.inf
+    return math.nan if isinstance(r, complex) else float(r)
+
+
+def _py_max(*xs):
+    out = xs[0]
+    for x in xs[1:]:
+        if out != out or x != x:
+            return math.nan
+        if x > out:
+            out = x
+    return out
+
+
+def _py_min(*xs):
+    out = xs[0]
+    for x in xs[1:]:
+        if out != out or x != x:
+            return math.nan
+        if x < out:
+            out = x
+    return out
+
+
+def _py_round(f):
+    def r(x):
+        return float(f(x)) if math.isfinite(x) else x
+    return r
+
+
+def _py_sqrt(x):
+    return math.sqrt(x) if x >= 0 else math.nan
+
+
+def _py_eq(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a).lower() == str(b).lower()
+    return a == b
+
+
+def _py_blank(x):
+    return x is None or (isinstance(x, float) and x != x)
+
+
+def _py_sumif(values, *conds):
+    total = 0.0
+    for i, v in enumerate(values):
+        for rng, (op, value) in zip(conds[::2], conds[1::2]):
+            if _py_eq(rng[i], value) != (op == "="):
+                break
+        else:
+            total += v
+    return total
+
+
+def _py_lookup(values, keys, key):
+    for v, k in zip(values, keys):
+        if _py_eq(k, key):
+            return v
+    return math.nan
+
+
+def _py_rmax(x):
+    return _py_max(*(float(v) for v in x))
+
+
+_PY_FUNCS = {"max": "_py_max", "min": "_py_min", "ceil": "_py_ceil", "floor": "_py_floor",
+             "sqrt": "_py_sqrt", "and": "_py_and", "na": "_py_na", "is_blank": "_py_blank",
+             "rsum": "_py_rsum", "rmax": "_py_rmax", "sumif": "_py_sumif",
+             "lookup": "_py_lookup"}
+_PY_ENV = {"_py_div": _py_div, "_py_pow": _py_pow, "_py_max": _py_max, "_py_min": _py_min,
+           "_py_ceil": _py_round(math.ceil), "_py_floor": _py_round(math.floor),
+           "_py_sqrt": _py_sqrt, "_py_and": lambda *a: all(a), "_py_na": lambda: math.nan,
+           "_py_blank": _py_blank, "_py_rsum": lambda x: float(sum(float(v) for v in x)),
+           "_py_rmax": _py_rmax, "_py_sumif": _py_sumif, "_py_lookup": _py_lookup,
+           "_py_eq": _py_eq, "_inf": math.inf, "_nan": math.nan}
+
+
+def _py_const(v) -> str:
+    if isinstance(v, (bool, str)):
+        return repr(v)
+    v = float(v)
+    if v != v:
+        return "_nan"
+    if math.isinf(v):
+        return "_inf" if v > 0 else "(-_inf)"
+    return repr(v) if v >= 0 else f"({v!r})"
+
+
+def _py(e, name: Callable[[str], str]) -> str:
+    if isinstance(e, Const):
+        return _py_const(e.value)
+    if isinstance(e, Ref):
+        return name(e.name)
+    if isinstance(e, Criterion):
+        return repr((e.op, e.value))
+    if isinstance(e, (BinOp, Cmp)):
+        a, b = _py(e.a, name), _py(e.b, name)
+        if e.op == "/":
+            return f"_py_div({a}, {b})"
+        if e.op == "^":
+            return f"_py_pow({a}, {b})"
+        if e.op == "=":
+            return f"_py_eq({a}, {b})"
+        if e.op == "<>":
+            return f"(not _py_eq({a}, {b}))"
+        return f"({a} {e.op} {b})"
+    if isinstance(e, Call):
+        if e.fn == "where":  # only the chosen branch is computed, as IF does
+            c, x, y = (_py(a, name) for a in e.args)
+            return f"({x} if {c} else {y})"
+        return f"{_PY_FUNCS[e.fn]}({', '.join(_py(a, name) for a in e.args)})"
+    if isinstance(e, (bool, str, int, float, np.floating, np.integer)):
+        return _py_const(e)
+    raise TypeError(f"cannot compile {e!r}")
+
+
+def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
+               outputs: list[tuple[str, str]]) -> Callable[[Mapping], dict]:
+    """One Python function ``f(inputs) -> {key: value}`` computing ``steps`` in order.
+
+    ``steps``: (variable, expression) pairs; a Ref names an earlier step's variable, else a
+    constant of ``consts`` (written into the code as a literal), else an input read from the
+    mapping ``f`` is called with. ``outputs``: (key, variable) pairs of the returned dict.
+    Numbers come out as numpy's float64 arithmetic gives them (the numeric path's answers).
+    """
+    local: dict[str, str] = {}
+    lines: list[str] = []
+    reads: dict[str, str] = {}
+
+    def name(n: str) -> str:
+        if n in local:
+            return local[n]
+        if n in consts:
+            return _py_const(consts[n])
+        if n not in reads:
+            reads[n] = f"_i{len(reads)}"
+        return reads[n]
+
+    for i, (var, e) in enumerate(steps):
+        code = _py(lift(e), name)
+        local[var] = f"_v{i}"  # a variable assigned again is a new one: earlier reads keep theirs
+        lines.append(f"    {local[var]} = {code}")
+    body = [f"    {v} = _in[{n!r}]" for n, v in reads.items()] + lines
+    out = ", ".join(f"{k!r}: {local[v]}" for k, v in outputs)
+    src = "def _compiled(_in):\n" + "\n".join(body) + f"\n    return {{{out}}}\n"
+    ns = dict(_PY_ENV)
+    exec(compile(src, "<perfmodel.formula.compile_py>", "exec"), ns)  # noqa: S102 - our own text
+    return ns["_compiled"]

@@ -1,0 +1,73 @@
+"""formula.compile_py: the formulas compiled to plain Python give the numpy path's numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from perfmodel import catalog, engine
+from perfmodel.formula import Ref, ceil, compile_py, eq, fmax, fmin, rsum, sqrt, sumif, where
+from perfmodel.formula import evaluate as evaluate_expr
+from perfmodel.ops import REGISTRY, OpContext
+
+CHIPS = catalog.builtin_names("hardware")
+WORKLOADS = catalog.builtin_names("workloads")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    a, b = float(a), float(b)
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_every_builtin_op_compiles_to_the_numpy_numbers_bit_for_bit(chip):
+    hw = catalog.load_hardware(chip)
+    checked = 0
+    for name in WORKLOADS:
+        wl = catalog.load_workload(name)
+        ctx = OpContext(wl, hw)
+        for op in wl.ops:
+            try:
+                values = REGISTRY[op.kind].inputs(op, ctx)
+            except Exception:  # a collective this chip's interconnect cannot run
+                continue
+            _, cost, roof = engine.op_columns(op, hw, wl, inputs=values)  # compiled
+            arrays = {k: np.array([v], dtype=float) for k, v in values.items()}  # numpy path
+            _, cost_np, roof_np = engine.op_columns(op, hw, wl, inputs=arrays)
+            for k, v in {**cost, **roof}.items():
+                ref = np.broadcast_to({**cost_np, **roof_np}[k], (1,))[0]
+                assert _same(v, ref), (name, op.name, k, v, ref)
+            checked += 1
+    assert checked > 50
+
+
+def test_numpy_semantics_where_python_would_raise():
+    x, y = Ref("x"), Ref("y")
+    f = compile_py([("d", x / y), ("p", x ** y), ("s", sqrt(x)), ("m", fmax(x, y)),
+                    ("n", fmin(x, y)), ("c", ceil(x))], {}, [(k, k) for k in "dpsmnc"])
+    for xv, yv in [(1.0, 0.0), (-1.0, 0.0), (0.0, 0.0), (-8.0, 0.5), (0.0, -1.0), (1e300, 2.0),
+                   (math.nan, 1.0), (2.5, math.nan), (-2.5, 3.0)]:
+        got = f({"x": xv, "y": yv})
+        with np.errstate(all="ignore"):
+            want = {"d": np.float64(xv) / yv, "p": np.power(np.float64(xv), yv),
+                    "s": np.sqrt(np.float64(xv)), "m": np.maximum(xv, yv),
+                    "n": np.minimum(xv, yv), "c": np.ceil(xv)}
+        for k in want:
+            assert _same(got[k], want[k]), (k, xv, yv, got[k], want[k])
+
+
+def test_ranges_text_and_branches_match_evaluate():
+    # a step-summary shape: sums over rows chosen by text (Excel compares it without case)
+    e = {"g": sumif(Ref("v"), (Ref("grp"), "Layer"), (Ref("kind"), "<>", "collective")),
+         "t": rsum(Ref("v")), "b": where(Ref("v2") > 1, "big", "small"),
+         "q": eq(Ref("word"), "ABC")}
+    env = {"v": [1.0, 2.0, 4.0, 8.0], "grp": ["layer", "layer", "embed", "LAYER"],
+           "kind": ["matmul", "collective", "matmul", "attention"], "v2": 3.0, "word": "abc"}
+    f = compile_py(list(e.items()), {}, [(k, k) for k in e])
+    got = f(env)
+    np_env = {k: np.asarray(v) if isinstance(v, list) else v for k, v in env.items()}
+    for k, x in e.items():
+        assert _same(got[k], evaluate_expr(x, np_env)), k
+    assert got["g"] == 9.0 and got["t"] == 15.0 and got["b"] == "big" and got["q"] is True
