@@ -8,7 +8,9 @@ hardware parameters and earlier columns of the same row.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import operator
 import typing
 
 import numpy as np
@@ -130,11 +132,19 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     model = REGISTRY[op.kind]
     values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
     cal = calibrated.column(hw, op)
-    if not symbolic and cal is None and not any(isinstance(v, np.ndarray)
-                                                for v in values.values()):
-        f, cost_keys, roof_keys = _compiled(op, hw, values)
-        out = f({k: float(v) for k, v in values.items()})
+    if not symbolic and cal is None:  # the formulas compiled once per structure
+        arrays = any(isinstance(v, np.ndarray) for v in values.values())
+        f, cost_keys, roof_keys = _compiled(op, hw, values, arrays=arrays)
+        out = f(values)
         return values, {k: out[k] for k in cost_keys}, {k: out[k] for k in roof_keys}
+    return _interpreted_columns(op, hw, wl, values, cal, symbolic)
+
+
+def _interpreted_columns(op, hw: Hardware, wl, values: dict, cal, symbolic: bool):
+    """op_columns by walking the formulas: symbolic (the workbook's trees), or with numbers on
+    a calibrated chip (whose fitted column is a Python function of the op) and as the
+    reference the compiled path is tested against."""
+    model = REGISTRY[op.kind]
     if symbolic:
         p, h = symbols(values), symbols(hw_env(hw))
         cost = model.cost(p, h, op)
@@ -154,11 +164,13 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
 _COMPILED: dict[tuple, tuple] = {}
 
 
-def _compiled(op, hw: Hardware, values: dict) -> tuple:
+def _compiled(op, hw: Hardware, values: dict, key: tuple | None = None,
+              arrays: bool = False) -> tuple:
     """(function of the input cells -> cost and roofline columns, cost keys, roofline keys) for
     ops of this formula structure on this chip: the symbolic formulas compiled to Python once
-    (formula.compile_py), so one op costs a function call. Numbers as the numpy path's."""
-    key = (id(hw), _structure(op, values))
+    (formula.compile_py), so one op costs a function call (``arrays``: numpy code, for input
+    cells that are arrays). Numbers as the interpreted path's."""
+    key = (id(hw), arrays, key or _structure(op, values))
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] is hw:
         return hit[1]
@@ -173,7 +185,8 @@ def _compiled(op, hw: Hardware, values: dict) -> tuple:
     env = NS({**h, **p, **rate_env(op, h), **symbols(cost)})
     roof = derive(env, COLUMNS, Ref)
     steps += list(roof.items())
-    f = compile_py(steps, hw_env(hw), [(k, k) for k in [*cost, *roof]])
+    f = compile_py(steps, hw_env(hw), [(k, k) for k in [*cost, *roof]], floats=not arrays,
+                   arrays=arrays)
     _COMPILED[key] = (hw, (f, tuple(cost), tuple(roof)))
     return _COMPILED[key][1]
 
@@ -278,10 +291,13 @@ def _evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
         values = REGISTRY[op.kind].inputs(op, ctx)
         groups.setdefault(_structure(op, values), []).append((i, op, values))
     rows: list = [None] * len(wl.ops)
-    for members in groups.values():
-        if len(members) < BATCH_MIN:
+    for key, members in groups.items():
+        if len(members) < BATCH_MIN:  # one by one, through the compiled formulas
+            f = _compiled(members[0][1], hw, members[0][2], key)[0]
             for i, op, values in members:
-                rows[i] = _row(op, hw, wl, *op_columns(op, hw, wl, inputs=values)[1:], ctx=ctx)
+                rows[i] = _row(op, hw, wl, None, None, ctx=ctx,
+                               columns={k: None if v.__class__ is float and v - v != 0.0 else v
+                                        for k, v in f(values).items()})  # non-finite: None
             continue
         stacked = {k: np.array([v[k] for _, _, v in members], dtype=float) for k in members[0][2]}
         _, cost, roof = op_columns(members[0][1], hw, wl, inputs=stacked)
@@ -297,13 +313,33 @@ def _structure(op, values: dict) -> tuple:
     """What makes two ops share one formula: every field but the name and the numbers that
     became input cells (whether an optional number is unset counts: kv_seq unset is another
     formula), and the set of input cells (``repeat`` is a cell only when not 1)."""
-    structural, optional = _field_roles(type(op))
-    return (type(op), tuple(_hashable(getattr(op, f)) for f in structural),
-            tuple(getattr(op, f) is None for f in optional), tuple(values))
+    get_structural, lists, get_optional = _getters(type(op))
+    fields = get_structural(op)
+    if lists:
+        fields = list(fields)
+        for i in lists:
+            fields[i] = tuple(fields[i])
+        fields = tuple(fields)
+    return (type(op), fields, tuple(map(operator.is_, get_optional(op), _NONES)),
+            tuple(values))
 
 
-def _hashable(v):
-    return tuple(v) if isinstance(v, list) else v
+_NONES = itertools.repeat(None)
+
+
+@functools.lru_cache(maxsize=None)
+def _getters(cls):
+    """(structural fields getter, indices of its list-valued fields, optional numbers getter):
+    each a tuple-returning C call (a structure key is taken for every op evaluated)."""
+    structural, optional = _field_roles(cls)
+
+    def getter(names):
+        if len(names) > 1:
+            return operator.attrgetter(*names)
+        return (lambda op: (getattr(op, names[0]),)) if names else (lambda op: ())
+    lists = tuple(i for i, f in enumerate(structural)
+                  if typing.get_origin(bare_type(cls.model_fields[f].annotation)[0]) is list)
+    return getter(structural), lists, getter(optional)
 
 
 @functools.lru_cache(maxsize=None)

@@ -418,10 +418,15 @@ def _py_blank(x):
 
 
 def _py_sumif(values, *conds):
+    tests = [(rng, op == "=", value.lower() if isinstance(value, str) else value)
+             for rng, (op, value) in zip(conds[::2], conds[1::2])]
     total = 0.0
     for i, v in enumerate(values):
-        for rng, (op, value) in zip(conds[::2], conds[1::2]):
-            if _py_eq(rng[i], value) != (op == "="):
+        for rng, want, value in tests:
+            x = rng[i]
+            hit = x.lower() == value if isinstance(x, str) and isinstance(value, str) \
+                else _py_eq(x, value)
+            if hit != want:
                 break
         else:
             total += v
@@ -462,45 +467,96 @@ def _py_const(v) -> str:
     return repr(v) if v >= 0 else f"({v!r})"
 
 
-def _py(e, name: Callable[[str], str]) -> str:
-    if isinstance(e, Const):
-        return _py_const(e.value)
-    if isinstance(e, Ref):
-        return name(e.name)
-    if isinstance(e, Criterion):
-        return repr((e.op, e.value))
-    if isinstance(e, (BinOp, Cmp)):
-        a, b = _py(e.a, name), _py(e.b, name)
-        if e.op == "/":
-            return f"_py_div({a}, {b})"
-        if e.op == "^":
-            return f"_py_pow({a}, {b})"
-        if e.op == "=":
-            return f"_py_eq({a}, {b})"
-        if e.op == "<>":
-            return f"(not _py_eq({a}, {b}))"
-        return f"({a} {e.op} {b})"
-    if isinstance(e, Call):
-        if e.fn == "where":  # only the chosen branch is computed, as IF does
-            c, x, y = (_py(a, name) for a in e.args)
-            return f"({x} if {c} else {y})"
-        return f"{_PY_FUNCS[e.fn]}({', '.join(_py(a, name) for a in e.args)})"
-    if isinstance(e, (bool, str, int, float, np.floating, np.integer)):
-        return _py_const(e)
-    raise TypeError(f"cannot compile {e!r}")
+_NP_ENV = {"_np_cell": lambda v: v if isinstance(v, np.ndarray) else np.float64(v),
+           "_np_pow": np.power, "_np_eq": _equal, "_np_not": np.logical_not,
+           "_errstate": np.errstate, "_nan": math.nan, "_inf": math.inf,
+           **{f"_np_{fn}": impl for fn, (impl, _) in _FUNCS.items()}}
+
+
+class _Emitter:
+    """Renders trees as Python statements (``arrays``: numpy's functions, as ``evaluate``
+    calls them, for arrays; else the plain-float helpers). A subtree the formulas share (the
+    same node reached twice) is computed once into a temporary."""
+
+    def __init__(self, name: Callable[[str], str], arrays: bool, shared: set[int]):
+        self.name, self.arrays, self.shared = name, arrays, shared
+        self.lines: list[str] = []
+        self.temps: dict[int, str] = {}
+
+    def __call__(self, e) -> str:
+        if isinstance(e, (BinOp, Cmp, Call)) and id(e) in self.shared:
+            if id(e) not in self.temps:
+                code = self.render(e)
+                self.temps[id(e)] = t = f"_t{len(self.temps)}"
+                self.lines.append(f"{t} = {code}")
+            return self.temps[id(e)]
+        return self.render(e)
+
+    def render(self, e) -> str:
+        if isinstance(e, Const):
+            return _py_const(e.value)
+        if isinstance(e, Ref):
+            return self.name(e.name)
+        if isinstance(e, Criterion):
+            return repr((e.op, e.value))
+        if isinstance(e, (BinOp, Cmp)):
+            a, b = self(e.a), self(e.b)
+            if e.op == "=":
+                return f"_np_eq({a}, {b})" if self.arrays else f"_py_eq({a}, {b})"
+            if e.op == "<>":
+                return f"_np_not(_np_eq({a}, {b}))" if self.arrays else f"(not _py_eq({a}, {b}))"
+            if e.op == "^":
+                return f"_np_pow({a}, {b})" if self.arrays else f"_py_pow({a}, {b})"
+            if e.op == "/" and not self.arrays:
+                return f"_py_div({a}, {b})"
+            return f"({a} {e.op} {b})"
+        if isinstance(e, Call):
+            args = [self(a) for a in e.args]
+            if self.arrays:
+                return f"_np_{e.fn}({', '.join(args)})"
+            if e.fn == "where":
+                c, x, y = args
+                return f"({x} if {c} else {y})"
+            return f"{_PY_FUNCS[e.fn]}({', '.join(args)})"
+        if isinstance(e, list):  # a range built from cells
+            return "[" + ", ".join(self(lift(a)) for a in e) + "]"
+        if isinstance(e, (bool, str, int, float, np.floating, np.integer)):
+            return _py_const(e)
+        raise TypeError(f"cannot compile {e!r}")
+
+
+def _shared_nodes(trees) -> set[int]:
+    """ids of the nodes reached more than once from ``trees``."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    stack = list(trees)
+    while stack:
+        e = stack.pop()
+        if isinstance(e, list):
+            stack.extend(e)
+        elif isinstance(e, (BinOp, Cmp, Call)):
+            if id(e) in seen:
+                shared.add(id(e))
+                continue
+            seen.add(id(e))
+            stack.extend([e.a, e.b] if isinstance(e, (BinOp, Cmp)) else e.args)
+    return shared
 
 
 def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
-               outputs: list[tuple[str, str]]) -> Callable[[Mapping], dict]:
+               outputs: list[tuple[str, str]], *, floats: bool = False, arrays: bool = False
+               ) -> Callable[[Mapping], dict]:
     """One Python function ``f(inputs) -> {key: value}`` computing ``steps`` in order.
 
     ``steps``: (variable, expression) pairs; a Ref names an earlier step's variable, else a
     constant of ``consts`` (written into the code as a literal), else an input read from the
-    mapping ``f`` is called with. ``outputs``: (key, variable) pairs of the returned dict.
-    Numbers come out as numpy's float64 arithmetic gives them (the numeric path's answers).
+    mapping ``f`` is called with (``floats``: each read as a float, as a float64 cell holds
+    it). ``outputs``: (key, variable) pairs of the returned dict.
+    Numbers come out as numpy's float64 arithmetic gives them (the numeric path's answers):
+    with ``arrays`` the code calls numpy as ``evaluate`` does (inputs may be arrays), else
+    plain-float helpers with numpy's answers.
     """
     local: dict[str, str] = {}
-    lines: list[str] = []
     reads: dict[str, str] = {}
 
     def name(n: str) -> str:
@@ -512,13 +568,21 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
             reads[n] = f"_i{len(reads)}"
         return reads[n]
 
-    for i, (var, e) in enumerate(steps):
-        code = _py(lift(e), name)
+    trees = [e if isinstance(e, list) else lift(e) for _, e in steps]
+    emit = _Emitter(name, arrays, _shared_nodes(trees))
+    for i, ((var, _), e) in enumerate(zip(steps, trees)):
+        code = emit(e)
         local[var] = f"_v{i}"  # a variable assigned again is a new one: earlier reads keep theirs
-        lines.append(f"    {local[var]} = {code}")
-    body = [f"    {v} = _in[{n!r}]" for n, v in reads.items()] + lines
+        emit.lines.append(f"{local[var]} = {code}")
+    read = "_np_cell(_in[{!r}])" if arrays else "float(_in[{!r}])" if floats else "_in[{!r}]"
+    body = [f"{v} = {read.format(n)}" for n, v in reads.items()] + emit.lines
     out = ", ".join(f"{k!r}: {local[v]}" for k, v in outputs)
-    src = "def _compiled(_in):\n" + "\n".join(body) + f"\n    return {{{out}}}\n"
-    ns = dict(_PY_ENV)
+    if arrays:  # x/0 and the like give inf or nan, as in evaluate
+        src = ("def _compiled(_in):\n    with _errstate(all='ignore'):\n"
+               + "".join(f"        {x}\n" for x in body) + f"        return {{{out}}}\n")
+    else:
+        src = "def _compiled(_in):\n" + "".join(f"    {x}\n" for x in body) \
+            + f"    return {{{out}}}\n"
+    ns = dict(_NP_ENV if arrays else _PY_ENV)
     exec(compile(src, "<perfmodel.formula.compile_py>", "exec"), ns)  # noqa: S102 - our own text
     return ns["_compiled"]

@@ -144,6 +144,8 @@ NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 
 def _plain_name(v: str) -> str:
     # a newline, tab or bidirectional override in a name breaks every table it is shown in
+    if v.isascii() and v.isprintable():  # the common case, one C call
+        return v
     bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
     if bad is not None:
         raise ValueError(f"{v!r} contains the control character U+{ord(bad):04X} "

@@ -255,7 +255,9 @@ def _model_configs(workload: Workload, hardware: list, varies: list) -> int:
             raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
                                                   f"vary its fields (e.g. batch, seq, d_model)")
         if v.numeric and _int_field(TransformerOp, v.field):
-            frac = next((x for x in v.values if not float(x).is_integer()), None)
+            vals = np.asarray(v.values, dtype=float)  # a million values: one numpy pass
+            odd = np.flatnonzero(vals != np.floor(vals))
+            frac = v.values[odd[0]] if odd.size else None
             if frac is not None:
                 raise SpecError(f"--vary {v.field}: value {frac!r} is not a whole number, but "
                                 f"{v.field} is a count; use a whole-number STEP or log2.")
@@ -373,42 +375,57 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
         upd["microbatches"] = int(micro[0])
     rep = _validated(src, spec, upd)
     chips = [hw.name for hw in hardware]
-    frames, totals = [], []
+    floats = [c for c in OUT_COLUMNS if c != "bound"]
+    blocks, bounds, op_codes, hw_codes, op_names, totals = [], [], [], [], None, []
     for hi, hw in enumerate(hardware):
         rows: list = []
-        res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows)
+        res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows,
+                                          row_columns=tuple(OUT_COLUMNS))
         k = len(rows)
-        # names as categories (codes, not a million repeated strings, which build slowly)
-        cols = {f: np.tile(v, k) for f, v in flat.items()}
-        cols["op"] = pd.Categorical.from_codes(np.repeat(np.arange(k), n), [r[0] for r in rows])
-        cols["hardware"] = pd.Categorical.from_codes(np.full(n * k, hi), chips)
-        for c in OUT_COLUMNS:
-            if c == "bound":
-                labels = np.concatenate([np.broadcast_to(np.asarray(r[1][c], dtype=str), (n,))
-                                         for r in rows])
-                codes = np.full(labels.shape, BOUNDS.index("comm"))
-                codes[labels == "compute"] = BOUNDS.index("compute")
-                codes[labels == "memory"] = BOUNDS.index("memory")
-                cols[c] = pd.Categorical.from_codes(codes, BOUNDS)
-            else:
-                cols[c] = np.concatenate([np.broadcast_to(np.asarray(r[1][c], dtype=float), (n,))
-                                          for r in rows])
-        frames.append(cols)
+        op_names = [r[0] for r in rows]
+        # one float block (column-major per row of ops), filled in place: the frame is built
+        # on it without a copy
+        block = np.empty((len(floats), k * n))
+        codes = np.empty(k * n, dtype=np.int8)
+        for j, (_, cols) in enumerate(rows):
+            sl = slice(j * n, (j + 1) * n)
+            for f, c in enumerate(floats):
+                block[f, sl] = cols[c]
+            codes[sl] = _bound_codes(cols["bound"])
+        blocks.append(block)
+        bounds.append(codes)
+        op_codes.append(np.repeat(np.arange(k), n))
+        hw_codes.append(np.full(n * k, hi))
         tot = {**flat, "hardware": pd.Categorical.from_codes(np.full(n, hi), chips)}
-        for c in OUT_COLUMNS:
-            if c == "intensity":
-                tot[c] = None  # below, from the sums
-            elif c == "bound":
-                tot[c] = res["bounds"]
-            else:
-                tot[c] = res.get(c, sum(np.broadcast_to(np.asarray(r[1][c]), (n,))
-                                        for r in rows))
+        for f, c in enumerate(floats):
+            if c != "intensity":  # below, from the sums
+                tot[c] = res.get(c, block[f].reshape(k, n).sum(axis=0))
+        tot["bound"] = res["bounds"]
         tot.update({c: res[c] for c in TOTAL_EXTRAS if c in res})
         tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
-        totals.append(tot)
-    df = pd.DataFrame(_joined(frames))
+        totals.append({c: tot[c] for c in [*flat, "hardware", *OUT_COLUMNS, *TOTAL_EXTRAS]
+                       if c in tot})
+    block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+    df = pd.DataFrame(block.T, columns=floats, copy=False)
+    reps = k * len(hardware)
+    for i, (f, v) in enumerate(flat.items()):
+        df.insert(i, f, np.tile(v, reps))
+    df.insert(len(flat), "op", pd.Categorical.from_codes(np.concatenate(op_codes), op_names))
+    df.insert(len(flat) + 1, "hardware",
+              pd.Categorical.from_codes(np.concatenate(hw_codes), chips))
+    df["bound"] = pd.Categorical.from_codes(np.concatenate(bounds), BOUNDS)
     df.attrs["totals"] = pd.DataFrame(_joined(totals))
     return df
+
+
+def _bound_codes(label):
+    """A row's roofline bound ('compute', 'memory' or 'comm'; one or one per configuration)
+    as codes into BOUNDS."""
+    if np.ndim(label) == 0:
+        return BOUNDS.index(str(label))
+    label = np.asarray(label)
+    return np.where(label == "compute", BOUNDS.index("compute"),
+                    np.where(label == "memory", BOUNDS.index("memory"), BOUNDS.index("comm")))
 
 
 def _joined(parts: list[dict]) -> dict:

@@ -22,7 +22,7 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("chip", CHIPS)
-def test_every_builtin_op_compiles_to_the_numpy_numbers_bit_for_bit(chip):
+def test_every_builtin_op_compiles_to_the_interpreted_numbers_bit_for_bit(chip):
     hw = catalog.load_hardware(chip)
     checked = 0
     for name in WORKLOADS:
@@ -33,12 +33,15 @@ def test_every_builtin_op_compiles_to_the_numpy_numbers_bit_for_bit(chip):
                 values = REGISTRY[op.kind].inputs(op, ctx)
             except Exception:  # a collective this chip's interconnect cannot run
                 continue
-            _, cost, roof = engine.op_columns(op, hw, wl, inputs=values)  # compiled
-            arrays = {k: np.array([v], dtype=float) for k, v in values.items()}  # numpy path
-            _, cost_np, roof_np = engine.op_columns(op, hw, wl, inputs=arrays)
+            _, cost, roof = engine.op_columns(op, hw, wl, inputs=values)  # compiled, floats
+            _, cost_i, roof_i = engine._interpreted_columns(op, hw, wl, values, None, False)
+            arrays = {k: np.array([v, v], dtype=float) for k, v in values.items()}
+            _, cost_a, roof_a = engine.op_columns(op, hw, wl, inputs=arrays)  # compiled, numpy
             for k, v in {**cost, **roof}.items():
-                ref = np.broadcast_to({**cost_np, **roof_np}[k], (1,))[0]
+                ref = {**cost_i, **roof_i}[k]
+                arr = np.broadcast_to({**cost_a, **roof_a}[k], (2,))
                 assert _same(v, ref), (name, op.name, k, v, ref)
+                assert _same(arr[0], ref) and _same(arr[1], ref), (name, op.name, k, arr, ref)
             checked += 1
     assert checked > 50
 

@@ -68,12 +68,15 @@ class Structure:
         return tuple((op.name, op.kind, g, tuple(sorted(k for k in c if k != "repeat")),
                       _shape_of(op)) for op, c, g in self.rows)
 
-    def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None) -> dict:
+    def evaluate(self, batch, microbatches, grad_accum, rows: list | None = None,
+                 row_columns: tuple | None = None) -> dict:
         """Step figures per configuration (numpy arrays), as summary.step_summary defines them.
-        ``rows``: a list that receives (op name, cost and roofline columns) per ledger row."""
+        ``rows``: a list that receives (op name, cost and roofline columns) per ledger row
+        (``row_columns``: only these; the rest are freed as the next rows are computed, so
+        their memory is reused instead of fresh pages touched)."""
         parts = prepare_all(self.hw, self.wl, batch, microbatches, grad_accum)
         if len(parts) == 1:
-            return evaluate_many([parts[0][1]], rows)[0]
+            return evaluate_many([parts[0][1]], rows, row_columns)[0]
         if rows is not None:
             raise ValueError("per-row columns need one calibration group per matmul row")
         return _merge([(idx, res) for (idx, _), res in
@@ -152,7 +155,8 @@ class _Prepared:
         self.st, self.n, self.batch, self.plan, self.cells = st, n, batch, plan, cells
 
 
-def evaluate_many(members: list, rows: list | None = None) -> list[dict]:
+def evaluate_many(members: list, rows: list | None = None,
+                  row_columns: tuple | None = None) -> list[dict]:
     """Evaluate prepared structures; those with one signature (and chip) share each op_columns
     call on their concatenated arrays. Returns one result dict per member, in order."""
     out: list = [None] * len(members)
@@ -161,12 +165,14 @@ def evaluate_many(members: list, rows: list | None = None) -> list[dict]:
         by_sig.setdefault((id(m.st.hw), m.st.signature()), []).append(i)
     for idx in by_sig.values():
         group = [members[i] for i in idx]
-        for i, res in zip(idx, _evaluate_stacked(group, rows if len(members) == 1 else None)):
+        for i, res in zip(idx, _evaluate_stacked(group, rows if len(members) == 1 else None,
+                                                 row_columns)):
             out[i] = res
     return out
 
 
-def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
+def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None = None
+                      ) -> list[dict]:
     first = group[0].st
     hw = first.hw
     sizes = [m.n for m in group]
@@ -182,7 +188,9 @@ def _evaluate_stacked(group: list, rows: list | None) -> list[dict]:
                            for m in group], sizes) for k in keys}
         _, cost, roof = op_columns(op, hw, first.wl, inputs=cell)
         if rows is not None:
-            rows.append((op.name, {**cost, **roof}))
+            cols = {**cost, **roof}
+            rows.append((op.name, cols if row_columns is None
+                         else {c: cols[c] for c in row_columns}))
         g = groups.setdefault(gname, {"busy": zero, "comm": zero, "upper": zero,
                                       "cal_busy": zero, "cal_comm": zero,
                                       "compute": zero, "memory": zero})

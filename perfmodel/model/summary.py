@@ -41,14 +41,13 @@ from typing import Callable
 import numpy as np
 
 from .. import precision
-from ..engine import hw_env, op_columns, op_cost
-from ..formula import NS, Ref, fmax, rsum, sumif, where
+from ..engine import hw_env, op_columns
+from ..formula import NS, Ref, compile_py, fmax, rsum, sumif, where
 from ..ops import REGISTRY
-from ..roofline import COLUMNS
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from . import expansion
-from .transformer import (Plan, array_plan, expand_op, first_row, group_of, make_plan,
-                          memory_parts, param_ledger, params_6pt, params_active, row_inputs,
+from .transformer import (Plan, expand_op, group_of, make_plan,
+                          memory_parts, param_ledger, params_6pt, params_active,
                           single_chip_plan)
 
 MODEL_ROLES = ("fwd", "bwd")  # the roles whose FLOPs count as model FLOPs (not remat, optimizer)
@@ -123,20 +122,29 @@ def step_columns(mode: str, pp: int, basis: str, calibrated: bool) -> list[tuple
     return cols
 
 
-def ledger(rows: list[dict], x) -> dict[str, np.ndarray]:
-    """The ledger ranges of a workload's rows."""
-    t = [r["t_lower"] for r in rows]
+def ledger(rows: list[dict], x) -> dict[str, list]:
+    """The ledger ranges of a workload's rows (a missing number is NaN, as an empty cell's)."""
+    t = [_float(r["t_lower"]) for r in rows]
     return {
-        "row_group": np.asarray([x.groups.get(r["name"]) or group_of(r["name"]) for r in rows]),
-        "row_kind": np.asarray([r["kind"] for r in rows]),
-        "row_bound": np.asarray([r["bound"] for r in rows]),
-        "row_t_lower": np.asarray(t, dtype=float),
-        "row_t_upper": np.asarray([r["t_upper"] for r in rows], dtype=float),
-        "row_t_calibrated": np.asarray([tl if r.get("t_calibrated") is None else r["t_calibrated"]
-                                        for r, tl in zip(rows, t)], dtype=float),
-        "row_t_comm": np.asarray([r.get("t_comm") or 0.0 for r in rows], dtype=float),
-        "row_flops": np.asarray([r["flops"] or 0.0 for r in rows], dtype=float),
+        "row_group": [x.groups.get(r["name"]) or group_of(r["name"]) for r in rows],
+        "row_kind": [r["kind"] for r in rows],
+        "row_bound": [r["bound"] for r in rows],
+        "row_t_lower": t,
+        "row_t_upper": [_float(r["t_upper"]) for r in rows],
+        "row_t_calibrated": [tl if r.get("t_calibrated") is None else r["t_calibrated"]
+                             for r, tl in zip(rows, t)],
+        "row_t_comm": [r.get("t_comm") or 0.0 for r in rows],
+        "row_flops": [r["flops"] or 0.0 for r in rows],
     }
+
+
+def _float(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _cell(v):
+    """A number as a float64 cell holds it (int products would be exact, the sheet's are not)."""
+    return float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
 
 
 def step_inputs(hw: Hardware, spec, plan: Plan) -> dict:
@@ -159,38 +167,63 @@ def derive_step(groups: list[str], ledger_env: dict, inputs: dict, mode: str, pp
     """(per group {column: value}, step {column: value}) from the ledger and the inputs; with
     ``symbolic(level, group, column)`` the formulas instead, over Refs the caller resolves
     (each finished cell enters as that Ref, as roofline.derive does)."""
-    env = NS({**ledger_env, **inputs})
-    if symbolic is not None:  # every input a Ref, as roofline.derive's symbolic path
-        env = NS({k: Ref(k) for k in env})
-    else:
-        env["memory_parts"] = np.asarray(list(inputs["memory_parts"].values()), dtype=float)
-        env = NS({k: _num(v) for k, v in env.items()})
+    if symbolic is None:  # numbers: the same formulas compiled once per step structure
+        f, out = _compiled_step(tuple(groups), tuple(ledger_env), tuple(inputs), mode, pp, basis,
+                                calibrated)
+        v = f({**ledger_env, **{k: _cell(x) for k, x in inputs.items()},
+               "memory_parts": [float(x) for x in inputs["memory_parts"].values()]})
+        return ({g: {c: v[k] for c, k in cols.items()} for g, cols in out["group"].items()},
+                {c: v[k] for c, k in out["step"].items()})
+    env = NS({k: Ref(k) for k in {**ledger_env, **inputs}})  # every input a Ref
     steps = step_columns(mode, pp, basis, calibrated)
     stretch = dict(steps)["pipeline_stretch"](env)
-    env["pipeline_stretch"] = symbolic("step", None, "pipeline_stretch") if symbolic else stretch
+    env["pipeline_stretch"] = symbolic("step", None, "pipeline_stretch")
     per_group: dict[str, dict] = {}
     for g in groups:
         genv, out = NS(env), {}
         for col, f in group_columns(g, calibrated):
             out[col] = f(genv)
-            genv[col] = symbolic("group", g, col) if symbolic else out[col]
+            genv[col] = symbolic("group", g, col)
         per_group[g] = out
-    if symbolic:
-        for col in ("t_lower", "t_upper", "t_calibrated"):
-            env[f"group_{col}"] = Ref(f"group_{col}")
-    else:
-        for col in ("t_lower", "t_upper", "t_calibrated"):
-            if calibrated or col != "t_calibrated":
-                env[f"group_{col}"] = np.asarray([float(per_group[g][col]) for g in groups])
+    for col in ("t_lower", "t_upper", "t_calibrated"):
+        env[f"group_{col}"] = Ref(f"group_{col}")
     step = {"pipeline_stretch": stretch}
     for col, f in steps[1:]:
         step[col] = f(env)
-        env[col] = symbolic("step", None, col) if symbolic else step[col]
+        env[col] = symbolic("step", None, col)
     return per_group, step
 
 
-def _num(v):
-    return v if isinstance(v, (np.ndarray, str)) else np.float64(v) if isinstance(v, (int, float)) else v
+_STEP_CACHE: dict[tuple, tuple] = {}
+
+
+def _compiled_step(groups: tuple, ledger_keys: tuple, input_keys: tuple, mode: str, pp: int,
+                   basis: str, calibrated: bool) -> tuple:
+    """(function of the ledger and the inputs -> every cell, {"group": {g: {col: key}},
+    "step": {col: key}}): derive_step's symbolic formulas compiled to Python once per step
+    structure (formula.compile_py), the group ranges as lists of the group cells."""
+    key = (groups, ledger_keys, input_keys, mode, pp, basis, calibrated)
+    hit = _STEP_CACHE.get(key)
+    if hit is not None:
+        return hit
+    if len(_STEP_CACHE) > 1024:
+        _STEP_CACHE.clear()
+
+    def cell(level, group, col):
+        return Ref(f"{level}:{group}:{col}")
+    per_group, step = derive_step(list(groups), dict.fromkeys(ledger_keys),
+                                  dict.fromkeys(input_keys), mode, pp, basis, calibrated,
+                                  symbolic=cell)
+    steps: list = [("step:None:pipeline_stretch", step["pipeline_stretch"])]
+    steps += [(f"group:{g}:{c}", e) for g, cols in per_group.items() for c, e in cols.items()]
+    steps += [(f"group_{c}", [Ref(f"group:{g}:{c}") for g in groups])
+              for c in ("t_lower", "t_upper", "t_calibrated") if c in per_group[groups[0]]]
+    steps += [(f"step:None:{c}", e) for c, e in step.items() if c != "pipeline_stretch"]
+    out = {"group": {g: {c: f"group:{g}:{c}" for c in cols} for g, cols in per_group.items()},
+           "step": {c: f"step:None:{c}" for c in step}}
+    f = compile_py(steps, {}, [(k, k) for k, _ in steps if not k.startswith("group_")])
+    _STEP_CACHE[key] = (f, out)
+    return _STEP_CACHE[key]
 
 
 def _value(v):
@@ -212,7 +245,7 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     calibrated = any(r.get("t_calibrated") is not None for r in rows)
     basis = basis_of(spec, calibrated)
     led = ledger(rows, x)
-    groups = list(dict.fromkeys(led["row_group"].tolist()))
+    groups = list(dict.fromkeys(led["row_group"]))
     inputs = step_inputs(hw, spec, plan)
     per_group, step = derive_step(groups, led, inputs, spec.mode, plan.pp, basis, calibrated)
     out: dict = {"model": spec.name, "mode": spec.mode, "chips": plan.chips}
@@ -243,7 +276,10 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
         out["ttft"] = out["t_step"]  # the whole prompt batch, up to its first output token
     if spec.mode == "decode":
         out["t_per_token"] = out["t_step"]  # one step writes one token of every sequence
-        out["compute_bound_batch"] = decode_compute_bound_batch(hw, spec, x.source.mesh)
+        names = set(x.names)
+        mms = [op for op in wl.ops if op.kind == "matmul" and op.name in names
+               and op.name.startswith("layer/")]
+        out["compute_bound_batch"] = decode_compute_bound_batch(hw, spec, x.source.mesh, mms)
     return out
 
 
@@ -304,11 +340,11 @@ def model_flops(hw: Hardware, spec) -> float:
     total = 0.0
     for op, role in _ops([(d, r) for d, r in items
                           if r in MODEL_ROLES and d["kind"] != "collective"]):
-        total += float(op_cost(op, hw)[1]["flops"])
+        total += float(op_columns(op, hw)[1]["flops"])
     return total
 
 
-def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
+def decode_compute_bound_batch(hw: Hardware, spec, mesh, layer_matmuls=None) -> int | None:
     """The smallest batch (sequences, whole job) at which a decode step's layer matmuls
     (projections, MLP; not attention, whose KV reads grow with the batch too: AI ~ heads /
     kv_heads) are compute-bound, i.e. their FLOPs / peak >= t_memory; None if not below
@@ -320,12 +356,15 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     answer is k* = ceil(-a / b) when b > 0 (when -a / b is within 1e-6 of a whole number,
     checked against margin at k* and k* - 1, so float rounding cannot move it), times the
     sequences one k stands for. A mixture of experts (the
-    active experts grow with k) is searched by doubling then bisection."""
+    active experts grow with k) is searched by doubling then bisection. ``layer_matmuls``: the
+    expansion's layer matmul ops when the caller has them (decode_matmul_margin)."""
     base = make_plan(spec, mesh)
     peak = matmul_peak(hw, spec)
     step = base.batch_shards * base.microbatches
     if not spec.experts:
-        f1, f2 = decode_matmul_margin(hw, spec, mesh, np.array([1, 2]))
+        def margin(k):
+            return decode_matmul_margin(hw, spec, mesh, k, layer_matmuls)
+        f1, f2 = margin(1), margin(2)
         slope = f2 - f1
         if slope <= 0:
             return None
@@ -333,7 +372,7 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
         k = max(1, math.ceil(q))
         near_tie = abs(q - round(q)) <= 1e-6 * max(1.0, abs(q))
         for _ in range(4 if near_tie else 0):  # settle a float tie at the boundary
-            lo, hi = decode_matmul_margin(hw, spec, mesh, np.array([max(k - 1, 1), k]))
+            lo, hi = margin(max(k - 1, 1)), margin(k)
             if hi < 0:
                 k += 1
             elif k > 1 and lo >= 0:
@@ -370,25 +409,20 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh) -> int | None:
     return hi * step
 
 
-T_MEMORY = dict(COLUMNS)["t_memory"]  # hbm_bytes / hbm_bandwidth, as the roofline defines it
-
-
-def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip: np.ndarray):
+def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip, layer_matmuls=None):
     """FLOPs / peak - t_memory of a decode step's layer matmuls with ``per_chip`` sequences
-    per chip per microbatch (an array): >= 0 where they are compute-bound (the useful FLOPs,
-    as summary.decode_compute_bound_batch defines it)."""
-    base = make_plan(spec, mesh)
-    step = base.batch_shards * base.microbatches
-    rep = spec.model_copy(update={"batch": step})
-    plan = array_plan(rep, mesh, per_chip * step, base.microbatches, 1)
-    peak = matmul_peak(hw, spec)
+    per chip per microbatch (a number or an array): >= 0 where they are compute-bound (the
+    useful FLOPs, as summary.decode_compute_bound_batch defines it). In a dense decode step
+    every layer matmul has one row per such sequence (m); ``layer_matmuls`` are those ops of
+    the spec's own expansion (expanded here when not given), evaluated with that m."""
+    if layer_matmuls is None:
+        layer_matmuls = [OP_SPECS["matmul"].model_validate(d)
+                         for d, _ in expand_op(spec, make_plan(spec, mesh))
+                         if d["kind"] == "matmul" and d["name"].startswith("layer/")]
     flops = t_mem = 0.0
-    for d, _ in expand_op(rep, plan):
-        if d["kind"] != "matmul" or not d["name"].startswith("layer/"):
-            continue
-        op = OP_SPECS["matmul"].model_validate(first_row(d))
-        cell = REGISTRY["matmul"].inputs(op, None)
-        _, cost, h = op_cost(op, hw, None, inputs=row_inputs("matmul", cell, d))
+    for op in layer_matmuls:
+        cells = {**REGISTRY["matmul"].inputs(op, None), "m": per_chip}
+        _, cost, roof = op_columns(op, hw, None, inputs=cells)
         flops = flops + cost["flops"]
-        t_mem = t_mem + T_MEMORY(NS({**h, **cost}))  # the roofline's own column
-    return flops / peak - t_mem
+        t_mem = t_mem + roof["t_memory"]  # the roofline's own column
+    return flops / matmul_peak(hw, spec) - t_mem

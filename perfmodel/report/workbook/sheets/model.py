@@ -143,7 +143,7 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
     r = last_row + 2
     # numbers: the summary's own evaluation over the ledger's cached values
     led_env = S.ledger([{"name": row.op.name, "kind": row.op.kind, **row.values} for row in rows], x)
-    groups = list(dict.fromkeys(led_env["row_group"].tolist()))
+    groups = list(dict.fromkeys(led_env["row_group"]))
     g_vals, s_vals = S.derive_step(groups, led_env, inputs, spec.mode, plan.pp, basis, calibrated)
     # the group table and the step table: their cells planned before the formulas are rendered
     gcols = [c for c in GROUP_COLS if c in g_vals[groups[0]]]
