@@ -127,16 +127,18 @@ def op_cost(op, hw: Hardware, wl: Workload | None = None, *, inputs: dict | None
 
 
 def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool = False,
-               inputs: dict | None = None):
-    """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic."""
+               inputs: dict | None = None, columns: tuple | None = None):
+    """(inputs, cost, roofline) for one op. Numbers, or expression trees when symbolic.
+    ``columns``: only these are needed (numbers: what they do not depend on is skipped)."""
     model = REGISTRY[op.kind]
     values = inputs if inputs is not None else model.inputs(op, OpContext(wl, hw))
     cal = calibrated.column(hw, op)
     if not symbolic and cal is None:  # the formulas compiled once per structure
         arrays = any(isinstance(v, np.ndarray) for v in values.values())
-        f, cost_keys, roof_keys = _compiled(op, hw, values, arrays=arrays)
+        f, cost_keys, roof_keys = _compiled(op, hw, values, arrays=arrays, columns=columns)
         out = f(values)
-        return values, {k: out[k] for k in cost_keys}, {k: out[k] for k in roof_keys}
+        return (values, {k: out[k] for k in cost_keys if k in out},
+                {k: out[k] for k in roof_keys if k in out})
     return _interpreted_columns(op, hw, wl, values, cal, symbolic)
 
 
@@ -165,12 +167,12 @@ _COMPILED: dict[tuple, tuple] = {}
 
 
 def _compiled(op, hw: Hardware, values: dict, key: tuple | None = None,
-              arrays: bool = False) -> tuple:
+              arrays: bool = False, columns: tuple | None = None) -> tuple:
     """(function of the input cells -> cost and roofline columns, cost keys, roofline keys) for
     ops of this formula structure on this chip: the symbolic formulas compiled to Python once
     (formula.compile_py), so one op costs a function call (``arrays``: numpy code, for input
     cells that are arrays). Numbers as the interpreted path's."""
-    key = (id(hw), arrays, key or _structure(op, values))
+    key = (id(hw), arrays, columns, key or _structure(op, values))
     hit = _COMPILED.get(key)
     if hit is not None and hit[0] is hw:
         return hit[1]
@@ -185,8 +187,9 @@ def _compiled(op, hw: Hardware, values: dict, key: tuple | None = None,
     env = NS({**h, **p, **rate_env(op, h), **symbols(cost)})
     roof = derive(env, COLUMNS, Ref)
     steps += list(roof.items())
-    f = compile_py(steps, hw_env(hw), [(k, k) for k in [*cost, *roof]], floats=not arrays,
-                   arrays=arrays)
+    f = compile_py(steps, hw_env(hw), [(k, k) for k in [*cost, *roof]
+                                       if columns is None or k in columns],
+                   floats=not arrays, arrays=arrays)
     _COMPILED[key] = (hw, (f, tuple(cost), tuple(roof)))
     return _COMPILED[key][1]
 

@@ -543,6 +543,19 @@ def _shared_nodes(trees) -> set[int]:
     return shared
 
 
+def _needed(steps: list, outputs: list[str]) -> list:
+    """The steps the outputs depend on, in order (a variable assigned again depends on the
+    binding before it)."""
+    need, keep = set(outputs), []
+    for var, e in reversed(steps):
+        if var in need:
+            need.discard(var)
+            need |= set().union(*(refs(lift(a)) for a in e)) if isinstance(e, list) \
+                else refs(lift(e))
+            keep.append((var, e))
+    return keep[::-1]
+
+
 def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
                outputs: list[tuple[str, str]], *, floats: bool = False, arrays: bool = False
                ) -> Callable[[Mapping], dict]:
@@ -568,6 +581,7 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
             reads[n] = f"_i{len(reads)}"
         return reads[n]
 
+    steps = _needed(steps, [v for _, v in outputs])
     trees = [e if isinstance(e, list) else lift(e) for _, e in steps]
     emit = _Emitter(name, arrays, _shared_nodes(trees))
     for i, ((var, _), e) in enumerate(zip(steps, trees)):

@@ -28,6 +28,10 @@ from .summary import (UNSTRETCHED, basis_of, group_time, matmul_peak, palm_flops
 from .transformer import (array_plan, expand_op, first_row, group_of, make_plan, memory_parts,
                           row_inputs)
 
+# the row columns the step figures need (and, on a calibrated chip, t_calibrated)
+STEP_COLUMNS = ("t_lower", "t_upper", "t_calibrated", "bound", "flops")
+
+
 class Structure:
     """One structure of a transformer workload, ready to evaluate over batch arrays.
 
@@ -46,8 +50,9 @@ class Structure:
         """The array plan and every ledger row's input cells for these configurations."""
         batch = np.asarray(batch, dtype=np.int64)
         n = batch.shape[0]
-        micro = np.broadcast_to(np.asarray(microbatches, dtype=np.int64), (n,))
-        accum = np.broadcast_to(np.asarray(grad_accum, dtype=np.int64), (n,))
+        # microbatches and grad_accum the same for every configuration stay numbers: the
+        # repeats of the rows are then numbers too, and fewer columns are arrays
+        micro, accum = _one_or_array(microbatches, n), _one_or_array(grad_accum, n)
         plan = array_plan(self.spec, self.wl.mesh, batch, micro, accum)
         items = expand_op(self.spec, plan)
         if self.rows is None:
@@ -111,6 +116,12 @@ def prepare_all(hw: Hardware, wl: Workload, batch, microbatches, grad_accum) -> 
         st = first if k == 0 else Structure(hw, wl)
         out.append((idx, st.prepare(batch[idx], micro[idx], accum[idx])))
     return out
+
+
+def _one_or_array(x, n: int):
+    """``x`` (a number or n values) as one int when every configuration has the same."""
+    a = np.broadcast_to(np.asarray(x, dtype=np.int64), (n,))
+    return int(a[0]) if n and (a == a[0]).all() else a
 
 
 def _merge(parts: list, n: int) -> dict:
@@ -186,7 +197,9 @@ def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None 
         # a repeat of 1 is no input cell (ops.common_inputs): 1 where a member has none
         cell = {k: _stack([m.cells[r].get(k, 1.0) if k == "repeat" else m.cells[r][k]
                            for m in group], sizes) for k in keys}
-        _, cost, roof = op_columns(op, hw, first.wl, inputs=cell)
+        _, cost, roof = op_columns(op, hw, first.wl, inputs=cell,
+                                   columns=STEP_COLUMNS + (row_columns or ()) if rows is None
+                                   or row_columns is not None else None)
         if rows is not None:
             cols = {**cost, **roof}
             rows.append((op.name, cols if row_columns is None
