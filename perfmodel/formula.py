@@ -107,6 +107,16 @@ _NUM_OPS: dict[str, Callable] = {
 
 def _equal(a, b):
     """Excel's ``=``: text compares without regard to case."""
+    if isinstance(b, str) and isinstance(a, np.ndarray) and a.dtype.kind == "U":
+        # a column of labels against one: exact matches first; only same-length others can
+        # differ by case alone (lower-casing thousands of labels costs milliseconds)
+        out = a == b
+        maybe = ~out & (np.strings.str_len(a) == len(b))
+        if maybe.any():
+            out[maybe] = np.strings.lower(a[maybe]) == b.lower()
+        return out
+    if isinstance(a, str) and isinstance(b, np.ndarray) and b.dtype.kind == "U":
+        return _equal(b, a)
     if _is_text(a) or _is_text(b):
         out = np.char.lower(np.asarray(a, dtype=str)) == np.char.lower(np.asarray(b, dtype=str))
         return out.item() if np.ndim(out) == 0 else out
@@ -132,12 +142,20 @@ _FUNCS: dict[str, tuple[Callable, Callable[[list[str]], str]]] = {
     "na": (lambda: np.float64(np.nan), lambda a: "NA()"),
     "is_blank": (lambda x: _blank(x), lambda a: f"ISBLANK({a[0]})"),
     # range reductions: the argument is a column of rows (axis 0)
-    "rsum": (lambda x: np.sum(np.asarray(x, dtype=float), axis=0), lambda a: f"SUM({a[0]})"),
-    "rmax": (lambda x: np.max(np.asarray(x, dtype=float), axis=0), lambda a: f"MAX({a[0]})"),
+    "rsum": (lambda x: np.sum(_rows(x), axis=0), lambda a: f"SUM({a[0]})"),
+    "rmax": (lambda x: np.max(_rows(x), axis=0), lambda a: f"MAX({a[0]})"),
     "sumif": (lambda v, *c: _sumif(v, c), lambda a: _sumifs_text(a)),
     "lookup": (lambda v, k, key: _lookup(v, k, key),
                lambda a: f"INDEX({a[0]},MATCH({a[2]},{a[1]},0))"),
 }
+
+
+def _rows(x) -> np.ndarray:
+    """A column of rows as one float array; rows given as a list may be numbers or arrays
+    (one value per configuration), broadcast together."""
+    if isinstance(x, (list, tuple)) and any(isinstance(v, np.ndarray) and v.ndim for v in x):
+        return np.asarray(np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in x)))
+    return np.asarray(x, dtype=float)
 
 
 def _blank(x):
@@ -459,6 +477,8 @@ _PY_ENV = {"_py_div": _py_div, "_py_pow": _py_pow, "_py_max": _py_max, "_py_min"
 def _py_const(v) -> str:
     if isinstance(v, (bool, str)):
         return repr(v)
+    if isinstance(v, tuple):  # a constant range
+        return "[" + ", ".join(_py_const(x) for x in v) + "]"
     v = float(v)
     if v != v:
         return "_nan"
@@ -467,7 +487,8 @@ def _py_const(v) -> str:
     return repr(v) if v >= 0 else f"({v!r})"
 
 
-_NP_ENV = {"_np_cell": lambda v: v if isinstance(v, np.ndarray) else np.float64(v),
+_NP_ENV = {"_np_cell": lambda v: v if isinstance(v, (np.ndarray, list, tuple, str))
+           else np.float64(v),
            "_np_pow": np.power, "_np_eq": _equal, "_np_not": np.logical_not,
            "_errstate": np.errstate, "_nan": math.nan, "_inf": math.inf,
            **{f"_np_{fn}": impl for fn, (impl, _) in _FUNCS.items()}}
@@ -478,8 +499,9 @@ class _Emitter:
     calls them, for arrays; else the plain-float helpers). A subtree the formulas share (the
     same node reached twice) is computed once into a temporary."""
 
-    def __init__(self, name: Callable[[str], str], arrays: bool, shared: set[int]):
-        self.name, self.arrays, self.shared = name, arrays, shared
+    def __init__(self, name: Callable[[str], str], arrays: bool, shared: set[int],
+                 ranges: Mapping[str, tuple]):
+        self.name, self.arrays, self.shared, self.ranges = name, arrays, shared, ranges
         self.lines: list[str] = []
         self.temps: dict[int, str] = {}
 
@@ -511,6 +533,8 @@ class _Emitter:
                 return f"_py_div({a}, {b})"
             return f"({a} {e.op} {b})"
         if isinstance(e, Call):
+            if e.fn == "sumif" and any(self._const_range(r) for r in e.args[1::2]):
+                return self.sumif(e.args[0], list(zip(e.args[1::2], e.args[2::2])))
             args = [self(a) for a in e.args]
             if self.arrays:
                 return f"_np_{e.fn}({', '.join(args)})"
@@ -523,6 +547,30 @@ class _Emitter:
         if isinstance(e, (bool, str, int, float, np.floating, np.integer)):
             return _py_const(e)
         raise TypeError(f"cannot compile {e!r}")
+
+
+    def _const_range(self, e):
+        return self.ranges.get(e.name) if isinstance(e, Ref) else None
+
+    def sumif(self, values, conds) -> str:
+        """SUMIFS over ranges some of which are constants (a ledger's groups and kinds): the
+        rows those conditions choose are known here, so the sum is written out over them (in
+        row order, as _py_sumif adds), each term kept only if the other conditions hold."""
+        const = [(self._const_range(r), c) for r, c in conds if self._const_range(r)]
+        rest = [(self(r), c) for r, c in conds if not self._const_range(r)]
+        rows = [i for i in range(len(const[0][0]))
+                if all(_py_eq(rng[i], c.value) == (c.op == "=") for rng, c in const)]
+        vals, terms = self(values), []
+        for i in rows:
+            t = f"{vals}[{i}]"
+            for rng, c in rest:
+                eq = f"_np_eq({rng}[{i}], {c.value!r})" if self.arrays else \
+                    f"_py_eq({rng}[{i}], {c.value!r})"
+                if c.op == "<>":
+                    eq = f"_np_not({eq})" if self.arrays else f"(not {eq})"
+                t = f"_np_where({eq}, {t}, 0.0)" if self.arrays else f"({t} if {eq} else 0.0)"
+            terms.append(t)
+        return "(" + " + ".join(["0.0", *terms]) + ")"
 
 
 def _shared_nodes(trees) -> set[int]:
@@ -562,7 +610,8 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     """One Python function ``f(inputs) -> {key: value}`` computing ``steps`` in order.
 
     ``steps``: (variable, expression) pairs; a Ref names an earlier step's variable, else a
-    constant of ``consts`` (written into the code as a literal), else an input read from the
+    constant of ``consts`` (written into the code as a literal; a tuple is a constant range,
+    over which a SUMIFS is written out row by row), else an input read from the
     mapping ``f`` is called with (``floats``: each read as a float, as a float64 cell holds
     it). ``outputs``: (key, variable) pairs of the returned dict.
     Numbers come out as numpy's float64 arithmetic gives them (the numeric path's answers):
@@ -583,7 +632,8 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
 
     steps = _needed(steps, [v for _, v in outputs])
     trees = [e if isinstance(e, list) else lift(e) for _, e in steps]
-    emit = _Emitter(name, arrays, _shared_nodes(trees))
+    emit = _Emitter(name, arrays, _shared_nodes(trees),
+                    {k: v for k, v in consts.items() if isinstance(v, tuple)})
     for i, ((var, _), e) in enumerate(zip(steps, trees)):
         code = emit(e)
         local[var] = f"_v{i}"  # a variable assigned again is a new one: earlier reads keep theirs

@@ -23,8 +23,7 @@ from ..calibrated import matmul_group
 from ..engine import op_columns, price_columns
 from ..ops import REGISTRY, OpContext
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
-from .summary import (UNSTRETCHED, basis_of, group_time, matmul_peak, palm_flops,
-                      pipeline_stretch, tokens_per_step)
+from .summary import basis_of, derive_step, matmul_peak, step_inputs
 from .transformer import (array_plan, expand_op, first_row, group_of, make_plan, memory_parts,
                           row_inputs)
 
@@ -188,66 +187,61 @@ def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None 
     hw = first.hw
     sizes = [m.n for m in group]
     n = sum(sizes)
-    zero = np.zeros(n)
-    groups: dict[str, dict] = {}
+    # the ledger ranges of summary.ledger, each row's value an array over the configurations
+    led: dict[str, list] = {k: [] for k in ("row_group", "row_kind", "row_bound", "row_t_lower",
+                                            "row_t_upper", "row_t_calibrated", "row_t_comm",
+                                            "row_flops")}
     calibrated = False
-    executed = zero.copy()
+    needed = STEP_COLUMNS + (row_columns or ())
     for r, (op, _cell, gname) in enumerate(first.rows):
         keys = dict.fromkeys(k for m in group for k in m.cells[r])
         # a repeat of 1 is no input cell (ops.common_inputs): 1 where a member has none
         cell = {k: _stack([m.cells[r].get(k, 1.0) if k == "repeat" else m.cells[r][k]
                            for m in group], sizes) for k in keys}
         _, cost, roof = op_columns(op, hw, first.wl, inputs=cell,
-                                   columns=STEP_COLUMNS + (row_columns or ()) if rows is None
-                                   or row_columns is not None else None)
+                                   columns=needed if rows is None or row_columns is not None
+                                   else None)
         if rows is not None:
             cols = {**cost, **roof}
             rows.append((op.name, cols if row_columns is None
                          else {c: cols[c] for c in row_columns}))
-        g = groups.setdefault(gname, {"busy": zero, "comm": zero, "upper": zero,
-                                      "cal_busy": zero, "cal_comm": zero,
-                                      "compute": zero, "memory": zero})
-        t = roof["t_lower"]
-        cal = roof.get("t_calibrated")
+        t, cal = roof["t_lower"], roof.get("t_calibrated")
         calibrated |= cal is not None
-        cal = t if cal is None else cal
-        side = "comm" if op.kind == "collective" else "busy"
-        g[side] = g[side] + t
-        g["cal_" + side] = g["cal_" + side] + cal
-        g["upper"] = g["upper"] + roof["t_upper"]
-        if side == "busy":
-            is_c = np.asarray(roof["bound"]) == "compute"
-            g["compute"] = g["compute"] + np.where(is_c, t, 0.0)
-            g["memory"] = g["memory"] + np.where(is_c, 0.0, t)
-        executed = executed + cost["flops"]
-    stretch = _stack([pipeline_stretch(m.plan.pp, m.plan.microbatches) for m in group], sizes)
-    t_lower = t_upper = t_cal = zero
+        for k, v in (("row_group", gname), ("row_kind", op.kind), ("row_bound", roof["bound"]),
+                     ("row_t_lower", t), ("row_t_upper", roof["t_upper"]),
+                     ("row_t_calibrated", t if cal is None else cal),
+                     ("row_t_comm", cost.get("t_comm", 0.0)), ("row_flops", cost["flops"])):
+            led[k].append(v)
+    # the step's cells: summary.derive_step's formulas, on arrays (one definition of the step)
+    per_member = [step_inputs(hw, m.st.spec, m.plan, m.batch) for m in group]
+    inputs = {k: _stack([p[k] for p in per_member], sizes) for k in per_member[0]
+              if k != "memory_parts"}
+    inputs["memory_parts"] = {k: _stack([p["memory_parts"][k] for p in per_member], sizes)
+                              for k in per_member[0]["memory_parts"]}
+    spec = first.spec
+    basis = basis_of(spec, calibrated)
+    groups = list(dict.fromkeys(led["row_group"]))
+    per_group, step = derive_step(groups, led, inputs, spec.mode,
+                                  max(m.plan.pp for m in group), basis, calibrated, arrays=True)
     seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
-    for name, g in groups.items():
-        seen |= np.where(g["comm"] > g["busy"], 1, np.where(g["compute"] >= g["memory"], 2, 4))
-        f = 1.0 if name in UNSTRETCHED else stretch
-        t_lower = t_lower + f * group_time(g["busy"], g["comm"])
-        t_upper = t_upper + f * g["upper"]
-        t_cal = t_cal + f * group_time(g["cal_busy"], g["cal_comm"])
+    for g in per_group.values():
+        b = np.broadcast_to(np.asarray(g["bound"]), (n,))
+        seen |= np.where(b == "comm", 1, np.where(b == "compute", 2, 4))
     bounds = _bound_names(seen)
+    executed = sum(np.broadcast_to(f, (n,)) for f in led["row_flops"])
+
+    def full(x):
+        return np.broadcast_to(np.asarray(x, dtype=float), (n,))
     results, a = [], 0
     for m in group:
         sl = slice(a, a + m.n)
         a += m.n
-        spec, plan = m.st.spec, m.plan
-        res = {"t_lower": t_lower[sl], "t_upper": t_upper[sl], "bounds": bounds[sl]}
-        basis = basis_of(spec, calibrated)
+        res = {k: full(step[k])[sl] for k in ("t_lower", "t_upper", "t_step", "tokens_per_s",
+                                              "mfu", "hfu", "memory_bytes_per_chip")}
         if calibrated:
-            res["t_calibrated"] = t_cal[sl]
-        t_step = res[basis]
-        tokens = tokens_per_step(spec, m.batch)
-        mem = sum(np.broadcast_to(v, (m.n,)) for v in memory_parts(spec, plan).values())
-        with np.errstate(all="ignore"):
-            res.update(t_step=t_step, tokens_per_step=tokens.astype(float),
-                       tokens_per_s=tokens / t_step,
-                       mfu=palm_flops(spec, m.batch) / (plan.chips * t_step * m.st.peak),
-                       hfu=executed[sl] / (t_step * m.st.peak),
-                       memory_bytes_per_chip=mem, flops=executed[sl], chips=plan.chips)
+            res["t_calibrated"] = full(step["t_calibrated"])[sl]
+        res.update(bounds=bounds[sl], tokens_per_step=full(inputs["tokens_per_step"])[sl],
+                   flops=executed[sl], chips=m.plan.chips)
         res.update(price_columns(hw.price_per_hour, res))
         res["t_step_basis"] = basis
         results.append(res)

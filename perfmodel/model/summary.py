@@ -144,14 +144,17 @@ def _float(v) -> float:
 
 def _cell(v):
     """A number as a float64 cell holds it (int products would be exact, the sheet's are not)."""
+    if isinstance(v, np.ndarray):
+        return v.astype(float) if v.dtype.kind in "iub" else v
     return float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
 
 
-def step_inputs(hw: Hardware, spec, plan: Plan) -> dict:
-    """The step's input cells (numbers fixed when the ops were expanded)."""
+def step_inputs(hw: Hardware, spec, plan: Plan, batch=None) -> dict:
+    """The step's input cells (numbers fixed when the ops were expanded); ``batch`` (an array
+    of sequences per step, with a plan of array batch fields) replaces the spec's."""
     return {"chips": plan.chips, "pp": plan.pp, "microbatches": plan.microbatches,
-            "tokens_per_step": tokens_per_step(spec),
-            "params": params_6pt(spec), "flops_model": palm_flops(spec),
+            "tokens_per_step": tokens_per_step(spec, batch),
+            "params": params_6pt(spec), "flops_model": palm_flops(spec, batch),
             "peak": matmul_peak(hw, spec), "hbm_capacity": hw.hbm_capacity,
             "memory_parts": memory_parts(spec, plan)}
 
@@ -163,15 +166,22 @@ def basis_of(spec, calibrated: bool) -> str:
 
 
 def derive_step(groups: list[str], ledger_env: dict, inputs: dict, mode: str, pp: int, basis: str,
-                calibrated: bool, symbolic: Callable | None = None) -> tuple[dict, dict]:
+                calibrated: bool, symbolic: Callable | None = None, arrays: bool = False
+                ) -> tuple[dict, dict]:
     """(per group {column: value}, step {column: value}) from the ledger and the inputs; with
     ``symbolic(level, group, column)`` the formulas instead, over Refs the caller resolves
-    (each finished cell enters as that Ref, as roofline.derive does)."""
+    (each finished cell enters as that Ref, as roofline.derive does). ``arrays``: the ledger's
+    row values and the inputs may be numpy arrays, one entry per configuration (model.batched);
+    the row groups and kinds are the same for all."""
     if symbolic is None:  # numbers: the same formulas compiled once per step structure
-        f, out = _compiled_step(tuple(groups), tuple(ledger_env), tuple(inputs), mode, pp, basis,
-                                calibrated)
+        rows = {k: tuple(ledger_env[k]) for k in LEDGER_CONSTANTS}
+        f, out = _compiled_step(tuple(groups), rows["row_group"], rows["row_kind"],
+                                tuple(k for k in ledger_env if k not in rows), tuple(inputs),
+                                mode, pp, basis, calibrated, arrays)
+        parts = list(inputs["memory_parts"].values())
         v = f({**ledger_env, **{k: _cell(x) for k, x in inputs.items()},
-               "memory_parts": [float(x) for x in inputs["memory_parts"].values()]})
+               "memory_parts": np.broadcast_arrays(*parts) if arrays
+               else [float(x) for x in parts]})
         return ({g: {c: v[k] for c, k in cols.items()} for g, cols in out["group"].items()},
                 {c: v[k] for c, k in out["step"].items()})
     env = NS({k: Ref(k) for k in {**ledger_env, **inputs}})  # every input a Ref
@@ -197,12 +207,19 @@ def derive_step(groups: list[str], ledger_env: dict, inputs: dict, mode: str, pp
 _STEP_CACHE: dict[tuple, tuple] = {}
 
 
-def _compiled_step(groups: tuple, ledger_keys: tuple, input_keys: tuple, mode: str, pp: int,
-                   basis: str, calibrated: bool) -> tuple:
+# the ledger ranges fixed by its rows (names and kinds): constants of the compiled step, over
+# which its SUMIFS are written out row by row
+LEDGER_CONSTANTS = ("row_group", "row_kind")
+
+
+def _compiled_step(groups: tuple, row_group: tuple, row_kind: tuple, ledger_keys: tuple,
+                   input_keys: tuple, mode: str, pp: int, basis: str, calibrated: bool,
+                   arrays: bool = False) -> tuple:
     """(function of the ledger and the inputs -> every cell, {"group": {g: {col: key}},
     "step": {col: key}}): derive_step's symbolic formulas compiled to Python once per step
     structure (formula.compile_py), the group ranges as lists of the group cells."""
-    key = (groups, ledger_keys, input_keys, mode, pp, basis, calibrated)
+    key = (groups, row_group, row_kind, ledger_keys, input_keys, mode, pp, basis, calibrated,
+           arrays)
     hit = _STEP_CACHE.get(key)
     if hit is not None:
         return hit
@@ -211,7 +228,7 @@ def _compiled_step(groups: tuple, ledger_keys: tuple, input_keys: tuple, mode: s
 
     def cell(level, group, col):
         return Ref(f"{level}:{group}:{col}")
-    per_group, step = derive_step(list(groups), dict.fromkeys(ledger_keys),
+    per_group, step = derive_step(list(groups), dict.fromkeys(ledger_keys + LEDGER_CONSTANTS),
                                   dict.fromkeys(input_keys), mode, pp, basis, calibrated,
                                   symbolic=cell)
     steps: list = [("step:None:pipeline_stretch", step["pipeline_stretch"])]
@@ -221,7 +238,8 @@ def _compiled_step(groups: tuple, ledger_keys: tuple, input_keys: tuple, mode: s
     steps += [(f"step:None:{c}", e) for c, e in step.items() if c != "pipeline_stretch"]
     out = {"group": {g: {c: f"group:{g}:{c}" for c in cols} for g, cols in per_group.items()},
            "step": {c: f"step:None:{c}" for c in step}}
-    f = compile_py(steps, {}, [(k, k) for k, _ in steps if not k.startswith("group_")])
+    f = compile_py(steps, {"row_group": row_group, "row_kind": row_kind},
+                   [(k, k) for k, _ in steps if not k.startswith("group_")], arrays=arrays)
     _STEP_CACHE[key] = (f, out)
     return _STEP_CACHE[key]
 
