@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import calibrated, gcpause, precision
-from .formula import NS, BinOp, Call, Cmp, Ref, compile_py, symbols
+from .formula import NS, BinOp, Call, Cmp, Ref, compile_py, json_value, symbols
 from .formula import evaluate as evaluate_expr
 from .model import expand_workload
 from .ops import REGISTRY, OpContext
@@ -41,20 +41,27 @@ REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "flops_transcendental
 SCHEMA_VERSION = 2
 
 
-_ENV_CACHE: dict[int, tuple[Hardware, dict[str, float]]] = {}
+_PER_CHIP: dict[tuple, tuple] = {}
+
+
+def _per_chip(hw: Hardware, key: tuple, build: typing.Callable):
+    """``build()`` once per chip spec object and ``key`` (specs are frozen, and every op of
+    every configuration asks): the spec is kept beside its value, so a reused id() never
+    returns another chip's."""
+    k = (id(hw), key)
+    hit = _PER_CHIP.get(k)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_PER_CHIP) > 8192:
+        _PER_CHIP.clear()
+    value = build()
+    _PER_CHIP[k] = (hw, value)
+    return value
 
 
 def hw_env(hw: Hardware) -> dict[str, float]:
-    """The hardware's numeric parameters under the names formulas use (computed once per spec
-    object: specs are frozen, and every op of every configuration asks for them)."""
-    hit = _ENV_CACHE.get(id(hw))
-    if hit is not None and hit[0] is hw:
-        return hit[1]
-    if len(_ENV_CACHE) > 256:
-        _ENV_CACHE.clear()
-    env = _hw_env(hw)
-    _ENV_CACHE[id(hw)] = (hw, env)
-    return env
+    """The hardware's numeric parameters under the names formulas use."""
+    return _per_chip(hw, ("env",), lambda: _hw_env(hw))
 
 
 def _hw_env(hw: Hardware) -> dict[str, float]:
@@ -99,18 +106,8 @@ def rate_env(op, h: NS) -> dict:
 
 
 def _hw_ns(hw: Hardware) -> NS:
-    """hw_env as numpy scalars (what the numeric formulas read), built once per spec object."""
-    hit = _NS_CACHE.get(id(hw))
-    if hit is not None and hit[0] is hw:
-        return hit[1]
-    if len(_NS_CACHE) > 256:
-        _NS_CACHE.clear()
-    ns = NS({k: np.float64(v) for k, v in hw_env(hw).items()})
-    _NS_CACHE[id(hw)] = (hw, ns)
-    return ns
-
-
-_NS_CACHE: dict[int, tuple[Hardware, NS]] = {}
+    """hw_env as numpy scalars (what the interpreted formulas read)."""
+    return _per_chip(hw, ("ns",), lambda: NS({k: np.float64(v) for k, v in hw_env(hw).items()}))
 
 
 def op_cost(op, hw: Hardware, wl: Workload | None = None, *, inputs: dict | None = None):
@@ -163,21 +160,17 @@ def _interpreted_columns(op, hw: Hardware, wl, values: dict, cal, symbolic: bool
     return values, cost, roof
 
 
-_COMPILED: dict[tuple, tuple] = {}
-
-
 def _compiled(op, hw: Hardware, values: dict, key: tuple | None = None,
               arrays: bool = False, columns: tuple | None = None) -> tuple:
     """(function of the input cells -> cost and roofline columns, cost keys, roofline keys) for
     ops of this formula structure on this chip: the symbolic formulas compiled to Python once
     (formula.compile_py), so one op costs a function call (``arrays``: numpy code, for input
     cells that are arrays). Numbers as the interpreted path's."""
-    key = (id(hw), arrays, columns, key or _structure(op, values))
-    hit = _COMPILED.get(key)
-    if hit is not None and hit[0] is hw:
-        return hit[1]
-    if len(_COMPILED) > 4096:
-        _COMPILED.clear()
+    return _per_chip(hw, ("op", arrays, columns, key or _structure(op, values)),
+                     lambda: _compile_op(op, hw, values, arrays, columns))
+
+
+def _compile_op(op, hw: Hardware, values: dict, arrays: bool, columns: tuple | None) -> tuple:
     model = REGISTRY[op.kind]
     p, h = symbols(values), symbols(hw_env(hw))
     cost = model.cost(p, h, op)  # one instance; earlier columns enter as Refs
@@ -190,8 +183,7 @@ def _compiled(op, hw: Hardware, values: dict, key: tuple | None = None,
     f = compile_py(steps, hw_env(hw), [(k, k) for k in [*cost, *roof]
                                        if columns is None or k in columns],
                    floats=not arrays, arrays=arrays)
-    _COMPILED[key] = (hw, (f, tuple(cost), tuple(roof)))
-    return _COMPILED[key][1]
+    return f, tuple(cost), tuple(roof)
 
 
 def _repeated(cost: dict, rep, symbolic: bool) -> dict:
@@ -237,14 +229,8 @@ def _subst(e, names: dict):
 
 
 def _clean(v):
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return v if math.isfinite(v) else None
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, np.str_):
-        return str(v)
-    return v
+    """numpy scalars and floats as JSON values (formula.json_value); anything else as is."""
+    return json_value(v) if isinstance(v, (float, np.generic)) else v
 
 
 def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:

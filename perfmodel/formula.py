@@ -150,6 +150,19 @@ _FUNCS: dict[str, tuple[Callable, Callable[[list[str]], str]]] = {
 }
 
 
+def json_value(v):
+    """A cell's value for JSON: a bool, text, or a float (None where not finite, as a cell
+    holding an error or nothing)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
 def _rows(x) -> np.ndarray:
     """A column of rows as one float array; rows given as a list may be numbers or arrays
     (one value per configuration), broadcast together."""

@@ -290,7 +290,6 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
     from .engine import evaluate_rows
     from .results import to_json
     from .model import expand_workload, expansion, source_workload
-    from .specs import TransformerOp
 
     src = source_workload(workload)
     spec = expansion(workload).spec

@@ -1,7 +1,7 @@
 """A transformer step evaluated over arrays of batch sizes: one expansion per structure.
 
 ``results.to_json`` expands a transformer op into its ledger, validates every op and evaluates
-them one by one: milliseconds per configuration. A search over thousands of configurations
+them one by one: about half a millisecond per configuration. A search over thousands of configurations
 changes only numbers between many of them: the sequences per step (``batch``), the pipeline
 ``microbatches`` and ``grad_accum``. Everything else (the mesh and the strategies on it, remat,
 attention, mode, the chip) fixes the *structure*: which ledger rows exist and which collective
@@ -10,9 +10,9 @@ are numpy arrays (``transformer.expand_op`` and ``memory_parts`` accept them), e
 is validated once at a representative configuration, its array-valued fields (rows of the
 projections, attention sequences, elementwise sizes, collective bytes, repeats) replace the
 representative's input cells, and ``engine.op_columns`` evaluates the same formulas as a single
-evaluation, on arrays. The step figures follow ``summary.step_summary`` term by term (the same
-groups, the same overlap and pipeline rules), so each configuration agrees with ``to_json`` of
-the equivalent workload (tests/test_plan.py checks it to 1e-12).
+evaluation, on arrays. The step figures are ``summary.derive_step``'s own formulas evaluated on
+those arrays, so each configuration agrees with ``to_json`` of the equivalent workload
+(tests/test_plan.py checks it to 1e-12).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from ..engine import op_columns, price_columns
 from ..ops import REGISTRY, OpContext
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from .summary import basis_of, derive_step, matmul_peak, step_inputs
-from .transformer import (array_plan, expand_op, first_row, group_of, make_plan, memory_parts,
-                          row_inputs)
+from .transformer import array_plan, expand_op, first_row, group_of, make_plan, row_inputs
 
 # the row columns the step figures need (and, on a calibrated chip, t_calibrated)
 STEP_COLUMNS = ("t_lower", "t_upper", "t_calibrated", "bound", "flops")

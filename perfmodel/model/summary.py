@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import precision
 from ..engine import hw_env, op_columns
-from ..formula import NS, Ref, compile_py, fmax, rsum, sumif, where
+from ..formula import NS, Ref, compile_py, fmax, json_value, rsum, sumif, where
 from ..ops import REGISTRY
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from . import expansion
@@ -244,16 +244,6 @@ def _compiled_step(groups: tuple, row_group: tuple, row_kind: tuple, ledger_keys
     return _STEP_CACHE[key]
 
 
-def _value(v):
-    """A cell's number for JSON: float, bool or text; None where not finite."""
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (str, np.str_)):
-        return str(v)
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
 def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     """The step figures for an expanded transformer workload (None for other workloads)."""
     x = expansion(wl)
@@ -269,10 +259,10 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     out: dict = {"model": spec.name, "mode": spec.mode, "chips": plan.chips}
     for k in ("t_comm", "t_lower", "t_upper", "t_calibrated", "t_step"):
         if k in step:
-            out[k] = _value(step[k])
+            out[k] = json_value(step[k])
     out["t_step_basis"] = basis
     if "pipeline_bubble" in step:
-        out["pipeline_bubble"] = _value(step["pipeline_bubble"])
+        out["pipeline_bubble"] = json_value(step["pipeline_bubble"])
     out["tokens_per_step"] = inputs["tokens_per_step"]
     out["params"] = inputs["params"]
     out["params_total"] = sum(param_ledger(spec).values())
@@ -280,16 +270,16 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     out["flops_model"] = inputs["flops_model"]
     out["flops_ledger"] = model_flops(hw, spec)
     pt = f"flops_{6 if spec.mode == 'train' else 2}pt"
-    out[pt] = _value(step[pt])
-    out["peak_used"] = _value(step["peak_used"])
+    out[pt] = json_value(step[pt])
+    out["peak_used"] = json_value(step["peak_used"])
     for k in ("mfu", "hfu", "tokens_per_s"):
-        out[k] = _value(step[k])
-    out["memory_bytes_per_chip"] = _value(step["memory_bytes_per_chip"])
+        out[k] = json_value(step[k])
+    out["memory_bytes_per_chip"] = json_value(step["memory_bytes_per_chip"])
     out["memory_parts"] = inputs["memory_parts"]
     out["hbm_capacity"] = hw.hbm_capacity
-    out["fits_memory"] = _value(step["fits_memory"])
-    out["bounds"] = {g: _value(v["bound"]) for g, v in per_group.items()}
-    out["group_times"] = {g: _value(v["t_lower"]) for g, v in per_group.items()}
+    out["fits_memory"] = json_value(step["fits_memory"])
+    out["bounds"] = {g: json_value(v["bound"]) for g, v in per_group.items()}
+    out["group_times"] = {g: json_value(v["t_lower"]) for g, v in per_group.items()}
     if spec.mode == "prefill":
         out["ttft"] = out["t_step"]  # the whole prompt batch, up to its first output token
     if spec.mode == "decode":

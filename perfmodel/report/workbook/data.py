@@ -9,13 +9,12 @@ gets one template per op, because the fitted group an op belongs to depends on i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...engine import hw_env, op_columns
-from ...formula import evaluate, to_excel
+from ...formula import evaluate, json_value, to_excel
 from ...ops import REGISTRY, OpContext
 from ...specs import SpecError
 
@@ -119,16 +118,7 @@ def _column(a: np.ndarray) -> list:
         return [x if x == x and abs(x) != np.inf else None for x in a.tolist()]
     if a.dtype.kind in "biuUS":
         return [float(x) if a.dtype.kind in "iu" else x for x in a.tolist()]
-    return [_clean(x) for x in a]
-
-
-def _clean(v):
-    if isinstance(v, (np.bool_, bool)):
-        return bool(v)
-    if isinstance(v, (np.str_, str)):
-        return str(v)
-    v = float(v)
-    return v if math.isfinite(v) else None
+    return [json_value(x) for x in a]
 
 
 def evaluate_book(workloads, hardware, active, measured=None, calibration=None) -> BookData:
