@@ -33,7 +33,9 @@ its CUDA-core rate and used for ``highest``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from .formula import Expr, Ref
 from .specs import PRECISIONS
@@ -143,6 +145,22 @@ def rate_name(op) -> str:
     if op.kind in MATRIX_KINDS:
         return matrix_name(d, getattr(op, "precision", "default"))
     return vector_name(d)
+
+
+@dataclass(frozen=True)
+class Roof:
+    label: str        # the unit and dtype (Rate.runs_as): "MXU bf16", "vector fp32"
+    name: str         # the derived rate (engine.hw_env, a Hardware row): the op's peak_used
+
+
+def roof(hw, op) -> Roof:
+    """The roof a roofline chart or sweep draws for ``op`` on ``hw``: the rate that prices its
+    main FLOPs (its ``peak_used``), never the chip's largest peak. ``op`` is an op spec or its
+    result row (a mapping with kind, compute_dtype and precision, as engine rows have)."""
+    if isinstance(op, Mapping):
+        op = SimpleNamespace(kind=op["kind"], dtype=op["compute_dtype"],
+                             precision=op.get("precision") or "default")
+    return Roof(rate(hw, op).runs_as, rate_name(op))
 
 
 def _expr(r: Rate) -> Expr:
