@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from .formula import Expr, Ref
-from .specs import PRECISIONS
+from .specs import DTYPE_BYTES, INDEX_DTYPES, PRECISIONS
 
 PASSES_TPU_FP32 = {"default": 1, "high": 3, "highest": 6}
 # where a dtype has no matrix rate of its own: the next dtype that runs it (wider, same family)
@@ -114,7 +114,7 @@ def rate(hw, op) -> Rate:
 # = peak_flops_tf32 on an H100). An op's formulas refer to the name, so a workbook whose active
 # chip changes (or whose peaks are edited) re-prices every op as that chip runs it.
 # the dtypes with rates of their own; any other (an integer index, a bool mask) is priced as fp32
-RATE_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4")
+RATE_DTYPES = tuple(d for d in DTYPE_BYTES if d not in INDEX_DTYPES)
 
 
 def _rated(dtype: str) -> str:

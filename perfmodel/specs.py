@@ -66,11 +66,9 @@ def _peak_key(v: Any) -> Any:
     return v
 
 
-DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "int16", "int32",
-                          "int64", "uint8", "uint16", "uint32", "uint64", "bool"],
-                  BeforeValidator(_dtype)]
-PeakDType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "tf32"],
-                      BeforeValidator(_peak_key)]
+# the allowed values come from the tables above: a new dtype is one entry in DTYPE_BYTES
+DType = Annotated[Literal[tuple(DTYPE_BYTES)], BeforeValidator(_dtype)]
+PeakDType = Annotated[Literal[PEAK_KEYS], BeforeValidator(_peak_key)]
 # JAX's lax.Precision names (and the aliases jax accepts as strings)
 PRECISIONS = ("default", "high", "highest")
 _PRECISION_ALIASES = {"fastest": "default", "bfloat16": "default", "bfloat16_3x": "high",
