@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .formula import Ref
+from .formula import Ref, evaluate
+from .model.transformer import make_plan
 from .specs import SpecError, TransformerOp, Workload, load_model, read_yaml
 from .topology import GPU_TOPOLOGIES, TORUS_DIMS, format_shape, parse_shape, physical_axes
 
@@ -50,6 +51,18 @@ DENSE_STRATEGIES = ("data", "fsdp", "tensor", "sequence", "pipeline")
 OBJECTIVES = ("tokens_per_s", "cost", "latency")
 SEARCHED_FIELDS = ("mode", "batch", "parallelism", "remat", "grad_accum", "microbatches")
 BATCH_STRATEGIES = ("data", "fsdp", "expert")
+
+# A configuration's derived columns, defined once: evaluated over the search's arrays for the
+# table (JSON, CSV, text) and rendered by the Plan sheet as live formulas over the row's cells.
+PLAN_FORMULAS = {"tokens_per_s_per_chip": Ref("tokens_per_s") / Ref("chips")}
+# the bytes per chip a plan may fill (--hbm-fraction of HBM); the 'memory' reason is not fitting
+MEMORY_LIMIT = Ref("hbm_fraction") * Ref("hbm_capacity")
+FITS_MEMORY = Ref("memory_bytes_per_chip") <= MEMORY_LIMIT
+
+
+def memory_limit(req: Request, hbm_capacity):
+    return evaluate(MEMORY_LIMIT, {"hbm_fraction": req.hbm_fraction,
+                                   "hbm_capacity": hbm_capacity})
 
 
 # ---- the request --------------------------------------------------------------------------
@@ -302,21 +315,16 @@ def _layout_of(shape, real, assign) -> Layout:
     return Layout(shape, tuple(mesh), tuple((s, tuple(a)) for s, a in par.items()))
 
 
-def _divides(op: dict, mode: str, sizes: dict) -> str | None:
-    """Why a layout cannot hold the model (None: it can), as make_plan would refuse it."""
-    tp, pp = sizes.get("tensor", 1), sizes.get("pipeline", 1)
-    sp, ep = sizes.get("sequence", 1), sizes.get("expert", 1)
-    for f in ("heads", "d_ff", "vocab"):
-        if op[f] % tp:
-            return f"{f} {op[f]} not divisible by tensor {tp}"
-    if tp > 1 and op["kv_heads"] % tp and tp % op["kv_heads"]:
-        return f"kv_heads {op['kv_heads']} and tensor {tp} do not divide one another"
-    if op["layers"] % pp:
-        return f"layers {op['layers']} not divisible by pipeline {pp}"
-    if op["seq"] % sp:
-        return f"seq {op['seq']} not divisible by sequence {sp}"
-    if ep > 1 and op["experts"] % ep:
-        return f"experts {op['experts']} not divisible by expert {ep}"
+def _divides(base: TransformerOp, lay: Layout) -> str | None:
+    """Why a layout cannot hold the model (None: it can): make_plan's own checks, on a batch of
+    one sequence per shard (the batch's own divisibility is checked over the whole grid)."""
+    shards = math.prod(lay.sizes().get(s, 1) for s in BATCH_STRATEGIES)
+    op = base.model_copy(update={"parallelism": lay.par_dict, "batch": shards,
+                                 "microbatches": 1, "grad_accum": 1})
+    try:
+        make_plan(op, lay.mesh_dict)
+    except SpecError as e:
+        return str(e)
     return None
 
 
@@ -386,6 +394,7 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
         it = tqdm(structures, desc="plan", unit="structure", leave=False, delay=1.0,
                   disable=None)
     B = np.asarray(req.batches, dtype=np.int64)
+    base = TransformerOp.model_validate(candidate_op(req, Layout("", (), ()), "none", 1, 1, 1, 1))
     frames = []
     counts = dict.fromkeys(REASONS, 0)
     searched = 0
@@ -402,7 +411,7 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
         grid = np.array(list(itertools.product(B, micro, req.grad_accums)), dtype=np.int64)
         b, m, g = grid[:, 0], grid[:, 1], grid[:, 2]
         searched += len(grid)
-        why = _divides(req.op, req.mode, sizes)
+        why = _divides(base, lay)
         if why is not None:
             counts["divisibility"] += len(grid)
             skipped.append((hi, n, li, why))
@@ -428,8 +437,10 @@ def search(req: Request, hardware: list, chips: list[int] | None = None,
                  "grad_accum", "t_step", "tokens_per_s", "reason"])
     if len(table):
         reason = np.full(len(table), "", dtype=object)
-        limit = req.hbm_fraction * table["hbm_capacity"].to_numpy()
-        checks = [("memory", table["memory_bytes_per_chip"].to_numpy() > limit)]
+        table["fits_memory"] = evaluate(FITS_MEMORY, {
+            "memory_bytes_per_chip": table["memory_bytes_per_chip"].to_numpy(),
+            "hbm_capacity": table["hbm_capacity"].to_numpy(), "hbm_fraction": req.hbm_fraction})
+        checks = [("memory", ~table["fits_memory"].to_numpy())]
         lat = table["t_step"].to_numpy()
         if req.max_ttft is not None:
             checks.append(("max_ttft", lat > req.max_ttft))
@@ -464,10 +475,9 @@ def _frame(req, hw, hi, n, li, remat, b, m, g, res) -> dict:
            "chips": np.full(k, n), "layout_id": np.full(k, li),
            "remat": np.full(k, remat, dtype=object), "batch": b, "microbatches": m,
            "grad_accum": g, "t_step": res["t_step"], "tokens_per_s": res["tokens_per_s"],
-           "tokens_per_s_per_chip": res["tokens_per_s"] / n, "mfu": res["mfu"],
-           "memory_bytes_per_chip": res["memory_bytes_per_chip"],
-           "hbm_capacity": np.full(k, float(hw.hbm_capacity)),
-           "fits_memory": res["memory_bytes_per_chip"] <= hw.hbm_capacity}
+           "mfu": res["mfu"], "memory_bytes_per_chip": res["memory_bytes_per_chip"],
+           "hbm_capacity": np.full(k, float(hw.hbm_capacity))}
+    out.update({c: evaluate(f, out) for c, f in PLAN_FORMULAS.items()})
     out["usd_per_mtok"] = res.get("usd_per_mtok", np.full(k, np.nan))
     return out
 
@@ -498,9 +508,6 @@ def candidate_workload(req, lay, remat, batch, micro, accum, pp) -> Workload:
 
 
 # ---- presenting ---------------------------------------------------------------------------
-
-# the Plan sheet's derived columns, as live formulas over the row's other cells
-PLAN_FORMULAS = {"tokens_per_s_per_chip": Ref("tokens_per_s") / Ref("chips")}
 
 COLUMNS = ["chip", "chips", "slice", "mesh", "parallelism", "microbatches", "remat",
            "grad_accum", "batch", "t_step", "tokens_per_s", "tokens_per_s_per_chip", "mfu",
@@ -606,14 +613,14 @@ def _why_none(req: Request, hw, sub: pd.DataFrame) -> str:
     """Why none of ``sub`` (evaluated configurations) is feasible: the closest miss."""
     from .units import fmt_si
 
-    limit = req.hbm_fraction * hw.hbm_capacity
+    limit = memory_limit(req, hw.hbm_capacity)
     why = []
     mem = sub["memory_bytes_per_chip"].min()
-    if mem > limit:
+    fit = sub[sub["fits_memory"]]
+    if not len(fit):
         why.append(f"memory: the smallest need is {_fmt_b(mem)} per chip > {_fmt_b(limit)} "
                    f"({req.hbm_fraction:g} x {_fmt_b(hw.hbm_capacity)} HBM)")
     else:
-        fit = sub[sub["memory_bytes_per_chip"] <= limit]
         for flag, lim in (("max_ttft", req.max_ttft), ("max_tpot", req.max_tpot)):
             if lim is not None:
                 why.append(f"{flag.replace('_', '-')}: the fastest that fits memory takes "
@@ -711,7 +718,7 @@ def explain_text(result: Result, rank: int) -> str:
         out.append(f"  {g:<10} {fmt_si(tl, 's'):>10}  {tot['bounds'][g]}-bound")
     parts = ", ".join(f"{k} {_fmt_b(v)}" for k, v in tot["memory_parts"].items() if v)
     out.append(f"  memory per chip {_fmt_b(tot['memory_bytes_per_chip'])} of "
-               f"{_fmt_b(result.req.hbm_fraction * hw.hbm_capacity)} allowed: {parts}")
+               f"{_fmt_b(memory_limit(result.req, hw.hbm_capacity))} allowed: {parts}")
     f = result.feasible
     others = f[(f["layout_id"] != row["layout_id"]) & (f["chips"] == row["chips"])
                & (f["hi"] == row["hi"])]

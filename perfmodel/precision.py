@@ -33,10 +33,12 @@ its CUDA-core rate and used for ``highest``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from .formula import Expr, Ref
-from .specs import PRECISIONS
+from .specs import DTYPE_BYTES, INDEX_DTYPES, PRECISIONS
 
 PASSES_TPU_FP32 = {"default": 1, "high": 3, "highest": 6}
 # where a dtype has no matrix rate of its own: the next dtype that runs it (wider, same family)
@@ -112,7 +114,7 @@ def rate(hw, op) -> Rate:
 # = peak_flops_tf32 on an H100). An op's formulas refer to the name, so a workbook whose active
 # chip changes (or whose peaks are edited) re-prices every op as that chip runs it.
 # the dtypes with rates of their own; any other (an integer index, a bool mask) is priced as fp32
-RATE_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4")
+RATE_DTYPES = tuple(d for d in DTYPE_BYTES if d not in INDEX_DTYPES)
 
 
 def _rated(dtype: str) -> str:
@@ -143,6 +145,22 @@ def rate_name(op) -> str:
     if op.kind in MATRIX_KINDS:
         return matrix_name(d, getattr(op, "precision", "default"))
     return vector_name(d)
+
+
+@dataclass(frozen=True)
+class Roof:
+    label: str        # the unit and dtype (Rate.runs_as): "MXU bf16", "vector fp32"
+    name: str         # the derived rate (engine.hw_env, a Hardware row): the op's peak_used
+
+
+def roof(hw, op) -> Roof:
+    """The roof a roofline chart or sweep draws for ``op`` on ``hw``: the rate that prices its
+    main FLOPs (its ``peak_used``), never the chip's largest peak. ``op`` is an op spec or its
+    result row (a mapping with kind, compute_dtype and precision, as engine rows have)."""
+    if isinstance(op, Mapping):
+        op = SimpleNamespace(kind=op["kind"], dtype=op["compute_dtype"],
+                             precision=op.get("precision") or "default")
+    return Roof(rate(hw, op).runs_as, rate_name(op))
 
 
 def _expr(r: Rate) -> Expr:

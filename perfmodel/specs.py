@@ -66,11 +66,9 @@ def _peak_key(v: Any) -> Any:
     return v
 
 
-DType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "int16", "int32",
-                          "int64", "uint8", "uint16", "uint32", "uint64", "bool"],
-                  BeforeValidator(_dtype)]
-PeakDType = Annotated[Literal["bf16", "fp16", "fp32", "fp8", "int8", "int4", "fp4", "tf32"],
-                      BeforeValidator(_peak_key)]
+# the allowed values come from the tables above: a new dtype is one entry in DTYPE_BYTES
+DType = Annotated[Literal[tuple(DTYPE_BYTES)], BeforeValidator(_dtype)]
+PeakDType = Annotated[Literal[PEAK_KEYS], BeforeValidator(_peak_key)]
 # JAX's lax.Precision names (and the aliases jax accepts as strings)
 PRECISIONS = ("default", "high", "highest")
 _PRECISION_ALIASES = {"fastest": "default", "bfloat16": "default", "bfloat16_3x": "high",
@@ -693,16 +691,18 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     YAML_C = False
 
 
-def read_input(path: Path, what: str = "a YAML file") -> bytes:
+def read_input(path: Path, what: str = "a YAML file",
+               missing: str = "Check the path, or use a built-in name.") -> bytes:
     """The bytes of an input file: a regular file of at most ``limits.MAX_FILE_BYTES``.
 
     A FIFO, a device (/dev/zero, /dev/urandom) or a directory is refused before it is opened,
-    and no more than the limit is read (a /proc file reports size 0)."""
+    and no more than the limit is read (a /proc file reports size 0). ``missing`` is the fix
+    said when there is no such file."""
     path = Path(path)
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise SpecError(f"{path}: no such file. Check the path, or use a built-in name.") from None
+        raise SpecError(f"{path}: no such file. {missing}") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot be read ({e.strerror}); check the path and its "
                         f"permissions.") from None
@@ -728,20 +728,28 @@ def read_input(path: Path, what: str = "a YAML file") -> bytes:
     return raw
 
 
+def read_text(path: Path, kind: str, what: str | None = None,
+              missing: str = "Check the path, or use a built-in name.") -> str:
+    """An input file's text (``read_input``'s checks, then UTF-8 without NUL bytes, a leading
+    byte-order mark dropped); ``kind`` names the format the errors expect (YAML, JSON)."""
+    raw = read_input(path, what or f"a {kind} file", missing)
+    if b"\x00" in raw:
+        raise SpecError(f"{path}: looks like a binary file, expected {kind} text.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start}); expected "
+                        f"{kind}.") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not content
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Read a YAML file safely; return (data, node tree for line numbers).
 
     The text is parsed once (libyaml where present) into a node tree; the tree is checked
     (depth, alias expansion, keys written twice) before the data are constructed from it."""
     path = Path(path)
-    raw = read_input(path)
-    if b"\x00" in raw:
-        raise SpecError(f"{path}: looks like a binary file, expected YAML text.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path}: is not UTF-8 text ({e.reason} at byte {e.start}); expected YAML.") from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not content
+    text = read_text(path, "YAML")
     if not text.strip():
         raise SpecError(f"{path}: is empty; expected a YAML mapping with at least 'name'.")
     # libyaml reads UTF-8 bytes faster than a str

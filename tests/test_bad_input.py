@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from perfmodel.catalog import DATA
 from perfmodel.cli import main
+from perfmodel.specs import DTYPE_BYTES, PEAK_KEYS
 
 V4_TEXT = (DATA / "hardware" / "tpu-v4.yaml").read_text()
 
@@ -278,6 +279,8 @@ def test_unknown_dtype_suggests(tmp_path):
     msg = bad_workload(p)
     assert "line 3" in msg and "ops[0].dtype: must be one of bf16, fp16, fp32, fp8, int8" in msg
     assert "did you mean 'bf16'?" in msg and "(got 'bf17')" in msg
+    # the allowed list is DTYPE_BYTES' keys, in its order (one table: a new dtype is one edit)
+    assert f"must be one of {', '.join(DTYPE_BYTES)};" in msg
 
 
 def test_dtype_alias_is_accepted(tmp_path):
@@ -291,6 +294,7 @@ def test_unknown_dtype_in_hardware_peak(tmp_path):
     p, line = v4_with(tmp_path, "bf16: 275 TFLOP/s", "bf17: 275 TFLOP/s")
     msg = bad_hardware(p)
     assert f"line {line}" in msg and "peak_flops.bf17 (the key): must be one of" in msg
+    assert f"must be one of {', '.join(PEAK_KEYS)};" in msg and "tf32" in PEAK_KEYS
 
 
 def test_unknown_op_kind(tmp_path):

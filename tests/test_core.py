@@ -148,3 +148,26 @@ def test_json_totals_are_sums(v4):
     assert js["total"]["t_lower"] == pytest.approx(sum(o["t_lower"] for o in js["ops"]))
     for o in js["ops"]:
         assert {"onchip_bytes", "fits_onchip"} <= set(o)
+
+
+def test_operand_widths_render_once_factored_when_one_dtype():
+    """ops.operand_bytes writes attention's and elementwise's bytes once: an op of one dtype
+    keeps elem_bytes*(a+b); a KV cache or output in another dtype gets its own width cell."""
+    from perfmodel.formula import to_excel
+
+    hw = catalog.load_hardware("tpu-v5e")
+    att = dict(name="a", kind="attention", impl="fused", batch=2, seq=8, heads=4, head_dim=16)
+
+    def bytes_formula(op):
+        return to_excel(engine.op_columns(op, hw, None, symbolic=True)[1]["hbm_bytes"], str)
+
+    qo, kv = "2*batch*heads*seq*head_dim", "2*batch*kv_heads*kv_seq*head_dim"
+    assert bytes_formula(AttentionOp(**att)) == f"=elem_bytes*({qo}+{kv})"
+    assert bytes_formula(AttentionOp(**att, kv_dtype="int8")) == \
+        f"=elem_bytes*({qo})+kv_bytes*({kv})"
+    ew = dict(name="e", kind="elementwise", dtype="fp32", shape=[64], inputs=2)
+    assert bytes_formula(ElementwiseOp(**ew)) == "=elem_bytes*elements*(inputs+outputs)"
+    assert bytes_formula(ElementwiseOp(**ew, out_dtype="bf16")) == \
+        "=elements*(elem_bytes*inputs+out_bytes*outputs)"
+    # numbers: fp32 in, bf16 out: 64 x (4 x 2 + 2 x 1) = 640 bytes
+    assert engine.evaluate_op(ElementwiseOp(**ew, out_dtype="bf16"), hw)["hbm_bytes"] == 640

@@ -139,6 +139,27 @@ def test_file_over_the_size_limit(tmp_path):
     assert "MAX_FILE_BYTES" in msg and f"{limits.MAX_FILE_BYTES:,}" in msg
 
 
+def test_config_json_over_the_size_limit_or_not_a_file(tmp_path):
+    """A Hugging Face config.json is read like every other input (specs.read_input): the size
+    limit and regular files only, for import-hf and for a workload's config:."""
+    big = tmp_path / "config.json"
+    with open(big, "wb") as f:  # sparse: no disk used
+        f.truncate(limits.MAX_FILE_BYTES + 1)
+    msg = bad("import-hf", str(big), cwd=tmp_path, case="import-hf config.json over 64 MiB")
+    assert str(big) in msg and "MAX_FILE_BYTES" in msg and f"{limits.MAX_FILE_BYTES:,}" in msg
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)  # nobody writes to it: opening it would block for ever
+    msg = bad("import-hf", str(fifo), cwd=tmp_path, case="import-hf FIFO")
+    assert str(fifo) in msg and "not a regular file" in msg and "config.json" in msg
+    wl = write(tmp_path / "w.yaml", "name: w\nops:\n  - {name: x, kind: transformer, config: "
+               "pipe.json, mode: decode, batch: 1, seq: 64}\n")
+    msg = bad("roofline", "-H", "h100", "-w", str(wl), cwd=tmp_path, case="config: a FIFO")
+    assert "pipe.json" in msg and "not a regular file" in msg
+    (tmp_path / "bin.json").write_bytes(b"{\x00}")
+    msg = bad("import-hf", str(tmp_path / "bin.json"), cwd=tmp_path, case="import-hf binary")
+    assert "bin.json" in msg and "binary" in msg and "JSON" in msg
+
+
 @pytest.mark.parametrize("args", [
     ["--slice", "99999999x99999999"],
 ])

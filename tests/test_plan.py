@@ -377,3 +377,55 @@ def test_calibrated_chip_prices_one_row_products_as_gemv_in_the_batched_path():
         tot = to_json(hw, Workload.model_validate(d))["total"]
         assert out["t_step"][i] == pytest.approx(tot["t_step"], rel=1e-12)
         assert out["t_calibrated"][i] == pytest.approx(tot["t_calibrated"], rel=1e-12)
+
+
+def test_hbm_fraction_decides_fits_memory_and_the_memory_count(tmp_path):
+    """One rule (plan.FITS_MEMORY) marks fits_memory and counts the 'memory' reason. The best
+    configuration at --hbm-fraction 0.9, on a chip whose HBM is made 1/0.6 of its need, uses 60%
+    of HBM: it fits at 0.9 but not at 0.5, in the table, the JSON and the counts."""
+    req = plan.load_request(model_file(tmp_path), mode="decode", batches=[4, 8])
+    hw = api.load_hardware("tpu-v5e")
+    need = plan.search(req, [hw], [4]).ranked().iloc[0]
+    hw = hw.model_copy(update={"hbm_capacity": need["memory_bytes_per_chip"] / 0.6})
+    key = ["layout_id", "remat", "batch", "microbatches", "grad_accum"]
+    for frac, fits in ((0.9, True), (0.5, False)):
+        req.hbm_fraction = frac
+        res = plan.search(req, [hw], [4])
+        t = res.table
+        row = t[(t[key] == need[key]).all(axis=1)]
+        assert len(row) == 1 and bool(row["fits_memory"].iloc[0]) is fits
+        assert (row["reason"].iloc[0] == "") is fits
+        over = t["memory_bytes_per_chip"] > frac * hw.hbm_capacity
+        assert list(t["fits_memory"]) == list(~over)
+        js = plan.to_json(res, 1000)
+        assert js["infeasible_by_reason"]["memory"] == int(over.sum()) > 0
+        assert all(c["fits_memory"] and c["memory_bytes_per_chip"] <= frac * hw.hbm_capacity
+                   for c in js["candidates"])
+        assert js["feasible"] == len(js["candidates"])
+        assert any(c["memory_bytes_per_chip"] == need["memory_bytes_per_chip"]
+                   for c in js["candidates"]) is fits
+
+
+def test_derived_columns_are_the_plan_formulas(tmp_path):
+    """tokens_per_s_per_chip in the table (JSON, CSV) is PLAN_FORMULAS' expression evaluated."""
+    from perfmodel.formula import evaluate
+
+    res = plan.search(plan.load_request(model_file(tmp_path), mode="decode", batches=[4, 8]),
+                      [api.load_hardware("tpu-v5e")], [4])
+    for col, f in plan.PLAN_FORMULAS.items():
+        want = evaluate(f, {c: res.table[c].to_numpy() for c in res.table})
+        assert np.array_equal(res.table[col].to_numpy(), want)
+
+
+def test_layouts_that_do_not_divide_the_model_are_refused_by_make_plan(tmp_path):
+    """A layout is skipped for divisibility with make_plan's own message: tensor 4 over
+    kv_heads 3 (neither divides the other) on 4 chips."""
+    path = model_file(tmp_path, {**TINY, "heads": 12, "kv_heads": 3})
+    res = plan.search(plan.load_request(path, mode="decode", batches=[4]),
+                      [api.load_hardware("tpu-v5e")], [4])
+    why = {res.layouts[li].describe(): w for _, _, li, w in res.not_evaluated}
+    assert "kv_heads 3 and the tensor size 4 (mesh axes tensor) do not divide one another" \
+        in why["tensor=4"]
+    lines = plan.single_strategy_lines(res)
+    assert any(s.startswith("tensor 4") and "kv_heads 3 and the tensor size 4" in s
+               for s in lines), lines

@@ -235,3 +235,50 @@ def test_hardware_show_prints_the_new_fields(capsys):
         for f in ("vector_flops", "transcendental_flops", "matmul_tile", "flash_block_q"):
             if getattr(hw, f) is not None:
                 assert f in hw.sources, (chip, f)
+
+
+# ---- the roof a chart draws ----------------------------------------------------------------
+
+@pytest.mark.parametrize("chip", ["tpu-v5e", "h100", "tpu-v4"])
+def test_roof_is_the_rate_each_op_is_priced_at(chip):
+    """precision.roof (the rule of the PNG roofline, the sweep roofline and the workbook's
+    Roofline sheet) names the rate the engine priced the op at, from the op or its row."""
+    hw = HW[chip]
+    env = engine.hw_env(hw)
+    wl = catalog.load_workload("precision-mix")
+    rows = engine.evaluate_rows(hw, wl)
+    for op, row in zip(wl.ops, rows):
+        rf = precision.roof(hw, op)
+        assert precision.roof(hw, row) == rf
+        assert (rf.label, env[rf.name]) == (row["runs_as"], row["peak_used"]), op.name
+    labels = {precision.roof(hw, op).label for op in wl.ops}
+    assert any(s.startswith("vector") for s in labels) and len(labels) >= 3
+
+
+def test_workbook_roofs_are_the_rates_the_charted_ops_run_at(tmp_path):
+    """The Roofline sheet's fp32 chart on a TPU draws a roof for each rate its ops run at:
+    1, 3 and 6 bf16 MXU passes (precision default, high, highest) and the vector unit (adam,
+    the cast), not the fp32 matmul rate alone; each peak cell refers to that rate's row."""
+    import openpyxl
+
+    from perfmodel.report.workbook import write_workbook
+
+    hw = HW["tpu-v5e"]
+    path = write_workbook(tmp_path / "b.xlsx", [catalog.load_workload("precision-mix")], [hw],
+                          active=hw.name)
+    ws = openpyxl.load_workbook(path)["Roofline"]
+    env = engine.hw_env(hw)
+    hw_ws = openpyxl.load_workbook(path, data_only=True)["Hardware"]
+    head = next(r for r in ws.iter_rows() if r[0].value == "chip" and r[2].value == "roof")
+    roofs = {}
+    for r in ws.iter_rows(min_row=head[0].row + 1):
+        if r[0].value != hw.name:
+            break
+        if r[1].value == "fp32":
+            cell = r[3].value.split("!")[1].replace("$", "")
+            roofs[r[2].value] = hw_ws[cell].value
+    hbm = {k.split(", ", 1)[1]: v for k, v in roofs.items() if k.startswith("HBM, ")}
+    assert hbm == {"MXU bf16": env["matrix_rate_fp32_default"],
+                   "MXU bf16 x3": env["matrix_rate_fp32_high"],
+                   "MXU bf16 x6": env["matrix_rate_fp32_highest"],
+                   "vector fp32": env["vector_rate_fp32"]}

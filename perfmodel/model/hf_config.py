@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..specs import SpecError
+from ..specs import SpecError, read_text
 
 SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2",
              "phi3")
@@ -72,17 +72,12 @@ class Filled:
 def read_config(path: Path) -> dict:
     """The config as a dict; SpecError naming the file and the fix otherwise."""
     path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: no such file (a transformer op's config: is a Hugging Face "
-                        f"config.json, its path relative to the workload file). Check the path.")
-    if path.is_dir():
-        raise SpecError(f"{path}: is a directory; config: needs the config.json file inside it.")
+    text = read_text(path, "JSON", what="a Hugging Face config.json file (for a model's "
+                     "directory, name the config.json inside it)",
+                     missing="A transformer op's config: is a Hugging Face config.json, its "
+                             "path relative to the workload file: check the path.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: is not UTF-8 text; config: needs a Hugging Face config.json.") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot be read ({e.strerror}); check its permissions.") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); "
                         f"config: needs a Hugging Face config.json.") from None

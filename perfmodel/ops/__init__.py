@@ -11,6 +11,8 @@ those inputs and the hardware's symbols; it returns the op's cost columns (``flo
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,6 +63,23 @@ def common_inputs(op) -> dict[str, float]:
     if isinstance(rep, np.ndarray) or rep != 1:
         out["repeat"] = num(rep)
     return out
+
+
+def operand_bytes(p, *terms, per=None):
+    """Bytes of operands whose dtypes may differ: ``terms`` are (width cell, elements), the
+    width being that cell when the op has it (kv_bytes, out_bytes: written only for a dtype other
+    than the op's own), else elem_bytes. Operands of one width are summed before they are
+    multiplied, so an op of one dtype stays elem_bytes*(a+b); ``per`` (elements per operand)
+    multiplies them all."""
+    groups: dict = {}
+    for cell, n in terms:
+        w = cell if cell in p else "elem_bytes"
+        groups[w] = groups[w] + n if w in groups else n
+    if len(groups) == 1:
+        (w, n), = groups.items()
+        return p[w] * n if per is None else p[w] * per * n
+    total = functools.reduce(operator.add, (p[w] * n for w, n in groups.items()))
+    return total if per is None else per * total
 
 
 from . import attention, collectives, elementwise, matmul  # noqa: E402,F401  (register the models)

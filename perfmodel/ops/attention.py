@@ -30,7 +30,7 @@ re-reads Q, dO and reads and writes dQ once per KV block: e*(4BKTD + 4BHSD*ceil(
 
 from ..formula import ceil, fmax, fmin, floor, sqrt, where
 from ..specs import elem_bytes
-from . import common_inputs, num, register
+from . import common_inputs, num, operand_bytes, register
 from .matmul import FMA_FLOPS
 
 # softmax per score: max, subtract, exp, sum, divide (XLA counts about 5 and 1 transcendental)
@@ -79,22 +79,20 @@ def attention(p, hw, op):
     flops = (2 * FMA_FLOPS * D + SOFTMAX_FLOPS_PER_SCORE) * scores * kept
     qo = 2 * B * H * S * D
     kv = 2 * B * K * T * D
-    kv_e = p.kv_bytes if "kv_bytes" in p else e
     out = {"flops": flops, "flops_exec": flops,
            "flops_vector": SOFTMAX_FLOPS_PER_SCORE * scores * kept,
            "flops_transcendental": EXPS_PER_SCORE * scores * kept}
     if op.impl == "naive":
-        out["hbm_bytes"] = e * (qo + 4 * scores) + kv_e * kv if "kv_bytes" in p else \
-            e * (qo + kv + 4 * scores)
+        out["hbm_bytes"] = operand_bytes(p, ("elem_bytes", qo), ("kv_bytes", kv),
+                                         ("elem_bytes", 4 * scores))
         out["onchip_bytes"] = 0  # three separate passes: nothing must stay resident
     elif op.impl == "fused":
-        out["hbm_bytes"] = e * qo + kv_e * kv if "kv_bytes" in p else e * (qo + kv)
+        out["hbm_bytes"] = operand_bytes(p, ("elem_bytes", qo), ("kv_bytes", kv))
         out["onchip_bytes"] = e * S * T
     else:
         br = flash_block(hw, S, D, e, FLASH_TILES)
         out["q_block"] = br
-        out["hbm_bytes"] = (e * qo + kv_e * kv * ceil(S / br) if "kv_bytes" in p
-                            else e * (qo + kv * ceil(S / br)))
+        out["hbm_bytes"] = operand_bytes(p, ("elem_bytes", qo), ("kv_bytes", kv * ceil(S / br)))
         out["onchip_bytes"] = FLASH_TILES * br * D * e + SCORE_TILE_BYTES * br * br
     # naive keeps nothing resident between its passes, so it always fits
     out["fits_onchip"] = True if op.impl == "naive" else out["onchip_bytes"] <= hw.onchip_memory

@@ -12,7 +12,7 @@ writes XLA's fusions) moves exactly those bytes.
 import math
 
 from ..specs import elem_bytes
-from . import common_inputs, num, register
+from . import common_inputs, num, operand_bytes, register
 
 
 def _inputs(op, ctx):
@@ -31,7 +31,7 @@ def elementwise(p, hw, op):
     return {
         "flops": flops,
         "flops_exec": flops,
-        "hbm_bytes": (p.bytes if op.bytes is not None
-                      else p.elements * (p.elem_bytes * p.inputs + p.out_bytes * p.outputs)
-                      if "out_bytes" in p else p.elem_bytes * p.elements * (p.inputs + p.outputs)),
+        "hbm_bytes": (p.bytes if op.bytes is not None else
+                      operand_bytes(p, ("elem_bytes", p.inputs), ("out_bytes", p.outputs),
+                                    per=p.elements)),
     }

@@ -24,19 +24,15 @@ from .style import chip_color, workload_marker  # noqa: E402
 LINESTYLES = ["-", "--", "-.", ":"]
 
 
-def roof_of(hw, op) -> tuple[str, float]:
-    """(label, FLOP/s) of the unit and dtype ``op`` runs at on ``hw`` (precision.rate)."""
-    return precision.rate(hw, op).runs_as, hw_env(hw)[precision.rate_name(op)]
-
-
 def roofline_png(hw, series: dict[str, list[dict]], path: Path) -> Path:
     """The roofs ``hw`` runs these ops at; ``series`` maps a label (workload) to its op rows."""
-    color = chip_color(hw.name)
+    color, env = chip_color(hw.name), hw_env(hw)
     rates = {}
     for rows in series.values():
         for r in rows:
             if r.get("peak_used"):
-                rates.setdefault(r.get("runs_as") or "peak", r["peak_used"])
+                rf = precision.roof(hw, r)
+                rates.setdefault(rf.label, env[rf.name])
     roofs = [(f"roof {label}: {peak / 1e12:.4g} TFLOP/s, ridge {peak / hw.hbm_bandwidth:.0f}",
               peak, hw.hbm_bandwidth, color) for label, peak in sorted(rates.items(), key=lambda kv: -kv[1])]
     points = []

@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..errors import SpecError  # noqa: E402
 from ..limits import EXCEL_ROWS, MAX_ROWS  # noqa: E402
 from ..roofline import achieved_flops  # noqa: E402
-from .plots import plot_roofline, roof_of, save  # noqa: E402
+from .. import precision  # noqa: E402
+from ..engine import hw_env  # noqa: E402
+from .plots import plot_roofline, save  # noqa: E402
 from .style import chip_color, workload_marker  # noqa: E402
 
 
@@ -64,8 +66,9 @@ def _plot_roofline(table, hardware, path: Path, workload=None) -> Path:
     for hw in hardware:
         g = table[table.hardware == hw.name]
         ops = [op for op in (workload.ops if workload is not None else []) if op.name in set(g["op"])]
-        for label, peak in dict(roof_of(hw, op) for op in ops).items():
-            roofs.append((f"{hw.name} {label}", peak, hw.hbm_bandwidth, chip_color(hw.name)))
+        env = hw_env(hw)
+        for label, name in {r.label: r.name for r in (precision.roof(hw, op) for op in ops)}.items():
+            roofs.append((f"{hw.name} {label}", env[name], hw.hbm_bandwidth, chip_color(hw.name)))
         points.append((hw.name, g["intensity"].to_numpy(dtype=float),
                        achieved_flops(g["flops"], g["t_lower"]).to_numpy(dtype=float),
                        chip_color(hw.name), mark, filled))

@@ -1,9 +1,11 @@
-"""Roofline: log-log charts, one per chip and dtype (at most 4 workloads each, so at most 6
-series: the HBM roof, the interconnect roof and the ops), each on its own printed page, with
-their data below them: roofs live over Hardware, points live over ByChip."""
+"""Roofline: log-log charts, one per chip and dtype (at most 4 workloads each), each on its own
+printed page, with their data below them: a roof over HBM and one over the interconnect for each
+rate the chart's ops run at (precision.roof, the rule the PNG plots use too), live over Hardware;
+points live over ByChip."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -11,7 +13,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 
 from ....engine import hw_env
 from ....formula import NS, Ref, evaluate, fand, na, where
-from ....precision import matrix_name
+from .... import precision
 from ....roofline import COLUMNS, achieved_flops, ici_bandwidth, roof
 from ...style import chip_color, workload_marker
 from ..data import row_template
@@ -82,14 +84,20 @@ def write(book, ws, data, layout):
         if (hw.name, dtype) in roofs:
             continue
         env = hw_env(hw)
-        peak_key = matrix_name(dtype)  # the roof the dtype's matmuls run at (a derived rate)
+        # the rates the chart's ops run at (precision.roof: their peak_used), fastest first
+        rates = {}
+        for row in data.rows:
+            if hw.name in row.by_chip and row.op.dtype == dtype:
+                rf = precision.roof(hw, row.op)
+                rates.setdefault(rf.label, rf.name)
         kinds = [("HBM", "hbm_bandwidth")]
         if env.get("link_bandwidth") and env.get("links_per_chip"):
             kinds.append(("interconnect", None))
-        for label, bw_key in kinds:
+        for (unit, peak_key), (label, bw_key) in itertools.product(
+                sorted(rates.items(), key=lambda kv: -env[kv[1]]), kinds):
             book.text(ws, r, 0, hw.name)
             book.text(ws, r, 1, dtype)
-            book.text(ws, r, 2, label)
+            book.text(ws, r, 2, f"{label}, {unit}")
             peak = env[peak_key]
             book.ref(ws, r, 3, layout.hw_cell(peak_key, hw.name), peak, "rate")
             if bw_key:
@@ -108,7 +116,7 @@ def write(book, ws, data, layout):
                 cells = {**cell, "x": xl_rowcol_to_cell(r, 5 + k)}
                 book.formula(ws, r, 8 + k, ROOF_Y, cells.__getitem__,
                              _value(ROOF_Y, {"x": x, "peak": peak, "bandwidth": bw}), "rate")
-            roofs.setdefault((hw.name, dtype), []).append((label, r))
+            roofs.setdefault((hw.name, dtype), []).append((label, unit, r))
             r += 1
     # points: per chip, dtype and workload a contiguous block of ByChip rows
     r += 1
@@ -153,9 +161,9 @@ def write(book, ws, data, layout):
     for k, (hw, dtype, wls) in enumerate(charts):
         chart = book.wb.add_chart({"type": "scatter", "subtype": "straight"})
         color = chip_color(hw.name)
-        for label, rr in roofs[(hw.name, dtype)]:
+        for label, unit, rr in roofs[(hw.name, dtype)]:
             chart.add_series({
-                "name": f"{hw.name} {dtype} roof ({label})",
+                "name": f"{hw.name} {dtype} roof ({label}, {unit})",
                 "categories": [NAME, rr, 5, rr, 7], "values": [NAME, rr, 8, rr, 10],
                 "line": {"color": color, "width": 2.25 if label == "HBM" else 1.25,
                          "dash_type": "solid" if label == "HBM" else "dash"},
