@@ -292,8 +292,7 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
     from .model import expand_workload, expansion, source_workload
 
     src = source_workload(workload)
-    spec = expansion(workload).spec
-    _model_configs(workload, hardware, varies)
+    spec = expansion(workload).spec  # the varied fields were checked (sweep_rows)
     if _batched(hardware, varies):
         return _sweep_batched(src, spec, hardware, varies)
     combos = list(itertools.product(*[v.values for v in varies]))
@@ -347,7 +346,6 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     grids = np.meshgrid(*[np.asarray(v.values, dtype=np.int64) for v in varies], indexing="ij")
     flat = {f: g.ravel() for f, g in zip(names, grids)}
     n = next(iter(flat.values())).size
-    _model_configs(src, hardware, varies)  # MAX_BATCHED_CONFIGS
     batch = flat.get("batch", np.full(n, spec.batch))
     accum = flat.get("grad_accum", np.full(n, spec.grad_accum))
     plan = make_plan(spec, src.mesh)
