@@ -11,7 +11,10 @@ llm-analysis's efficiency knobs all set to 1.0 so both are pure rooflines) and p
   the prefill and of the decode workload (target <= 300 us for the pair), ``evaluate_rows``
   alone, and ``perfmodel.sweep`` over batch 1..4096 of the prefill and the decode workload (the
   transformer expanded once and evaluated on arrays; target <= 3 us per configuration, >= 100x
-  llm-analysis), checked point by point against ``to_json``;
+  llm-analysis), checked point by point against ``to_json``. perfmodel's caches are per
+  formula *structure* (an op's compiled formulas per kind, structural fields and chip; the
+  step's per ledger shape), so they are warm after the first call, as in any session that
+  evaluates more than one configuration; no result or validated op is cached by its numbers;
 - the wall time of a ``perfmodel plan`` search of more than 100,000 configurations (target
   under 10 s);
 - how far the two tools agree on FLOPs (prefill, one decode step), memory (weights, KV cache)
@@ -239,7 +242,7 @@ def print_speed(hw, reps: int) -> None:
     print(f"  {'perfmodel to_json, prefill + decode (public API, validated)':<{w}} "
           f"{fmt_t(pm_med):>11}  ratio {la_med / pm_med:8.2f}x  ({len(pm_t)} calls)  "
           f"target <= 300 us")
-    print(f"  {'  of which decode compute_bound_batch (closed form)':<{w}} "
+    print(f"  {'  decode compute_bound_batch alone (closed form; expands the op)':<{w}} "
           f"{fmt_t(statistics.median(cbb_t)):>11}")
     print(f"  {'perfmodel evaluate_rows, prefill + decode (no step summary)':<{w}} "
           f"{fmt_t(rows_med):>11}  ratio {la_med / rows_med:8.2f}x  ({len(rows_t)} calls)")
