@@ -36,6 +36,11 @@ class Vary:
     values: tuple  # numbers or strings/bools
 
     @functools.cached_property
+    def array(self) -> np.ndarray:
+        """The values as one float array (numeric Varys; computed once)."""
+        return np.asarray(self.values, dtype=float)
+
+    @functools.cached_property
     def numeric(self) -> bool:
         kinds = {type(v) for v in self.values}  # a few types for thousands of values
         return all(issubclass(t, (int, float)) and not issubclass(t, bool) for t in kinds)
@@ -76,10 +81,10 @@ def parse_vary(arg: str) -> Vary:
             if n > MAX_VALUES:
                 raise SpecError(f"--vary {arg!r}: {n:,} values is more than the limit of "
                                 f"{MAX_VALUES:,} (MAX_VARY_VALUES); use a larger STEP or log2.")
-            vals = (lo + st * np.arange(n)).tolist()
+            vals = lo + st * np.arange(n)
         arr = np.asarray(vals, dtype=float)
         vals = arr.astype(np.int64).tolist() if np.all(arr == np.floor(arr)) else \
-            [int(v) if float(v).is_integer() else v for v in vals]
+            [int(v) if v.is_integer() else v for v in arr.tolist()]
     else:
         import yaml
 
@@ -255,7 +260,7 @@ def _model_configs(workload: Workload, hardware: list, varies: list) -> int:
             raise _unknown_field(v.field, fields, f"workload {workload.name!r} is a transformer; "
                                                   f"vary its fields (e.g. batch, seq, d_model)")
         if v.numeric and _int_field(TransformerOp, v.field):
-            vals = np.asarray(v.values, dtype=float)  # a million values: one numpy pass
+            vals = v.array  # a million values: one numpy pass
             odd = np.flatnonzero(vals != np.floor(vals))
             frac = v.values[odd[0]] if odd.size else None
             if frac is not None:
@@ -343,7 +348,7 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     from .model.transformer import make_plan
 
     names = [v.field for v in varies]
-    grids = np.meshgrid(*[np.asarray(v.values, dtype=np.int64) for v in varies], indexing="ij")
+    grids = np.meshgrid(*[v.array.astype(np.int64) for v in varies], indexing="ij")
     flat = {f: g.ravel() for f, g in zip(names, grids)}
     n = next(iter(flat.values())).size
     batch = flat.get("batch", np.full(n, spec.batch))
@@ -351,7 +356,7 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     plan = make_plan(spec, src.mesh)
     micro = flat.get("microbatches", np.full(n, plan.microbatches))
     for v in varies:  # each value valid for the op (the sharding is checked below)
-        for x in (min(v.values), max(v.values)):
+        for x in (int(v.array.min()), int(v.array.max())):
             try:
                 type(spec).model_validate({**spec.model_dump(exclude_none=True), v.field: x})
             except Exception as e:  # pydantic ValidationError
@@ -393,7 +398,7 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
         bounds.append(codes)
         op_codes.append(np.repeat(np.arange(k), n))
         hw_codes.append(np.full(n * k, hi))
-        tot = {**flat, "hardware": pd.Categorical.from_codes(np.full(n, hi), chips)}
+        tot = {**flat, "hardware": _categorical(np.full(n, hi), chips)}
         for f, c in enumerate(floats):
             if c != "intensity":  # below, from the sums
                 tot[c] = res.get(c, block[f].reshape(k, n).sum(axis=0))
@@ -407,12 +412,18 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     reps = k * len(hardware)
     for i, (f, v) in enumerate(flat.items()):
         df.insert(i, f, np.tile(v, reps))
-    df.insert(len(flat), "op", pd.Categorical.from_codes(np.concatenate(op_codes), op_names))
+    df.insert(len(flat), "op", _categorical(np.concatenate(op_codes), op_names))
     df.insert(len(flat) + 1, "hardware",
-              pd.Categorical.from_codes(np.concatenate(hw_codes), chips))
-    df["bound"] = pd.Categorical.from_codes(np.concatenate(bounds), BOUNDS)
+              _categorical(np.concatenate(hw_codes), chips))
+    df["bound"] = _categorical(np.concatenate(bounds), BOUNDS)
     df.attrs["totals"] = pd.DataFrame(_joined(totals))
     return df
+
+
+def _categorical(codes: np.ndarray, categories) -> pd.Categorical:
+    """Codes built here index their categories by construction: not checked again (a check
+    of every code of a million-row sweep)."""
+    return pd.Categorical.from_codes(codes, categories, validate=False)
 
 
 def _bound_codes(label):
