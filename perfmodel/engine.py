@@ -238,14 +238,20 @@ def evaluate_op(op, hw: Hardware, wl: Workload | None = None) -> dict:
     return _row(op, hw, wl, cost, roof)
 
 
+def _runs(hw, op) -> dict:
+    """How an op runs (the same for every op of one formula structure on one chip)."""
+    return {"compute_dtype": precision.compute_dtype(op),
+            "precision": getattr(op, "precision", None),
+            "runs_as": precision.rate(hw, op).runs_as}
+
+
 def _row(op, hw, wl, cost: dict, roof: dict, ctx: OpContext | None = None,
-         columns: dict | None = None) -> dict:
+         columns: dict | None = None, runs: dict | None = None) -> dict:
     """An op's row: its fields, how it runs, descriptive info and the cost and roofline
-    columns (``columns``: already JSON-ready values, from a batch)."""
-    r = precision.rate(hw, op)
+    columns (``columns``: already JSON-ready values, from a batch; ``runs``: _runs's, when the
+    caller has it for the op's structure)."""
     row = {"name": op.name, "kind": op.kind, "dtype": op.dtype, "repeat": op.repeat,
-           "compute_dtype": precision.compute_dtype(op),
-           "precision": getattr(op, "precision", None), "runs_as": r.runs_as}
+           **(runs or _runs(hw, op))}
     info = REGISTRY[op.kind].info
     if info is not None:  # descriptive fields (a collective's wraparound flags per axis)
         row.update(info(op, ctx or OpContext(wl, hw)))
@@ -283,8 +289,9 @@ def _evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
     for key, members in groups.items():
         if len(members) < BATCH_MIN:  # one by one, through the compiled formulas
             f = _compiled(members[0][1], hw, members[0][2], key)[0]
+            runs = _runs(hw, members[0][1])
             for i, op, values in members:
-                rows[i] = _row(op, hw, wl, None, None, ctx=ctx,
+                rows[i] = _row(op, hw, wl, None, None, ctx=ctx, runs=runs,
                                columns={k: None if v.__class__ is float and v - v != 0.0 else v
                                         for k, v in f(values).items()})  # non-finite: None
             continue

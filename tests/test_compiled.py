@@ -74,3 +74,22 @@ def test_ranges_text_and_branches_match_evaluate():
     for k, x in e.items():
         assert _same(got[k], evaluate_expr(x, np_env)), k
     assert got["g"] == 9.0 and got["t"] == 15.0 and got["b"] == "big" and got["q"] is True
+
+
+@pytest.mark.parametrize("mode", ["train", "prefill", "decode"])
+def test_flops_ledger_from_the_rows_equals_the_expanded_count(mode):
+    # an unsharded workload's rows are its unsharded ledger: summing their FLOPs must give what
+    # expanding and evaluating that ledger again gives, to the bit
+    from perfmodel import results
+    from perfmodel.model import summary
+    from perfmodel.specs import Workload
+
+    from .models import LLAMA2_7B
+
+    hw = catalog.load_hardware("h100")
+    spec = {**LLAMA2_7B, "mode": mode, "batch": 4, "seq": 512,
+            **({"remat": "full"} if mode == "train" else {})}  # remat rows are not counted
+    wl = Workload.model_validate({"name": "w", "ops": [spec]})
+    got = results.to_json(hw, wl)["total"]["flops_ledger"]
+    assert got == summary.model_flops(hw, wl.ops[0])  # the expansion path
+    assert got > 0

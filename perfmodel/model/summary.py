@@ -268,7 +268,7 @@ def step_summary(hw: Hardware, wl: Workload, rows: list[dict]) -> dict | None:
     out["params_total"] = sum(param_ledger(spec).values())
     out["params_active"] = params_active(spec)  # P plus the embedding (once when tied)
     out["flops_model"] = inputs["flops_model"]
-    out["flops_ledger"] = model_flops(hw, spec)
+    out["flops_ledger"] = model_flops(hw, spec, (plan, rows, x.roles))
     pt = f"flops_{6 if spec.mode == 'train' else 2}pt"
     out[pt] = json_value(step[pt])
     out["peak_used"] = json_value(step["peak_used"])
@@ -339,12 +339,24 @@ def _ops(items):
     return [(OP_SPECS[d["kind"]].model_validate(d), role) for d, role in items]
 
 
-def model_flops(hw: Hardware, spec) -> float:
+def model_flops(hw: Hardware, spec, evaluated: tuple | None = None) -> float:
     """Forward + backward FLOPs of the whole job, unsharded (no remat, no optimizer; a mixture
-    of experts at capacity factor 1: every token through its top_k experts, no padding slots)."""
-    if spec.experts:
+    of experts at capacity factor 1: every token through its top_k experts, no padding slots).
+    ``evaluated``: (plan, rows, roles) of the spec's own expansion; when that plan is already
+    the unsharded one, its rows are the unsharded ledger and their FLOPs are summed as they are
+    (the same ops, so the same numbers) instead of expanding and evaluating it again."""
+    if spec.experts and spec.capacity_factor is not None:
         spec = spec.model_copy(update={"capacity_factor": None})  # None: the default, 1.0
-    items = expand_op(spec, single_chip_plan(spec))
+        evaluated = None  # the rows were sized at the spec's capacity factor
+    single = single_chip_plan(spec)
+    if evaluated is not None and evaluated[0] == single:
+        _, rows, roles = evaluated
+        total = 0.0
+        for r in rows:
+            if roles.get(r["name"]) in MODEL_ROLES and r["kind"] != "collective":
+                total += float(r["flops"])
+        return total
+    items = expand_op(spec, single)
     total = 0.0
     for op, role in _ops([(d, r) for d, r in items
                           if r in MODEL_ROLES and d["kind"] != "collective"]):
