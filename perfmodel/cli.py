@@ -6,6 +6,7 @@ that need them, so ``perfmodel --help`` stays fast and never imports jax.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -83,6 +84,8 @@ class _Group(click.Group):
             if err is None:
                 raise
             _stdout_gone()
+            if err.errno == errno.EPIPE and err.filename is None:
+                ctx.exit(0)  # `perfmodel ... | head`: the reader has what it wanted
             where = err.filename or "standard output"
             _error(f"perfmodel: error: {where}: {err.strerror or err} (an operating-system error); "
                    f"check the path, its permissions and free space.")
@@ -439,7 +442,8 @@ def compare(hardware, workload, sets, output, as_json):
 @click.option("--set", "sets", multiple=True, metavar="CHIP.FIELD=VALUE", help="What-if variant (as in compare).")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the per-op table as CSV.")
 @click.option("--output", "-o", type=click.Path(), help="Write a Sweep workbook and PNG plots beside it.")
-@click.option("--totals", is_flag=True, help="CSV/terminal: one row per (configuration, chip) instead of per op.")
+@click.option("--totals", is_flag=True, help="CSV and workbook: one row per (configuration, chip) instead of per op "
+                   "(the terminal always shows these totals).")
 @click.option("--max-rows", type=click.IntRange(min=1), default=None,
               help="Refuse sweeps of more rows than this (per op, all chips) [default: 20,000,000].")
 def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
@@ -492,10 +496,11 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
                 head.append(tot.head(20))
         if out is not None:
             out.close()
+    from .report.tables import sweep_table
+
     click.echo(f"{n:,} rows ({ntot:,} configuration x chip totals)")
     shown = pd.concat(tots or head, ignore_index=True).head(20)
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        click.echo(shown.to_string(index=False))
+    click.echo(sweep_table(shown, fields, len(shown), ntot))
     if found is not None:
         lines = found.lines()
         click.echo("\ncrossovers:" if lines else "\nno crossovers in this range")

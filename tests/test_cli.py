@@ -222,3 +222,15 @@ def test_summary_bound_is_the_one_taking_most_of_t_lower():
     assert text[0].split() == ["workload", "chip-a", "chip-b"]
     assert text[2].split() == ["kernels", "4", "ms", "m", "skip"]
     assert text[3].split() == ["model", "skip", "5", "s", "n", "50%!"]
+
+
+def test_report_explains_mfu_above_100_percent(tmp_path):
+    # causal prefill of Llama-3-70B: PaLM's 12 L H Q T counts every score, the kernel about
+    # half, so MFU passes 100% on some chips; the report says why below its table
+    from perfmodel.report.tables import summary_table
+
+    over = {"t_step": 1.0, "mfu": 1.05}
+    text = summary_table([("w", "c", [], over)], ["c"])
+    assert "MFU above 100%" in text and "HFU" in text
+    assert "MFU above 100%" not in summary_table([("w", "c", [], {"t_step": 1.0, "mfu": 0.5})],
+                                                 ["c"])

@@ -190,4 +190,44 @@ def summary_table(results: list[tuple[str, str, list[dict], dict]], chips: list[
                              for j, (c, w) in enumerate(zip(row, widths)))
 
         out += [line(head), line(["-" * w for w in widths])] + [line(b) for b in body] + [""]
+    if any((total.get("mfu") or 0) > 1 for *_, total in results):
+        out.append("MFU above 100%: PaLM's model FLOPs count every attention score, but a "
+                   "causal kernel computes about half of them (HFU counts what runs; "
+                   "docs/model.md).")
     return "\n".join(out).rstrip("\n")
+
+
+# a sweep's totals: (column, header, unit or None for a plain number, percent?)
+SWEEP_COLUMNS = COLUMNS[:-1] + [
+    ("tokens_per_s", "tokens/s", "", False),
+    ("mfu", "MFU", None, True),
+    ("memory_bytes_per_chip", "memory/chip", "B", False),
+    ("fits_memory", "fits HBM", None, False),
+    ("usd_per_step", "$/step", None, False),
+    ("usd_per_mtok", "$/Mtok", None, False),
+    ("flop_per_usd", "FLOP/$", "", False),
+]
+
+
+def sweep_table(totals, fields: list[str], shown: int, of: int) -> str:
+    """The first ``shown`` of ``of`` configuration x chip totals of a sweep, in engineering
+    notation, with what the reader needs to know about the rest."""
+    cols = [(f, f, None, False) for f in [*fields, "hardware"] if f in totals.columns]
+    cols += [c for c in SWEEP_COLUMNS if c[0] in totals.columns]
+    head = [h for _, h, _, _ in cols]
+    body = [[_cell(None if _missing(v) else v, unit, pct) for v, (_, _, unit, pct)
+             in zip(row, cols)] for row in totals[[c[0] for c in cols]].itertuples(index=False)]
+    width = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(x.rjust(w) for x, w in zip(r, width)) for r in [head, *body]]
+    if "bound" in totals.columns and totals["bound"].astype(str).str.contains("/").any():
+        lines.append("bound: what bounds the step's groups (compute, memory, comm), "
+                     "several when they differ")
+    if "fits_memory" in totals.columns and not totals["fits_memory"].astype(bool).all():
+        lines.append("fits HBM 'no': the configuration does not fit in the chip's memory")
+    if shown < of:
+        lines.append(f"(the first {shown} of {of:,}; --csv PATH --totals writes them all)")
+    return "\n".join(lines)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
