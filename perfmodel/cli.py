@@ -322,8 +322,37 @@ def hardware_show(name, as_json):
     else:
         import yaml
 
-        # quantities keep their units, so the output is itself a loadable hardware spec
-        click.echo(yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
+        # quantities in units people read, each reading back to the same number, so the output
+        # is itself a loadable hardware spec
+        click.echo(yaml.safe_dump(_with_units(hw.model_dump(exclude_none=True)),
+                                  sort_keys=False, width=100))
+
+
+# the hardware fields that hold bytes (dumped as plain numbers of bytes)
+_BYTE_FIELDS = ("hbm_capacity", "onchip_memory", "cache_bytes")
+
+
+def _with_units(obj, key: str | None = None):
+    """A spec dump with its quantities written as '197 TFLOP/s', '16 GiB', '1 us'."""
+    import re
+
+    from .units import fmt_exact
+
+    if isinstance(obj, dict):
+        return {k: _with_units(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_with_units(v, key) for v in obj]
+    if isinstance(obj, str):
+        m = re.fullmatch(r"(\S+) (FLOP/s|B/s|s)", obj)
+        if m:
+            try:
+                return fmt_exact(float(m[1]), m[2])
+            except ValueError:
+                return obj
+        return obj
+    if key in _BYTE_FIELDS and isinstance(obj, float):
+        return fmt_exact(obj, "B")
+    return obj
 
 
 @main.command("import-hf")
