@@ -109,11 +109,14 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
             cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound']}" +
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
-    tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
-    body.append(["sum of t_lower"] + [fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
-                                     for n in names])
     totals = totals or {}
-    if all("t_step" in totals.get(n, {}) for n in names):  # whole models: the step's figures
+    whole = all("t_step" in totals.get(n, {}) for n in names)
+    if not whole:  # a whole model's time is its step's (below), which overlaps communication
+        tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
+        body.append(["sum of t_lower"] + [
+            fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
+            for n in names])
+    if whole:  # whole models: the step's figures
         step = {n: totals[n] for n in names}
         body.append(["step t_step"] + [
             fmt_si(step[n]["t_step"], "s") + (f" x{speedup(step[base]['t_step'], step[n]['t_step']):.2f}"
@@ -124,12 +127,13 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
         body.append(["memory per chip"] + [
             fmt_si(step[n]["memory_bytes_per_chip"], "B")
             + ("" if step[n].get("fits_memory", True) else " DOES NOT FIT") for n in names])
-    for key, label, fmt in (("usd_per_step", "$ per step (all chips)", "${:.4g}"),
-                            ("usd_per_mtok", "$ per million tokens", "${:.4g}"),
-                            ("flop_per_usd", "FLOP per $", "{:.3g}")):
+    for key, label, unit in (("usd_per_step", "$ per step (all chips)", "$"),
+                             ("usd_per_mtok", "$ per million tokens", "$"),
+                             ("flop_per_usd", "FLOP per $", "")):
         if any(key in totals.get(n, {}) for n in names):
-            body.append([label] + [fmt.format(totals[n][key]) if key in totals.get(n, {}) else "-"
-                                   for n in names])
+            body.append([label] + [_money(totals[n][key]) if unit and key in totals.get(n, {})
+                                   else fmt_si(totals[n][key]) if key in totals.get(n, {})
+                                   else "-" for n in names])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
                                   for j, (c, w) in enumerate(zip(cells, widths)))
@@ -137,6 +141,13 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
            fmt(["-" * w for w in widths])]
     out += [fmt(b) for b in body]
     return "\n".join(out)
+
+
+def _money(usd: float) -> str:
+    """Dollars as people read them: '$1.71', '$0.0786', '$2.73e-5' below a thousandth."""
+    if usd >= 1e-3 or usd == 0:
+        return f"${usd:,.3g}" if usd < 1000 else f"${usd:,.0f}"
+    return f"${usd:.3g}".replace("e-0", "e-")
 
 
 BOUND_MARK = {"compute": "c", "memory": "m", "comm": "n"}
