@@ -674,6 +674,13 @@ def table_text(result: Result, k: int) -> str:
     lines = [head]
     if len(t):
         show = t.drop(columns=["layout_id", "hi"]).copy()
+        # columns that say nothing here: training-only fields in inference, and a fits_memory
+        # that every shown (feasible) candidate passes (JSON and CSV keep them all)
+        quiet = [c for c in ("microbatches", "remat", "grad_accum") if req.mode != "train"
+                 and c in show and show[c].nunique() <= 1]
+        if "fits_memory" in show and show["fits_memory"].astype(bool).all():
+            quiet.append("fits_memory")
+        show = show.drop(columns=quiet)
         for c in ("t_step", "ttft", "t_per_token"):
             if c in show:
                 show[c] = [fmt_si(v, "s") for v in show[c]]
