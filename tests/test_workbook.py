@@ -377,3 +377,60 @@ def test_chip_colours_and_workload_markers_are_fixed_and_distinct():
     assert len({workload_marker(w) for w in names}) == len(names)
     # a name's style does not depend on what else is drawn (same call, same answer)
     assert chip_color("my-chip") == chip_color("my-chip")
+
+
+def _charts(path):
+    """Per chart of the workbook (in file order): its title, series (name, dash type) and y-axis
+    maximum, read from the chart XML."""
+    import re
+    import zipfile
+
+    out = []
+    with zipfile.ZipFile(path) as z:
+        names = sorted((n for n in z.namelist() if re.fullmatch(r"xl/charts/chart\d+\.xml", n)),
+                       key=lambda n: int(re.search(r"\d+", n).group()))
+        for n in names:
+            xml = z.read(n).decode()
+            series = []
+            for ser in re.findall(r"<c:ser>(.*?)</c:ser>", xml, re.S):
+                name = re.search(r"<c:tx>.*?<c:v>(.*?)</c:v>", ser, re.S).group(1)
+                dash = re.search(r'<a:prstDash val="(\w+)"', ser)
+                series.append((name, dash.group(1) if dash else "solid"))
+            title = "".join(re.findall(r"<a:t>(.*?)</a:t>", xml.split("<c:plotArea>")[0]))
+            axes = re.findall(r"<c:valAx>(.*?)</c:valAx>", xml, re.S)
+            ymax = float(re.search(r'<c:max val="([^"]+)"', axes[1]).group(1))
+            out.append((title, series, ymax))
+    return out
+
+
+def test_roofline_charts_label_each_roof_once_and_draw_only_hbm_roofs(tmp_path):
+    """Each roof series names the chip, the unit and rate, and that it is the HBM roof (no dtype
+    twice with different meanings); no interconnect roof on a FLOP-per-HBM-byte axis; one dash
+    style per rate; the y axis ends a little above the highest roof drawn; the heading names
+    ByChip only where the book has it."""
+    hw = catalog.load_hardware("tpu-v5e")
+    env = engine.hw_env(hw)
+    path = write_workbook(tmp_path / "one.xlsx", [catalog.load_workload("precision-mix")], [hw],
+                          active=hw.name)
+    charts = _charts(path)
+    fp32 = next(c for c in charts if c[0].endswith("fp32 ops"))
+    roofs = [(n, d) for n, d in fp32[1] if " roof" in n]
+    # 1, 3 and 6 bf16 MXU passes and the vector unit: four rates, each one HBM roof
+    assert len(roofs) == 4, roofs
+    for name, _ in roofs:
+        assert name.startswith("tpu-v5e HBM roof, "), name
+        assert "interconnect" not in name and "fp32 roof" not in name, name
+    assert len({d for _, d in roofs}) == 4  # one dash style per rate
+    highest = max(env[k] for k in ("matrix_rate_fp32_default", "matrix_rate_fp32_high",
+                                   "matrix_rate_fp32_highest", "vector_rate_fp32"))
+    # was 1e17 (the largest peak of any dtype x 1.5, up to a power of ten); now at most the
+    # next 1-2-5 step above twice the highest roof drawn
+    assert highest < fp32[2] <= 5 * highest, (fp32[2], highest)
+    assert all("interconnect" not in n for c in charts for n, _ in c[1])
+    ws = openpyxl.load_workbook(path)["Roofline"]
+    assert "ByChip" not in ws["A1"].value and "Ops" in ws["A1"].value
+    two = write_workbook(tmp_path / "two.xlsx", [catalog.load_workload("collectives-v5e")],
+                         [hw, catalog.load_hardware("tpu-v4")], active=hw.name)
+    assert "ByChip" in openpyxl.load_workbook(two)["Roofline"]["A1"].value
+    # a workload with collectives: still no interconnect roof (its points are FLOP per HBM byte)
+    assert all("interconnect" not in n for c in _charts(two) for n, _ in c[1])
