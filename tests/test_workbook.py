@@ -421,6 +421,8 @@ def test_roofline_charts_label_each_roof_once_and_draw_only_hbm_roofs(tmp_path):
         assert name.startswith("tpu-v5e HBM roof, "), name
         assert "interconnect" not in name and "fp32 roof" not in name, name
     assert len({d for _, d in roofs}) == 4  # one dash style per rate
+    # the multi-pass rates say what the passes are
+    assert any(n.endswith("MXU bf16 x3 (fp32 high: 3 passes)") for n, _ in roofs), roofs
     highest = max(env[k] for k in ("matrix_rate_fp32_default", "matrix_rate_fp32_high",
                                    "matrix_rate_fp32_highest", "vector_rate_fp32"))
     # was 1e17 (the largest peak of any dtype x 1.5, up to a power of ten); now at most the
