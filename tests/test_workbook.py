@@ -436,3 +436,83 @@ def test_roofline_charts_label_each_roof_once_and_draw_only_hbm_roofs(tmp_path):
     assert "ByChip" in openpyxl.load_workbook(two)["Roofline"]["A1"].value
     # a workload with collectives: still no interconnect roof (its points are FLOP per HBM byte)
     assert all("interconnect" not in n for c in _charts(two) for n, _ in c[1])
+
+
+def _widths(ws) -> dict[int, float]:
+    """0-based column -> width in characters (openpyxl keeps a range under its first letter)."""
+    out = {}
+    for dim in ws.column_dimensions.values():
+        if dim.width:
+            for c in range(dim.min, dim.max + 1):
+                out[c - 1] = dim.width
+    return out
+
+
+def _cut(shown_rows, ws, first_row=0):
+    """Cells whose displayed text is wider than their column (#### for a number, cut off for a
+    text with a neighbour): (row, column, text, width)."""
+    widths = _widths(ws)
+    bad = []
+    for i, row in enumerate(shown_rows[first_row:], first_row):
+        for j, text in enumerate(row):
+            longest = max((len(line) for line in text.split("\n")), default=0)
+            if longest > widths.get(j, 8.43):
+                bad.append((i, j, text, widths.get(j, 8.43)))
+    return bad
+
+
+@lo.needs_lo
+def test_numbers_read_as_a_user_sees_them(tmp_path):
+    """As LibreOffice displays them: times in seconds as decimals from 1 ms up (was 1.18E-02),
+    FLOPs and bytes in engineering notation (was 9,660,671,296, and #### in a 13-wide column
+    from 1e11), tokens/s as whole numbers with separators (was 2.34E+02), units in the headers,
+    and no number or text wider than its column (the Plan's mesh and parallelism were cut)."""
+    import re
+
+    out = tmp_path / "plan.xlsx"
+    res = _run(["plan", "-w", "llama2-7b", "-H", "tpu-v5e", "--mode", "train", "--chips", "64",
+                "--top", "5", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    swp = tmp_path / "sw" / "sweep.xlsx"
+    swp.parent.mkdir()
+    res = _run(["sweep", "-w", "llama2-7b-train-fsdp", "-H", "tpu-v4,tpu-v5p", "--vary",
+                "batch=8,64,512", "-o", str(swp)])
+    assert res.exit_code == 0, res.output
+    books = {"plan": (out, lo.shown(out, tmp_path / "lo-plan")),
+             "sweep": (swp, lo.shown(swp, tmp_path / "lo-sweep"))}
+    time_ok = re.compile(r"^(\d[\d,]*\.\d+|\d\.\d\dE[-+]\d\d)$")  # 0.01180, 4.089, 1.23E-05
+    eng = re.compile(r"^(\d{1,3}\.\d\dE\+(\d+)|[\d,]{1,6})$")        # 268.44E+6, or below 10^5
+    tput = re.compile(r"^\d[\d,]*(\.\d\d)?$")
+    checked = set()
+    for name, (path, sheets) in books.items():
+        wb = openpyxl.load_workbook(path)
+        for sheet, first in (("Plan", 2), ("Totals", 0), ("Sweep", 0)):
+            if sheet not in sheets:
+                continue
+            rows = sheets[sheet]
+            assert not _cut(rows, wb[sheet], first), (sheet, _cut(rows, wb[sheet], first)[:5])
+            head = [h.split("\n") for h in rows[first]]
+            for j, h in enumerate(head):
+                col = [r[j] for r in rows[first + 1:] if j < len(r) and r[j]]
+                key = h[0]
+                if key.startswith("t_") or key in ("ttft", "t_per_token"):
+                    assert h[1:] == ["[s]"], (sheet, h)
+                    for v in col:
+                        x = float(v.replace(",", ""))
+                        # scientific only below 1 ms (0 too: a format has two conditions)
+                        assert time_ok.match(v) and ("E" in v) == (x < 1e-3), (sheet, key, v)
+                    checked.add("time")
+                elif key in ("flops", "hbm_bytes", "memory_bytes_per_chip"):
+                    for v in col:
+                        m = eng.match(v)
+                        assert m and (m.group(2) is None or int(m.group(2)) % 3 == 0), (sheet, key, v)
+                    checked.add("size")
+                elif key.startswith("tokens_per_s"):
+                    assert h[1:] == ["[tokens/s]"], (sheet, h)
+                    assert all(tput.match(v) for v in col), (sheet, key, col)
+                    checked.add("tput")
+        if name == "plan":  # the Model sheet's headline step time reads in seconds
+            model = books["plan"][1]["Model"]
+            row = next(r for r in model if r and r[0].startswith("t_step (the headline time)"))
+            assert time_ok.match(row[1]) and "E" not in row[1], row
+    assert checked == {"time", "size", "tput"}
