@@ -6,6 +6,7 @@ that need them, so ``perfmodel --help`` stays fast and never imports jax.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -83,6 +84,8 @@ class _Group(click.Group):
             if err is None:
                 raise
             _stdout_gone()
+            if err.errno == errno.EPIPE and err.filename is None:
+                ctx.exit(0)  # `perfmodel ... | head`: the reader has what it wanted
             where = err.filename or "standard output"
             _error(f"perfmodel: error: {where}: {err.strerror or err} (an operating-system error); "
                    f"check the path, its permissions and free space.")
@@ -319,8 +322,37 @@ def hardware_show(name, as_json):
     else:
         import yaml
 
-        # quantities keep their units, so the output is itself a loadable hardware spec
-        click.echo(yaml.safe_dump(hw.model_dump(exclude_none=True), sort_keys=False, width=100))
+        # quantities in units people read, each reading back to the same number, so the output
+        # is itself a loadable hardware spec
+        click.echo(yaml.safe_dump(_with_units(hw.model_dump(exclude_none=True)),
+                                  sort_keys=False, width=100))
+
+
+# the hardware fields that hold bytes (dumped as plain numbers of bytes)
+_BYTE_FIELDS = ("hbm_capacity", "onchip_memory", "cache_bytes")
+
+
+def _with_units(obj, key: str | None = None):
+    """A spec dump with its quantities written as '197 TFLOP/s', '16 GiB', '1 us'."""
+    import re
+
+    from .units import fmt_exact
+
+    if isinstance(obj, dict):
+        return {k: _with_units(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_with_units(v, key) for v in obj]
+    if isinstance(obj, str):
+        m = re.fullmatch(r"(\S+) (FLOP/s|B/s|s)", obj)
+        if m:
+            try:
+                return fmt_exact(float(m[1]), m[2])
+            except ValueError:
+                return obj
+        return obj
+    if key in _BYTE_FIELDS and isinstance(obj, float):
+        return fmt_exact(obj, "B")
+    return obj
 
 
 @main.command("import-hf")
@@ -439,7 +471,8 @@ def compare(hardware, workload, sets, output, as_json):
 @click.option("--set", "sets", multiple=True, metavar="CHIP.FIELD=VALUE", help="What-if variant (as in compare).")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the per-op table as CSV.")
 @click.option("--output", "-o", type=click.Path(), help="Write a Sweep workbook and PNG plots beside it.")
-@click.option("--totals", is_flag=True, help="CSV/terminal: one row per (configuration, chip) instead of per op.")
+@click.option("--totals", is_flag=True, help="CSV and workbook: one row per (configuration, chip) instead of per op "
+                   "(the terminal always shows these totals).")
 @click.option("--max-rows", type=click.IntRange(min=1), default=None,
               help="Refuse sweeps of more rows than this (per op, all chips) [default: 20,000,000].")
 def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
@@ -492,10 +525,11 @@ def sweep(workload, hardware, varies, sets, csv_path, output, totals, max_rows):
                 head.append(tot.head(20))
         if out is not None:
             out.close()
+    from .report.tables import sweep_table
+
     click.echo(f"{n:,} rows ({ntot:,} configuration x chip totals)")
     shown = pd.concat(tots or head, ignore_index=True).head(20)
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        click.echo(shown.to_string(index=False))
+    click.echo(sweep_table(shown, fields, len(shown), ntot))
     if found is not None:
         lines = found.lines()
         click.echo("\ncrossovers:" if lines else "\nno crossovers in this range")

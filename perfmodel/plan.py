@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .formula import Ref, evaluate
+from .units import fmt_si
 from .model.transformer import make_plan
 from .specs import SpecError, TransformerOp, Workload, load_model, read_yaml
 from .topology import GPU_TOPOLOGIES, TORUS_DIMS, format_shape, parse_shape, physical_axes
@@ -226,8 +227,11 @@ def _factorisations(n: int, k: int):
 
 def default_chips(hw) -> list[int]:
     if not hw.slices:
+        node = hw.interconnect.domain_size if hw.interconnect is not None else None
+        eg = f"1,{node},{2 * node}" if node else "1,8,16"
         raise SpecError(f"{hw.name} lists no slices (the shapes it is sold in): pass --chips "
-                        f"N[,N...]")
+                        f"N[,N...], e.g. --chips {eg} (one chip, one "
+                        f"{'node' if node else 'host'}, two)")
     return sorted({math.prod(parse_shape(s)) for s in hw.slices})
 
 
@@ -572,7 +576,7 @@ def to_json(result: Result, k: int) -> dict:
 
 
 def _fmt_b(x: float) -> str:
-    return f"{x / 1e9:.4g} GB"
+    return fmt_si(x, "B", 4)
 
 
 def why_lines(result: Result) -> list[str]:
@@ -670,6 +674,13 @@ def table_text(result: Result, k: int) -> str:
     lines = [head]
     if len(t):
         show = t.drop(columns=["layout_id", "hi"]).copy()
+        # columns that say nothing here: training-only fields in inference, and a fits_memory
+        # that every shown (feasible) candidate passes (JSON and CSV keep them all)
+        quiet = [c for c in ("microbatches", "remat", "grad_accum") if req.mode != "train"
+                 and c in show and show[c].nunique() <= 1]
+        if "fits_memory" in show and show["fits_memory"].astype(bool).all():
+            quiet.append("fits_memory")
+        show = show.drop(columns=quiet)
         for c in ("t_step", "ttft", "t_per_token"):
             if c in show:
                 show[c] = [fmt_si(v, "s") for v in show[c]]

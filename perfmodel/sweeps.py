@@ -338,7 +338,8 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
 # arrays after one expansion (model/batched.py)
 BATCHED_FIELDS = ("batch", "grad_accum", "microbatches")
 BOUNDS = ("compute", "memory", "comm")  # roofline's bound labels
-TOTAL_EXTRAS = ("tokens_per_s", "mfu", "usd_per_step", "usd_per_mtok", "flop_per_usd")
+TOTAL_EXTRAS = ("tokens_per_s", "mfu", "memory_bytes_per_chip", "fits_memory", "usd_per_step",
+                "usd_per_mtok", "flop_per_usd")
 
 
 def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame:
@@ -371,7 +372,10 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
         raise SpecError(f"--vary {', '.join(f'{k}={int(v[i])}' for k, v in flat.items())}: "
                         f"invalid transformer: batch {int(batch[i])} does not split into "
                         f"{shards} batch shards x {int(micro[i])} microbatches x grad_accum "
-                        f"{int(accum[i])}; vary values that divide")
+                        f"{int(accum[i])}; vary values that divide"
+                        + (f", e.g. batch={int(shards * micro[i] * accum[i])}..{int(batch.max())}"
+                           f" (multiples of {int(shards * micro[i] * accum[i])})"
+                           if "batch" in flat else ""))
     upd = {"batch": int(batch[0]), "grad_accum": int(accum[0])}
     if "pipeline" in spec.parallelism:
         upd["microbatches"] = int(micro[0])

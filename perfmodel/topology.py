@@ -221,12 +221,12 @@ def physical_axes(hw, slice_shape, slices: int = 1) -> list[Axis]:
         nodes, per_node = (1, dims[0]) if len(dims) == 1 else dims
         dom = ic.domain_size
         if dom is not None and per_node > dom:
-            hint = (f"; for {per_node} GPUs write '{per_node // dom}x{dom}'"
-                    if per_node % dom == 0 else "")
+            fix = (f"write '{nodes * per_node // dom}x{dom}' ({nodes * per_node // dom} nodes "
+                   f"of {dom})" if per_node % dom == 0 else f"write 'MxN' with N <= {dom}")
             raise SpecError(
                 f"slice {shown!r} puts {per_node} GPUs in one {_DOMAIN[topo]} node but "
                 f"{hw.name!r} has {dom} GPUs per {_DOMAIN[topo]} domain "
-                f"(interconnect.domain_size){hint}: write 'MxN' with N <= {dom}")
+                f"(interconnect.domain_size): {fix}")
         if nodes > 1:
             if not ic.scale_out_bandwidth:
                 raise SpecError(

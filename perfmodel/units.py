@@ -138,3 +138,31 @@ def fmt_si(x: float | None, unit: str = "", digits: int = 3) -> str:
         mant, _, e = text.partition("e")
         return f"{mant}e{int(e)} {unit}".strip()
     return f"{x / 10**exp:.{digits}g} {_PREFIXES[exp]}{unit}".strip()
+
+
+_KIND_OF_UNIT = {"FLOP/s": "flop_rate", "B/s": "bandwidth", "s": "time", "B": "bytes"}
+
+
+def fmt_exact(x: float, unit: str) -> str:
+    """``x`` with ``unit`` as a person writes it and ``parse`` reads back to the same float:
+    '197 TFLOP/s', '810 GB/s', '1 us', '16 GiB' (a whole number of GiB or MiB stays binary, as
+    memory is sold); the fewest digits that round-trip."""
+    kind = _KIND_OF_UNIT[unit]
+    if kind == "bytes":
+        for p in ("Gi", "Mi"):
+            if x >= _BINARY[p] and x % _BINARY[p] == 0:
+                return f"{x / _BINARY[p]:g} {p}B"
+    if x == 0 or not math.isfinite(x):
+        return f"{x!r} {unit}"
+    exp = max(min(int(math.floor(math.log10(abs(x)) / 3) * 3), 18), -9 if kind == "time" else 0)
+    if kind == "time":
+        exp = min(exp, 0)
+        pre = {0: "s", -3: "ms", -6: "us", -9: "ns"}[exp]
+        text = lambda m: f"{m} {pre}"  # noqa: E731
+    else:
+        text = lambda m: f"{m} {_PREFIXES[exp]}{unit}"  # noqa: E731
+    for digits in range(3, 7):  # past 6 digits the plain float reads better
+        s = text(f"{x / 10**exp:.{digits}g}")
+        if parse(s, kind, bare_ok=True) == x:
+            return s
+    return f"{x!r} {unit}"

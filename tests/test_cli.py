@@ -107,8 +107,24 @@ def test_hardware_list_names_every_chip():
 def test_hardware_show():
     res = cli("hardware", "show", "tpu-v5e")
     assert res.stdout.startswith("name: tpu-v5e")
-    assert "810000000000.0" in res.stdout  # "810 GB/s" in SI: 810e9 B/s
+    # quantities as people write them: 810e9 B/s, 16 x 2^30 bytes, 1.97e14 FLOP/s, 1e-6 s
+    for text in ("hbm_bandwidth: 810 GB/s", "hbm_capacity: 16 GiB", "bf16: 197 TFLOP/s",
+                 "hop_latency: 1 us"):
+        assert text in res.stdout
     assert "sources:" in res.stdout and "alternatives:" in res.stdout
+
+
+@pytest.mark.parametrize("chip", catalog.builtin_names("hardware"))
+def test_hardware_show_reads_back_as_the_same_spec(tmp_path, chip):
+    # the shown units are for people, but each must parse back to the very same number
+    from perfmodel.specs import Hardware
+
+    p = tmp_path / "hw.yaml"
+    p.write_text(cli("hardware", "show", chip).stdout)
+    again = catalog.load_hardware(str(p))
+    want = catalog.load_hardware(chip)
+    assert isinstance(again, Hardware)
+    assert again.model_dump(mode="json") == want.model_dump(mode="json")
 
 
 def test_hardware_show_json():
@@ -222,3 +238,15 @@ def test_summary_bound_is_the_one_taking_most_of_t_lower():
     assert text[0].split() == ["workload", "chip-a", "chip-b"]
     assert text[2].split() == ["kernels", "4", "ms", "m", "skip"]
     assert text[3].split() == ["model", "skip", "5", "s", "n", "50%!"]
+
+
+def test_report_explains_mfu_above_100_percent(tmp_path):
+    # causal prefill of Llama-3-70B: PaLM's 12 L H Q T counts every score, the kernel about
+    # half, so MFU passes 100% on some chips; the report says why below its table
+    from perfmodel.report.tables import summary_table
+
+    over = {"t_step": 1.0, "mfu": 1.05}
+    text = summary_table([("w", "c", [], over)], ["c"])
+    assert "MFU above 100%" in text and "HFU" in text
+    assert "MFU above 100%" not in summary_table([("w", "c", [], {"t_step": 1.0, "mfu": 0.5})],
+                                                 ["c"])

@@ -368,7 +368,8 @@ def test_closed_pipe(tmp_path):
     err = p.stderr.read().decode()
     p.wait(timeout=TIMEOUT_S)
     _log("--json | head -c 10", p.returncode, 0.0, tmp_leftovers(tmp_path))
-    assert "Traceback" not in err and p.returncode in (0, 2), (p.returncode, err)
+    # as `git log | head`: no message about the pipe the reader closed
+    assert p.returncode == 0 and not err.strip(), (p.returncode, err)
 
 
 def test_csv_field_over_the_limit(tmp_path):

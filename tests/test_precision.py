@@ -146,11 +146,12 @@ def test_llama2_13b_decode_on_v5e_2x4_matches_the_book(batch, book_ms):
 
 def test_llama3_70b_int8_decode_on_v5e_4x2():
     # applied-inference chapter: batch 32, KV 8192, params and KV in int8, 8 v5e:
-    # (KV + params) / (8 x 8.1e11) = 112e9 / 6.48e12 = 17.3 ms ("about 17 ms"). Our ledger also
-    # counts exact sizes (70.55e9 params, 163,840 B of KV per token, not 160e3) and the
-    # activations' HBM round trips the book leaves out: each matmul's bf16 input and output
-    # (about 0.28 ms over 80 layers), the MLP activation (0.07 ms) and the norms, which run on
-    # the 32/8 = 4 rows of the tensor-split residual on each chip (0.05 ms).
+    # (KV + params) / (8 x 8.1e11) = 112e9 / 6.48e12 = 17.3 ms ("about 17 ms"). Our ledger
+    # counts exact sizes (the 69.5e9 weights a step reads: 10.73 ms; 163,840 B of KV per token,
+    # not 160e3: 6.63 ms) and the activations' HBM round trips the book leaves out: each
+    # matmul's bf16 input and output (about 0.28 ms over 80 layers), the MLP activation
+    # (0.07 ms) and the norms, which run on the 32/8 = 4 rows of the tensor-split residual on
+    # each chip (0.05 ms).
     v5e = HW["tpu-v5e"]
     op = {**LLAMA3_70B, "mode": "decode", "batch": 32, "seq": 8192, "param_dtype": "int8",
           "kv_dtype": "int8", "parallelism": {"tensor": "model"}}

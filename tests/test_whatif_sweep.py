@@ -268,3 +268,40 @@ def test_prices_give_cost_per_step_tokens_and_flop_per_dollar():
     k = sweep_totals(sweep(catalog.load_workload("course-big-matmul"), [priced], ["batch=1,2"]))
     assert np.allclose(k.usd_per_step, 3.6 / 3600 * k.t_lower)
     assert np.allclose(k.flop_per_usd, k.flops / k.usd_per_step)
+
+
+def test_transformer_sweep_says_which_configurations_do_not_fit():
+    # the built-in Llama-2-7B decode (KV 2048) on one H100 (80 GiB = 85.9 GB): the KV cache is
+    # 2 x 2 B x 2048 x 32 layers x 4096 = 1.07 GB per sequence, so batch 128 (137 GB, plus
+    # 13.5 GB of weights) cannot fit while batch 1 does
+    r = CliRunner().invoke(main, ["sweep", "-w", "llama2-7b-decode", "-H", "h100",
+                                  "--vary", "batch=1,128"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    head = next(ln for ln in lines if "fits HBM" in ln)
+    assert "memory/chip" in head and "tokens/s" in head
+    b1 = next(ln for ln in lines if ln.split()[:2] == ["1", "h100"])
+    b128 = next(ln for ln in lines if ln.split()[:2] == ["128", "h100"])
+    assert " yes " in f"{b1} " and " no " in f"{b128} "
+    assert "does not fit in the chip's memory" in r.output
+    assert "ms" in b1 and "e-0" not in b1.split(" yes ")[0]  # times in engineering notation
+
+
+def test_transformer_sweep_totals_carry_memory_and_fit():
+    import perfmodel
+
+    wl = perfmodel.load_workload("llama2-7b-decode")
+    tot = perfmodel.sweep_totals(perfmodel.sweep(wl, "h100", "batch=1..128:log2"))
+    assert {"memory_bytes_per_chip", "fits_memory"} <= set(tot.columns)
+    # memory grows with the batch (the KV cache), and the verdict is the capacity test
+    mem = tot["memory_bytes_per_chip"].to_numpy()
+    assert (mem[1:] > mem[:-1]).all()
+    hbm = perfmodel.load_hardware("h100").hbm_capacity
+    assert (tot["fits_memory"].to_numpy(dtype=bool) == (mem <= hbm)).all()
+
+
+def test_sweep_of_batches_that_do_not_divide_names_ones_that_do():
+    r = CliRunner().invoke(main, ["sweep", "-w", "qwen2-7b-train-fsdp", "-H", "h100",
+                                  "--vary", "batch=1..256:log2"])
+    assert r.exit_code == 2
+    assert "e.g. batch=8..256 (multiples of 8)" in r.output

@@ -239,6 +239,7 @@ def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None 
                                               "mfu", "hfu", "memory_bytes_per_chip")}
         if calibrated:
             res["t_calibrated"] = full(step["t_calibrated"])[sl]
+        res["fits_memory"] = np.broadcast_to(np.asarray(step["fits_memory"], dtype=bool), (n,))[sl]
         res.update(bounds=bounds[sl], tokens_per_step=full(inputs["tokens_per_step"])[sl],
                    flops=executed[sl], chips=m.plan.chips)
         res.update(price_columns(hw.price_per_hour, res))

@@ -442,7 +442,7 @@ def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip, laye
     flops = t_mem = 0.0
     for op in layer_matmuls:
         cells = {**REGISTRY["matmul"].inputs(op, None), "m": per_chip}
-        _, cost, roof = op_columns(op, hw, None, inputs=cells)
+        _, cost, roof = op_columns(op, hw, None, inputs=cells, columns=("flops", "t_memory"))
         flops = flops + cost["flops"]
         t_mem = t_mem + roof["t_memory"]  # the roofline's own column
     return flops / matmul_peak(hw, spec) - t_mem

@@ -42,12 +42,21 @@ def write_sweep(path: Path, table, totals, fields: list[str], hardware, workload
 
 def _plot_vs(tot, field: str, path: Path) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
+    crossed = False  # one legend entry for the crosses
     for hw, g in tot.groupby("hardware", sort=False):
         g = g.sort_values(field)
         c = chip_color(hw)
         a.plot(g[field], g["t_lower"], marker=".", color=c, label=f"{hw} t_lower")
         a.plot(g[field], g["t_upper"], ls="--", alpha=0.5, color=c, label=f"{hw} t_upper")
         b.plot(g[field], achieved_flops(g["flops"], g["t_lower"]), marker=".", color=c, label=hw)
+        if "fits_memory" in g and not g["fits_memory"].astype(bool).all():
+            # configurations that do not fit in HBM: crossed out, so no one reads them as options
+            out = g[~g["fits_memory"].astype(bool)]
+            a.scatter(out[field], out["t_lower"], marker="x", s=40, color="red", zorder=3,
+                      label="does not fit in HBM" if not crossed else None)
+            crossed = True
+            b.scatter(out[field], achieved_flops(out["flops"], out["t_lower"]), marker="x", s=40,
+                      color="red", zorder=3)
     for ax, yl in ((a, "time per configuration [s]"), (b, "achieved FLOP/s at t_lower")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -109,11 +109,14 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
             cells.append(f"{fmt_si(r['t_lower'], 's')} {r['bound']}" +
                          (f" x{sp:.2f}" if n != base and sp else ""))
         body.append(cells)
-    tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
-    body.append(["sum of t_lower"] + [fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
-                                     for n in names])
     totals = totals or {}
-    if all("t_step" in totals.get(n, {}) for n in names):  # whole models: the step's figures
+    whole = all("t_step" in totals.get(n, {}) for n in names)
+    if not whole:  # a whole model's time is its step's (below), which overlaps communication
+        tot = {n: sum(r["t_lower"] for r in results[n]) for n in names}
+        body.append(["sum of t_lower"] + [
+            fmt_si(tot[n], "s") + (f" x{speedup(tot[base], tot[n]):.2f}" if n != base else "")
+            for n in names])
+    if whole:  # whole models: the step's figures
         step = {n: totals[n] for n in names}
         body.append(["step t_step"] + [
             fmt_si(step[n]["t_step"], "s") + (f" x{speedup(step[base]['t_step'], step[n]['t_step']):.2f}"
@@ -124,12 +127,13 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
         body.append(["memory per chip"] + [
             fmt_si(step[n]["memory_bytes_per_chip"], "B")
             + ("" if step[n].get("fits_memory", True) else " DOES NOT FIT") for n in names])
-    for key, label, fmt in (("usd_per_step", "$ per step (all chips)", "${:.4g}"),
-                            ("usd_per_mtok", "$ per million tokens", "${:.4g}"),
-                            ("flop_per_usd", "FLOP per $", "{:.3g}")):
+    for key, label, unit in (("usd_per_step", "$ per step (all chips)", "$"),
+                             ("usd_per_mtok", "$ per million tokens", "$"),
+                             ("flop_per_usd", "FLOP per $", "")):
         if any(key in totals.get(n, {}) for n in names):
-            body.append([label] + [fmt.format(totals[n][key]) if key in totals.get(n, {}) else "-"
-                                   for n in names])
+            body.append([label] + [_money(totals[n][key]) if unit and key in totals.get(n, {})
+                                   else fmt_si(totals[n][key]) if key in totals.get(n, {})
+                                   else "-" for n in names])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
                                   for j, (c, w) in enumerate(zip(cells, widths)))
@@ -137,6 +141,13 @@ def compare_table(workload: str, hardware: list, results: dict[str, list[dict]],
            fmt(["-" * w for w in widths])]
     out += [fmt(b) for b in body]
     return "\n".join(out)
+
+
+def _money(usd: float) -> str:
+    """Dollars as people read them: '$1.71', '$0.0786', '$2.73e-5' below a thousandth."""
+    if usd >= 1e-3 or usd == 0:
+        return f"${usd:,.3g}" if usd < 1000 else f"${usd:,.0f}"
+    return f"${usd:.3g}".replace("e-0", "e-")
 
 
 BOUND_MARK = {"compute": "c", "memory": "m", "comm": "n"}
@@ -190,4 +201,44 @@ def summary_table(results: list[tuple[str, str, list[dict], dict]], chips: list[
                              for j, (c, w) in enumerate(zip(row, widths)))
 
         out += [line(head), line(["-" * w for w in widths])] + [line(b) for b in body] + [""]
+    if any((total.get("mfu") or 0) > 1 for *_, total in results):
+        out.append("MFU above 100%: PaLM's model FLOPs count every attention score, but a "
+                   "causal kernel computes about half of them (HFU counts what runs; "
+                   "docs/model.md).")
     return "\n".join(out).rstrip("\n")
+
+
+# a sweep's totals: (column, header, unit or None for a plain number, percent?)
+SWEEP_COLUMNS = COLUMNS[:-1] + [
+    ("tokens_per_s", "tokens/s", "", False),
+    ("mfu", "MFU", None, True),
+    ("memory_bytes_per_chip", "memory/chip", "B", False),
+    ("fits_memory", "fits HBM", None, False),
+    ("usd_per_step", "$/step", None, False),
+    ("usd_per_mtok", "$/Mtok", None, False),
+    ("flop_per_usd", "FLOP/$", "", False),
+]
+
+
+def sweep_table(totals, fields: list[str], shown: int, of: int) -> str:
+    """The first ``shown`` of ``of`` configuration x chip totals of a sweep, in engineering
+    notation, with what the reader needs to know about the rest."""
+    cols = [(f, f, None, False) for f in [*fields, "hardware"] if f in totals.columns]
+    cols += [c for c in SWEEP_COLUMNS if c[0] in totals.columns]
+    head = [h for _, h, _, _ in cols]
+    body = [[_cell(None if _missing(v) else v, unit, pct) for v, (_, _, unit, pct)
+             in zip(row, cols)] for row in totals[[c[0] for c in cols]].itertuples(index=False)]
+    width = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(x.rjust(w) for x, w in zip(r, width)) for r in [head, *body]]
+    if "bound" in totals.columns and totals["bound"].astype(str).str.contains("/").any():
+        lines.append("bound: what bounds the step's groups (compute, memory, comm), "
+                     "several when they differ")
+    if "fits_memory" in totals.columns and not totals["fits_memory"].astype(bool).all():
+        lines.append("fits HBM 'no': the configuration does not fit in the chip's memory")
+    if shown < of:
+        lines.append(f"(the first {shown} of {of:,}; --csv PATH --totals writes them all)")
+    return "\n".join(lines)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
