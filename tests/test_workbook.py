@@ -507,6 +507,9 @@ def test_numbers_read_as_a_user_sees_them(tmp_path):
                         m = eng.match(v)
                         assert m and (m.group(2) is None or int(m.group(2)) % 3 == 0), (sheet, key, v)
                     checked.add("size")
+                elif key == "fits_memory":  # was 1.00E+00 / 0.00E+00 in the sweep's Totals
+                    assert set(col) <= {"yes", "no", "TRUE", "FALSE"} and col, (sheet, col)
+                    checked.add("bool")
                 elif key.startswith("tokens_per_s"):
                     assert h[1:] == ["[tokens/s]"], (sheet, h)
                     assert all(tput.match(v) for v in col), (sheet, key, col)
@@ -515,4 +518,4 @@ def test_numbers_read_as_a_user_sees_them(tmp_path):
             model = books["plan"][1]["Model"]
             row = next(r for r in model if r and r[0].startswith("t_step (the headline time)"))
             assert time_ok.match(row[1]) and "E" not in row[1], row
-    assert checked == {"time", "size", "tput"}
+    assert checked == {"time", "size", "tput", "bool"}

@@ -32,6 +32,7 @@ FORMATS = {
     "t_step": ("s", "time"), "ttft": ("s", "time"), "t_per_token": ("s", "time"),
     "tokens_per_s": ("tokens/s", "tput"), "tokens_per_s_per_chip": ("tokens/s", "tput"),
     "memory_bytes_per_chip": ("B", "size"), "usd_per_mtok": ("USD", "usd"), "hfu": ("%", "pct"),
+    "fits_memory": ("", "bool"),
 }
 NUMBER_FORMATS = {
     "int": "0",                # plain integers (tile sizes, link counts, hops)
