@@ -6,8 +6,8 @@ it, and a label for tables (``runs_as``).
 
 Units. Matmuls and attention's two products run on the matrix unit (TPU MXU, GPU tensor
 cores) at ``peak_flops``; elementwise ops, softmax (inside attention too), norms, the loss, the
-optimizer and a reduction's adds run on the vector unit (TPU VPU, GPU CUDA cores) at
-``vector_flops``; attention's exponentials on the transcendental unit (GPU SFU, TPU EUP) at
+optimizer and a reduction's adds run on the vector unit (TPU VPU; NVIDIA's CUDA cores; AMD's
+SIMD vector ALUs, the VALU of the CDNA compute unit) at ``vector_flops``; attention's exponentials on the transcendental unit (GPU SFU, TPU EUP) at
 ``transcendental_flops`` where the chip gives it (FlashAttention-3: on an H100 the exp of a
 128-wide head costs half as long as its two products). A dtype with no vector rate uses fp32's (the TPU VPU computes in fp32). A
 chip with no ``vector_flops`` (a CPU: the same SIMD units do both) uses its matrix rate.
@@ -19,7 +19,7 @@ at JAX's ``precision`` (default | high | highest):
 |---|---|---|---|
 | fp32, default | 1 bf16 MXU pass, fp32 accumulate | TF32 tensor cores (peak_flops.tf32) | peak_flops.fp32 |
 | fp32, high | 3 bf16 passes (bf16_3x) | TF32 tensor cores | peak_flops.fp32 |
-| fp32, highest | 6 bf16 passes | CUDA-core fp32 (vector_flops.fp32) | peak_flops.fp32 |
+| fp32, highest | 6 bf16 passes | vector fp32 (peak_flops.fp32, else vector_flops.fp32) | peak_flops.fp32 |
 | listed in peak_flops | that peak | that peak | that peak |
 | not listed | the next wider listed dtype: int4 -> int8 -> bf16, fp4 -> fp8 -> bf16, fp16 <-> bf16, then fp32's rule | | |
 
@@ -28,7 +28,13 @@ bf16 products and HIGHEST 6 (jax.lax.Precision docs: "bfloat16_3x", "float32"; X
 ``--xla_tpu_*`` dot algorithms BF16_BF16_F32_X3 and _X6). JAX's DEFAULT on GPU lets cuBLAS use
 TF32 for fp32 inputs on Ampere and later (jax.default_matmul_precision docs, NVIDIA A100 and
 H100 datasheets for the dense TF32 rates). A chip listing ``peak_flops.fp32`` on a GPU is taken as
-its CUDA-core rate and used for ``highest``.
+its full-fp32 rate and used for ``highest``, labelled "vector fp32": on the NVIDIA chips it is the
+CUDA-core rate, on the AMD ones the datasheet's "FP32 matrix" peak, the same number as its "FP32
+vector" peak (MI300X, MI325X: 163.4 TFLOPS both; MI355X: 157.3), so the label holds for either.
+
+Labels (``runs_as``, the roofline legends) say what a pass count means: "MXU bf16 x3 (fp32 high:
+3 passes)" is an fp32 product at JAX precision high, 3 bf16 passes, priced at a third of the
+bf16 rate.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ MATRIX_KINDS = ("matmul", "attention")  # kinds whose main work is on the matrix
 class Rate:
     key: str          # hardware parameter name, e.g. peak_flops_bf16 or vector_flops_fp32
     passes: int       # the op's FLOPs take this many passes at that rate
-    runs_as: str      # for tables: "MXU bf16 x3", "tensor tf32", "vector fp32"
+    runs_as: str      # for tables: "MXU bf16 x3 (fp32 high: 3 passes)", "tensor tf32", "vector fp32"
 
 
 def compute_dtype(op) -> str:
@@ -66,12 +72,13 @@ def matrix_rate(hw, dtype: str, precision: str = "default") -> Rate:
         if hw.kind == "tpu":
             passes = PASSES_TPU_FP32[precision]
             d = "bf16" if "bf16" in peaks else next(iter(peaks))
-            return Rate(f"peak_flops_{d}", passes, f"{unit} {d}" + (f" x{passes}" if passes > 1 else ""))
+            return Rate(f"peak_flops_{d}", passes, f"{unit} {d}" + (
+                f" x{passes} (fp32 {precision}: {passes} passes)" if passes > 1 else ""))
         if hw.kind == "gpu":
             if precision != "highest" and "tf32" in peaks:
                 return Rate("peak_flops_tf32", 1, f"{unit} tf32")
             if "fp32" in peaks:
-                return Rate("peak_flops_fp32", 1, "CUDA-core fp32")
+                return Rate("peak_flops_fp32", 1, "vector fp32")  # see the module docstring
             return vector_rate(hw, "fp32")
         if "fp32" in peaks:
             return Rate("peak_flops_fp32", 1, f"{unit} fp32")

@@ -82,12 +82,6 @@ def roof(intensity, peak, bandwidth):
     return fmin(peak, intensity * bandwidth)
 
 
-def ici_bandwidth(link_bandwidth, links_per_chip):
-    """A chip's one-way interconnect bandwidth over all its links (the interconnect roof's
-    slope, x read as FLOP per link byte)."""
-    return link_bandwidth * links_per_chip
-
-
 def speedup(t_base, t):
     """How many times faster than the base: t_base / t."""
     return t_base / t

@@ -249,8 +249,8 @@ class Hardware(Spec):
     peak_flops: dict[PeakDType, PosFlopRate] = Field(
         min_length=1, description="matrix unit (MXU / tensor cores), dense, per dtype")
     vector_flops: Optional[dict[DType, PosFlopRate]] = Field(
-        None, description="vector unit (TPU VPU / GPU CUDA cores) per dtype, at least fp32; "
-        "elementwise ops, softmax, norms and the optimizer run here (required on tpu and gpu)")
+        None, description="vector unit (TPU VPU / NVIDIA CUDA cores / AMD vector ALUs) per dtype, "
+        "at least fp32; elementwise ops, softmax, norms and the optimizer run here (required on tpu and gpu)")
     transcendental_flops: Optional[dict[DType, PosFlopRate]] = Field(
         None, description="exp/log per second (TPU EUP / GPU SFU), where a source gives it")
     hbm_capacity: Bytes
@@ -278,7 +278,7 @@ class Hardware(Spec):
                                              or "fp32" not in self.vector_flops):
             raise ValueError(f"vector_flops.fp32 is required on a {self.kind}: elementwise ops, "
                              f"softmax, norms and the optimizer run on the vector unit (TPU "
-                             f"VPU, GPU CUDA cores), far below the matrix peak; add e.g. "
+                             f"VPU, NVIDIA CUDA cores, AMD vector ALUs), far below the matrix peak; add e.g. "
                              f"vector_flops: {{fp32: 14 TFLOP/s}} with a source")
         need = ["peak_flops", "hbm_capacity", "hbm_bandwidth", "onchip_memory"]
         need += [f for f in ("vector_flops", "transcendental_flops", "flash_block_q",

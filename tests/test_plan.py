@@ -238,8 +238,9 @@ def test_cli_json_csv_and_workbook(tmp_path):
     from openpyxl import load_workbook
 
     ws = load_workbook(out)["Plan"]
-    heads = [c.value for c in ws[3]]
+    heads = [str(c.value).split("\n")[0] for c in ws[3]]  # the name, above its unit
     col = heads.index("tokens_per_s_per_chip") + 1
+    assert ws.cell(3, col).value == "tokens_per_s_per_chip\n[tokens/s]"
     assert str(ws.cell(4, col).value).startswith("=")
 
 

@@ -280,6 +280,29 @@ def test_workbook_roofs_are_the_rates_the_charted_ops_run_at(tmp_path):
             roofs[r[2].value] = hw_ws[cell].value
     hbm = {k.split(", ", 1)[1]: v for k, v in roofs.items() if k.startswith("HBM, ")}
     assert hbm == {"MXU bf16": env["matrix_rate_fp32_default"],
-                   "MXU bf16 x3": env["matrix_rate_fp32_high"],
-                   "MXU bf16 x6": env["matrix_rate_fp32_highest"],
+                   "MXU bf16 x3 (fp32 high: 3 passes)": env["matrix_rate_fp32_high"],
+                   "MXU bf16 x6 (fp32 highest: 6 passes)": env["matrix_rate_fp32_highest"],
                    "vector fp32": env["vector_rate_fp32"]}
+
+
+@pytest.mark.parametrize("chip", ["mi300x", "mi325x", "mi355x", "h200", "h100", "tpu-v5e"])
+def test_rate_labels_name_no_other_vendors_unit_and_explain_passes(chip):
+    """An fp32 product at precision highest on a GPU is labelled "vector fp32" on every vendor's
+    chip (it said "CUDA-core fp32" on AMD's too); a TPU's multi-pass label says which precision
+    and how many passes; the rates themselves are unchanged."""
+    hw = HW.get(chip) or catalog.load_hardware(chip)
+    env = engine.hw_env(hw)
+    labels = {p: precision.matrix_rate(hw, "fp32", p) for p in ("default", "high", "highest")}
+    assert all("CUDA" not in r.runs_as for r in labels.values())
+    if hw.kind == "gpu":
+        r = labels["highest"]
+        assert r.runs_as == "vector fp32"
+        # the number: peak_flops.fp32 where listed (MI300X 163.4 TFLOP/s), else vector_flops.fp32
+        want = hw.peak_flops.get("fp32") or hw.vector_flops["fp32"]
+        assert env[r.key] / r.passes == want
+    else:
+        assert labels["high"].runs_as == "MXU bf16 x3 (fp32 high: 3 passes)"
+        assert labels["highest"].runs_as == "MXU bf16 x6 (fp32 highest: 6 passes)"
+        # 3 and 6 bf16 passes: a third and a sixth of the bf16 rate
+        assert env["matrix_rate_fp32_high"] == hw.peak_flops["bf16"] / 3
+        assert env["matrix_rate_fp32_highest"] == hw.peak_flops["bf16"] / 6

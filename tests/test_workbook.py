@@ -377,3 +377,145 @@ def test_chip_colours_and_workload_markers_are_fixed_and_distinct():
     assert len({workload_marker(w) for w in names}) == len(names)
     # a name's style does not depend on what else is drawn (same call, same answer)
     assert chip_color("my-chip") == chip_color("my-chip")
+
+
+def _charts(path):
+    """Per chart of the workbook (in file order): its title, series (name, dash type) and y-axis
+    maximum, read from the chart XML."""
+    import re
+    import zipfile
+
+    out = []
+    with zipfile.ZipFile(path) as z:
+        names = sorted((n for n in z.namelist() if re.fullmatch(r"xl/charts/chart\d+\.xml", n)),
+                       key=lambda n: int(re.search(r"\d+", n).group()))
+        for n in names:
+            xml = z.read(n).decode()
+            series = []
+            for ser in re.findall(r"<c:ser>(.*?)</c:ser>", xml, re.S):
+                name = re.search(r"<c:tx>.*?<c:v>(.*?)</c:v>", ser, re.S).group(1)
+                dash = re.search(r'<a:prstDash val="(\w+)"', ser)
+                series.append((name, dash.group(1) if dash else "solid"))
+            title = "".join(re.findall(r"<a:t>(.*?)</a:t>", xml.split("<c:plotArea>")[0]))
+            axes = re.findall(r"<c:valAx>(.*?)</c:valAx>", xml, re.S)
+            ymax = float(re.search(r'<c:max val="([^"]+)"', axes[1]).group(1))
+            out.append((title, series, ymax))
+    return out
+
+
+def test_roofline_charts_label_each_roof_once_and_draw_only_hbm_roofs(tmp_path):
+    """Each roof series names the chip, the unit and rate, and that it is the HBM roof (no dtype
+    twice with different meanings); no interconnect roof on a FLOP-per-HBM-byte axis; one dash
+    style per rate; the y axis ends a little above the highest roof drawn; the heading names
+    ByChip only where the book has it."""
+    hw = catalog.load_hardware("tpu-v5e")
+    env = engine.hw_env(hw)
+    path = write_workbook(tmp_path / "one.xlsx", [catalog.load_workload("precision-mix")], [hw],
+                          active=hw.name)
+    charts = _charts(path)
+    fp32 = next(c for c in charts if c[0].endswith("fp32 ops"))
+    roofs = [(n, d) for n, d in fp32[1] if " roof" in n]
+    # 1, 3 and 6 bf16 MXU passes and the vector unit: four rates, each one HBM roof
+    assert len(roofs) == 4, roofs
+    for name, _ in roofs:
+        assert name.startswith("tpu-v5e HBM roof, "), name
+        assert "interconnect" not in name and "fp32 roof" not in name, name
+    assert len({d for _, d in roofs}) == 4  # one dash style per rate
+    # the multi-pass rates say what the passes are
+    assert any(n.endswith("MXU bf16 x3 (fp32 high: 3 passes)") for n, _ in roofs), roofs
+    highest = max(env[k] for k in ("matrix_rate_fp32_default", "matrix_rate_fp32_high",
+                                   "matrix_rate_fp32_highest", "vector_rate_fp32"))
+    # was 1e17 (the largest peak of any dtype x 1.5, up to a power of ten); now at most the
+    # next 1-2-5 step above twice the highest roof drawn
+    assert highest < fp32[2] <= 5 * highest, (fp32[2], highest)
+    assert all("interconnect" not in n for c in charts for n, _ in c[1])
+    ws = openpyxl.load_workbook(path)["Roofline"]
+    assert "ByChip" not in ws["A1"].value and "Ops" in ws["A1"].value
+    two = write_workbook(tmp_path / "two.xlsx", [catalog.load_workload("collectives-v5e")],
+                         [hw, catalog.load_hardware("tpu-v4")], active=hw.name)
+    assert "ByChip" in openpyxl.load_workbook(two)["Roofline"]["A1"].value
+    # a workload with collectives: still no interconnect roof (its points are FLOP per HBM byte)
+    assert all("interconnect" not in n for c in _charts(two) for n, _ in c[1])
+
+
+def _widths(ws) -> dict[int, float]:
+    """0-based column -> width in characters (openpyxl keeps a range under its first letter)."""
+    out = {}
+    for dim in ws.column_dimensions.values():
+        if dim.width:
+            for c in range(dim.min, dim.max + 1):
+                out[c - 1] = dim.width
+    return out
+
+
+def _cut(shown_rows, ws, first_row=0):
+    """Cells whose displayed text is wider than their column (#### for a number, cut off for a
+    text with a neighbour): (row, column, text, width)."""
+    widths = _widths(ws)
+    bad = []
+    for i, row in enumerate(shown_rows[first_row:], first_row):
+        for j, text in enumerate(row):
+            longest = max((len(line) for line in text.split("\n")), default=0)
+            if longest > widths.get(j, 8.43):
+                bad.append((i, j, text, widths.get(j, 8.43)))
+    return bad
+
+
+@lo.needs_lo
+def test_numbers_read_as_a_user_sees_them(tmp_path):
+    """As LibreOffice displays them: times in seconds as decimals from 1 ms up (was 1.18E-02),
+    FLOPs and bytes in engineering notation (was 9,660,671,296, and #### in a 13-wide column
+    from 1e11), tokens/s as whole numbers with separators (was 2.34E+02), units in the headers,
+    and no number or text wider than its column (the Plan's mesh and parallelism were cut)."""
+    import re
+
+    out = tmp_path / "plan.xlsx"
+    res = _run(["plan", "-w", "llama2-7b", "-H", "tpu-v5e", "--mode", "train", "--chips", "64",
+                "--top", "5", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    swp = tmp_path / "sw" / "sweep.xlsx"
+    swp.parent.mkdir()
+    res = _run(["sweep", "-w", "llama2-7b-train-fsdp", "-H", "tpu-v4,tpu-v5p", "--vary",
+                "batch=8,64,512", "-o", str(swp)])
+    assert res.exit_code == 0, res.output
+    books = {"plan": (out, lo.shown(out, tmp_path / "lo-plan")),
+             "sweep": (swp, lo.shown(swp, tmp_path / "lo-sweep"))}
+    time_ok = re.compile(r"^(\d[\d,]*\.\d+|\d\.\d\dE[-+]\d\d)$")  # 0.01180, 4.089, 1.23E-05
+    eng = re.compile(r"^(\d{1,3}\.\d\dE\+(\d+)|[\d,]{1,6})$")        # 268.44E+6, or below 10^5
+    tput = re.compile(r"^\d[\d,]*(\.\d\d)?$")
+    checked = set()
+    for name, (path, sheets) in books.items():
+        wb = openpyxl.load_workbook(path)
+        for sheet, first in (("Plan", 2), ("Totals", 0), ("Sweep", 0)):
+            if sheet not in sheets:
+                continue
+            rows = sheets[sheet]
+            assert not _cut(rows, wb[sheet], first), (sheet, _cut(rows, wb[sheet], first)[:5])
+            head = [h.split("\n") for h in rows[first]]
+            for j, h in enumerate(head):
+                col = [r[j] for r in rows[first + 1:] if j < len(r) and r[j]]
+                key = h[0]
+                if key.startswith("t_") or key in ("ttft", "t_per_token"):
+                    assert h[1:] == ["[s]"], (sheet, h)
+                    for v in col:
+                        x = float(v.replace(",", ""))
+                        # scientific only below 1 ms (0 too: a format has two conditions)
+                        assert time_ok.match(v) and ("E" in v) == (x < 1e-3), (sheet, key, v)
+                    checked.add("time")
+                elif key in ("flops", "hbm_bytes", "memory_bytes_per_chip"):
+                    for v in col:
+                        m = eng.match(v)
+                        assert m and (m.group(2) is None or int(m.group(2)) % 3 == 0), (sheet, key, v)
+                    checked.add("size")
+                elif key == "fits_memory":  # was 1.00E+00 / 0.00E+00 in the sweep's Totals
+                    assert set(col) <= {"yes", "no", "TRUE", "FALSE"} and col, (sheet, col)
+                    checked.add("bool")
+                elif key.startswith("tokens_per_s"):
+                    assert h[1:] == ["[tokens/s]"], (sheet, h)
+                    assert all(tput.match(v) for v in col), (sheet, key, col)
+                    checked.add("tput")
+        if name == "plan":  # the Model sheet's headline step time reads in seconds
+            model = books["plan"][1]["Model"]
+            row = next(r for r in model if r and r[0].startswith("t_step (the headline time)"))
+            assert time_ok.match(row[1]) and "E" not in row[1], row
+    assert checked == {"time", "size", "tput", "bool"}

@@ -18,25 +18,35 @@ from ...formula import to_excel
 
 # column -> (unit shown in the header, number format key)
 FORMATS = {
-    "flops": ("FLOP", "count"), "flops_exec": ("FLOP", "count"), "hbm_bytes": ("B", "count"),
-    "onchip_bytes": ("B", "count"), "comm_bytes": ("B", "count"), "q_block": ("rows", "int"),
+    "flops": ("FLOP", "size"), "flops_exec": ("FLOP", "size"), "hbm_bytes": ("B", "size"),
+    "onchip_bytes": ("B", "size"), "comm_bytes": ("B", "size"), "q_block": ("rows", "int"),
     "intensity": ("FLOP/B", "real"), "ridge": ("FLOP/B", "real"),
     "t_compute": ("s", "time"), "t_memory": ("s", "time"), "t_comm": ("s", "time"),
     "t_latency": ("s", "time"), "t_bandwidth": ("s", "time"), "t_lower": ("s", "time"),
     "t_upper": ("s", "time"), "t_calibrated": ("s", "time"), "algbw": ("B/s", "rate"),
     "busbw": ("B/s", "rate"), "mfu": ("%", "pct"), "mbu": ("%", "pct"), "hops": ("", "int"),
-    "fits_onchip": ("", "bool"), "bound": ("", "center"), "flops_vector": ("FLOP", "count"),
+    "fits_onchip": ("", "bool"), "bound": ("", "center"), "flops_vector": ("FLOP", "size"),
     "t_link": ("s", "time"), "t_scale_out": ("s", "time"), "t_dcn": ("s", "time"),
-    "peak_used": ("FLOP/s", "rate"), "flops_transcendental": ("FLOP", "count"),
+    "peak_used": ("FLOP/s", "rate"), "flops_transcendental": ("FLOP", "size"),
+    # a transformer step (Model, Plan, the sweep's Totals)
+    "t_step": ("s", "time"), "ttft": ("s", "time"), "t_per_token": ("s", "time"),
+    "tokens_per_s": ("tokens/s", "tput"), "tokens_per_s_per_chip": ("tokens/s", "tput"),
+    "memory_bytes_per_chip": ("B", "size"), "usd_per_mtok": ("USD", "usd"), "hfu": ("%", "pct"),
+    "fits_memory": ("", "bool"),
 }
 NUMBER_FORMATS = {
     "int": "0",                # plain integers (tile sizes, link counts, hops)
-    # FLOPs, bytes, tokens: thousands separators; from 10^15 on, 3 significant digits (the
-    # digits would not fit a column)
-    "count": "[<1000000000000000]#,##0;0.00E+00",
+    "count": "[<1000000000000000]#,##0;0.00E+00",  # tokens, chips, parameters: separators
+    # FLOPs and bytes: as they are below 10^5, else engineering notation with 3-5 significant
+    # digits (268.44E+6 B = 268 MB, 9.66E+9 B = 9.66 GB), the unit in the column header
+    "size": "[<100000]#,##0;##0.00E+0",
     "real": "#,##0.00",        # intensities, ratios of counts
-    "time": "0.00E+00",        # seconds, 3 significant digits
+    # seconds: 0.01180 and 0.00118 as decimals (3-5 significant digits), 2.580 from 1 s on,
+    # below 1 ms 3 significant digits in scientific notation (1.23E-05)
+    "time": "[<0.001]0.00E+00;[<1]0.00000;#,##0.000",
     "rate": "0.00E+00",        # FLOP/s, B/s, 3 significant digits
+    "tput": "[<10]0.00;#,##0",  # tokens per second
+    "usd": "[<1]0.0000;#,##0.00",  # USD per million tokens
     "pct": "0.0%",             # utilisations, speed-ups, shares
     "bool": '"yes";"yes";"no"',
 }
@@ -156,11 +166,23 @@ class Book:
         if lines > 1:
             ws.set_row(r, 15 * lines)
 
-    def header(self, ws, r, cols: list[str], c0: int = 0):
-        for c, name in enumerate(cols):
-            unit = FORMATS.get(name, ("", ""))[0]
-            self.text(ws, r, c0 + c, f"{name}\n[{unit}]" if unit else name, "head")
+    def header(self, ws, r, cols: list[str], c0: int = 0) -> list[str]:
+        """Column names with their units ("t_step\\n[s]"); returns the texts written."""
+        texts = [f"{name}\n[{FORMATS[name][0]}]" if FORMATS.get(name, ("",))[0] else name
+                 for name in cols]
+        for c, text in enumerate(texts):
+            self.text(ws, r, c0 + c, text, "head")
         ws.set_row(r, 30)
+        return texts
+
+    @staticmethod
+    def fit_columns(ws, header: list[str], columns: list, least: int = 12, most: int = 48):
+        """Widen each column to its header's longest line and its longest text value (numbers
+        fit the formats above in ``least`` characters); ``columns``: each column's values."""
+        for j, (h, values) in enumerate(zip(header, columns)):
+            w = max([len(line) for line in str(h).split("\n")]
+                    + [len(v) for v in values if isinstance(v, str)])
+            ws.set_column(j, j, min(most, max(least, w + 2)))
 
     # ---- printing -----------------------------------------------------------------------------
     @staticmethod

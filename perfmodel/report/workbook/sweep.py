@@ -8,7 +8,7 @@ from pathlib import Path
 import xlsxwriter
 
 from ...atomic import atomic_path
-from .book import FORMATS, HEAD, NUMBER_FORMATS
+from .book import FORMATS, HEAD, NUMBER_FORMATS, Book
 
 
 def write_sweep_book(path: Path, table, totals, fields: list[str]) -> Path:
@@ -18,16 +18,19 @@ def write_sweep_book(path: Path, table, totals, fields: list[str]) -> Path:
         head = wb.add_format(HEAD)
         for name, df in (("Sweep", table), ("Totals", totals)):
             ws = wb.add_worksheet(name)
+            header = []
             for j, c in enumerate(df.columns):
                 unit = FORMATS.get(c, ("", ""))[0]
-                ws.write_string(0, j, f"{c}\n[{unit}]" if unit else str(c), head)
+                header.append(f"{c}\n[{unit}]" if unit else str(c))
+                ws.write_string(0, j, header[-1], head)
                 f = None if c in fields else fmt.get(FORMATS.get(c, ("", "rate"))[1], fmt["rate"])
                 for i, v in enumerate(df[c].to_numpy()):
                     if isinstance(v, str):
                         ws.write_string(1 + i, j, v)
                     else:
                         ws.write_number(1 + i, j, float(v), f)
-            ws.set_column(0, len(df.columns), 13)
+            # widths from the first rows' texts (a sweep repeats its labels)
+            Book.fit_columns(ws, header, [df[c].to_numpy()[:1000] for c in df.columns], least=13)
             ws.set_row(0, 30)
             ws.freeze_panes(1, 0)
             ws.set_landscape()

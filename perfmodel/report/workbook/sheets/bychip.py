@@ -3,7 +3,6 @@ roofline charts read)."""
 
 from __future__ import annotations
 
-from ..book import FORMATS
 from .ops import derived_rows, flag_infeasible
 
 NAME = "ByChip"
@@ -39,9 +38,9 @@ def write(book, ws, data, layout):
     ws.set_column(0, 0, 10)
     ws.set_column(1, 2, 20)
     ws.set_column(3, len(cols), 12)
-    for k in cols:
-        if FORMATS.get(k, ("", ""))[1] == "count":
-            ws.set_column(col[k], col[k], 22)
+    for k in cols:  # a long name (flops_transcendental) on one line, its unit below it
+        if len(k) + 2 > 12:
+            ws.set_column(col[k], col[k], len(k) + 2)
     ws.freeze_panes(1, 3)
     ws.autofilter(0, 0, max(1, n), len(cols) - 1)
     book.print_setup(ws, (0, 0))

@@ -66,7 +66,7 @@ def _measured_block(book, ws, data, r):
         book.text(ws, rr, 0, m["collective"])
         book.text(ws, rr, 1, m["ours"])
         for c, k in enumerate(["bytes", "comm_bytes", "measured_s", "cv", "predicted_s"], start=2):
-            book.number(ws, rr, c, m[k], {"bytes": "count", "comm_bytes": "count", "cv": "pct"}.get(k, "time"))
+            book.number(ws, rr, c, m[k], {"bytes": "size", "comm_bytes": "size", "cv": "pct"}.get(k, "time"))
         cells = {"measured": xl_rowcol_to_cell(rr, 4), "predicted": xl_rowcol_to_cell(rr, 6)}
         book.formula(ws, rr, 7, RATIO, cells.__getitem__,
                      m["measured_s"] / m["predicted_s"] if m["predicted_s"] else None, "real")

@@ -29,7 +29,7 @@ def number_format(p: str) -> str | None:
     if p in INTEGER_PARAMS:
         return "int"
     u = unit(p)
-    return {"B": "count", "s": "time"}.get(u) or ("rate" if u.startswith(("B/s", "FLOP/s")) else None)
+    return {"B": "size", "s": "time"}.get(u) or ("rate" if u.startswith(("B/s", "FLOP/s")) else None)
 
 
 def wanted(data) -> bool:

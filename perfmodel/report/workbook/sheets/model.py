@@ -24,20 +24,20 @@ STEP_LABELS = {  # column -> (label, unit, number format)
     "t_calibrated": ("t_calibrated per step", "s", "time"),
     "t_step": ("t_step (the headline time)", "s", "time"),
     "t_comm": ("communication time (sum of the collectives)", "s", "time"),
-    "tokens_per_s": ("tokens per second (whole job)", "tokens/s", "count"),
+    "tokens_per_s": ("tokens per second (whole job)", "tokens/s", "tput"),
     "peak_used": ("peak: the layer matmuls' rate (dtype, precision)", "FLOP/s", "rate"),
     "mfu": ("MFU: PaLM model FLOPs / (chips x t_step x peak)", "", "pct"),
     "hfu": ("HFU: FLOPs a chip executes / (t_step x peak)", "", "pct"),
-    "flops_6pt": ("6 x params x tokens (textbook training FLOPs)", "FLOP", "count"),
-    "flops_2pt": ("2 x params x tokens (textbook inference FLOPs)", "FLOP", "count"),
-    "memory_bytes_per_chip": ("memory per chip (sum of the parts)", "B", "count"),
+    "flops_6pt": ("6 x params x tokens (textbook training FLOPs)", "FLOP", "size"),
+    "flops_2pt": ("2 x params x tokens (textbook inference FLOPs)", "FLOP", "size"),
+    "memory_bytes_per_chip": ("memory per chip (sum of the parts)", "B", "size"),
     "fits_memory": ("fits in HBM (memory per chip <= hbm_capacity)", "", "center"),
     "pipeline_bubble": ("pipeline bubble (p-1)/(m+p-1)", "", "pct"),
 }
 INPUT_LABELS = {"chips": ("chips", "count"), "pp": ("pipeline stages", "int"),
                 "microbatches": ("microbatches", "int"), "tokens_per_step": ("tokens per step", "count"),
-                "params": ("parameters (6PT's P)", "count"),
-                "flops_model": ("model FLOPs per step (PaLM's count)", "count")}
+                "params": ("parameters (6PT's P)", "size"),
+                "flops_model": ("model FLOPs per step (PaLM's count) [FLOP]", "size")}
 GROUP_COLS = ["kernels", "collectives", "t_lower", "t_upper", "compute", "bound", "cal_kernels",
               "cal_collectives", "t_calibrated"]
 GROUP_HEAD = {"kernels": "kernels t_lower\n[s]", "collectives": "collectives t_lower\n[s]",
@@ -54,7 +54,8 @@ def write(book, ws, data, layout):
     ws.set_column(0, 0, 52)
     ws.set_column(1, 11, 13)
     ws.set_column(1, 1, 18)
-    ws.set_column(5, 6, 22)  # flops, hbm_bytes (and the step inputs' labels)
+    ws.set_column(5, 5, 13)  # flops
+    ws.set_column(6, 6, 40)  # hbm_bytes and the step inputs' labels
     r = 0
     breaks: list[int] = []
     for n, (wl, x) in enumerate(data.models):
@@ -107,7 +108,7 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
         cells[k] = xl_rowcol_to_cell(r + 1 + i, 7, True, True)
     cells["peak"] = S.matmul_rate_name(spec)  # the Inputs name of the active chip's matmul rate
     cells["hbm_capacity"] = "hbm_capacity"
-    ws.set_column(7, 7, 22)
+    ws.set_column(7, 7, 13)
     r += 2 + max(len(fields), len(plan_fields), len(INPUT_LABELS))
     # the ledger
     led_cols = ["op (ledger path)", "group", "role", "kind", "repeat", "flops", "hbm_bytes", "t_lower",
@@ -130,7 +131,7 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
         if v.get("t_comm") is not None:
             book.ref(ws, rr, lc["t_comm"], layout.ops_cell(row.index, "t_comm"), v["t_comm"], "time")
         else:
-            book.number(ws, rr, lc["t_comm"], 0.0, "time")
+            book.number(ws, rr, lc["t_comm"], 0.0, "int")  # no collective: a plain 0
     last_row = first_row + len(rows) - 1
     led = {"row_group": _range(1, first_row, last_row), "row_kind": _range(3, first_row, last_row),
            "row_bound": _range(lc["bound"], first_row, last_row),
@@ -203,10 +204,10 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
                                              "format": book.fmt["bad"]})
     # memory stack (the parts are inputs of memory_bytes_per_chip)
     book.text(ws, m0, 0, "memory per chip: part", "head")
-    book.text(ws, m0, 1, "bytes", "head")
+    book.text(ws, m0, 1, "bytes [B]", "head")
     for j, (k, v) in enumerate(parts.items()):
         book.text(ws, m0 + 1 + j, 0, k)
-        book.number(ws, m0 + 1 + j, 1, v, "count")
+        book.number(ws, m0 + 1 + j, 1, v, "size")
     end = m0 + 1 + len(parts)
     chart = book.wb.add_chart({"type": "column", "subtype": "stacked"})
     colors = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9"]
@@ -216,7 +217,7 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
     cap = hw.hbm_capacity
     tot = float(sum(parts.values()))
     chart.set_title({"name": f"{spec.name}: memory per chip [B] (HBM {cap / 1e9:.0f} GB)", "name_font": {"size": 11}})
-    chart.set_y_axis({"num_format": "#,##0", "min": 0, "max": max(cap, tot) * 1.05})
+    chart.set_y_axis({"num_format": "##0.0E+0", "min": 0, "max": max(cap, tot) * 1.05})
     chart.set_size({"width": 420, "height": 300})
     ws.insert_chart(s0, 4, chart)
     return max(end, s0 + 16)

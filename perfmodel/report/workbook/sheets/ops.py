@@ -86,9 +86,9 @@ def write(book, ws, data, layout):
     ws.set_column(1, 2, 20)
     ws.set_column(3, 4, 11)
     ws.set_column(len(OPS_FIXED), len(cols), 13)
-    for k in cols:  # counts up to 10^15 with their separators
-        if FORMATS.get(k, ("", ""))[1] == "count":
-            ws.set_column(col[k], col[k], 22)
+    for k in cols:  # a long name (flops_transcendental) on one line, its unit below it
+        if len(k) + 2 > 13:
+            ws.set_column(col[k], col[k], len(k) + 2)
     ws.freeze_panes(1, 3)
     ws.autofilter(0, 0, len(data.rows), len(cols) - 1)
     book.print_setup(ws, (0, 0))

@@ -9,13 +9,14 @@ import numpy as np
 from xlsxwriter.utility import xl_rowcol_to_cell
 
 from ....formula import to_excel
+from ..book import FORMATS
 
 NAME = "Plan"
 TOP = 3  # the first configuration's row
-# number format per column (book.NUMBER_FORMATS keys); others as "real"
-FORMAT = {"t_step": "time", "ttft": "time", "t_per_token": "time", "mfu": "pct",
-          "memory_bytes_per_chip": "count", "batch": "int", "chips": "int", "rank": "int",
-          "microbatches": "int", "grad_accum": "int"}
+# number format per column (book.NUMBER_FORMATS keys): book.FORMATS' (times, tokens/s, bytes,
+# USD), these counts, others as "real"
+FORMAT = {**{k: f for k, (_, f) in FORMATS.items()},
+          "batch": "int", "chips": "int", "rank": "int", "microbatches": "int", "grad_accum": "int"}
 
 
 def wanted(data) -> bool:
@@ -28,7 +29,7 @@ def write(book, ws, data, layout):
     book.text(ws, 0, 0, "perfmodel plan: the best configurations (rank 1 is this book's model; "
                         "derived columns are formulas over the row)", "title")
     cols = list(df.columns)
-    book.header(ws, TOP - 1, cols)
+    header = book.header(ws, TOP - 1, cols)
     for i, rec in enumerate(df.itertuples(index=False)):
         r = TOP + i
         cell = {c: xl_rowcol_to_cell(r, j) for j, c in enumerate(cols)}
@@ -43,6 +44,7 @@ def write(book, ws, data, layout):
                 book.number(ws, r, j, v, FORMAT.get(c, "real"))
             else:
                 book.text(ws, r, j, v)
-    ws.set_column(0, len(cols) - 1, 14)
+    # the mesh and parallelism texts ("dp:2,fsdp:16,tp:8") as wide as they are
+    book.fit_columns(ws, header, [df[c].to_numpy() for c in cols], least=11)
     ws.freeze_panes(TOP, 0)
     book.print_setup(ws, (TOP - 1, TOP - 1))

@@ -54,8 +54,9 @@ def write(book, ws, data, layout):
          "kernel that skips masked blocks can show above 100%; HFU counts what runs.", None),
         ("- fits_onchip (attention): whether the kernel's on-chip working set fits onchip_memory; a 'no' row (red) is "
          "an infeasible schedule whose times are shown only for comparison.", None),
-        ("- Units: SI throughout (bytes, seconds, FLOP/s, B/s), named in each column header. Counts show with "
-         "thousands separators, times and rates with 3 significant digits (1.23E-03 s = 1.23 ms), ratios as %.", None),
+        ("- Units: SI throughout (bytes, seconds, FLOP/s, B/s), named in each column header. FLOPs and bytes "
+         "show in engineering notation from 10^5 on (268.44E+6 B = 268 MB), times in seconds as decimals "
+         "(0.01180 s = 11.8 ms; below 1 ms 1.23E-05 s = 12.3 us), rates with 3 significant digits, ratios as %.", None),
         ("- A blank cell with a note means the value does not exist (e.g. a dtype a chip has no peak for).", None),
         ("", None),
         ("Sheets: Inputs, Hardware, Workload, Ops (one row per op on the active chip),"

@@ -1,11 +1,14 @@
 """Roofline: log-log charts, one per chip and dtype (at most 4 workloads each), each on its own
-printed page, with their data below them: a roof over HBM and one over the interconnect for each
-rate the chart's ops run at (precision.roof, the rule the PNG plots use too), live over Hardware;
-points live over ByChip."""
+printed page, with their data below them: a roof over HBM for each rate the chart's ops run at
+(precision.roof, the rule the PNG plots use too), live over Hardware; points live over ByChip
+(Ops in a one-chip book).
+
+No interconnect roof: the x axis is FLOP per HBM byte, and every point (a collective's reduction
+adds too) sits at its FLOP per HBM byte; a roof over the interconnect bandwidth would need FLOP
+per interconnect byte, which no point has, so it could not be read against anything drawn."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -14,7 +17,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from ....engine import hw_env
 from ....formula import NS, Ref, evaluate, fand, na, where
 from .... import precision
-from ....roofline import COLUMNS, achieved_flops, ici_bandwidth, roof
+from ....roofline import COLUMNS, achieved_flops, roof
 from ...style import chip_color, workload_marker
 from ..data import row_template
 
@@ -22,10 +25,13 @@ NAME = "Roofline"
 WORKLOADS_PER_CHART = 4
 CHART_ROWS = 34          # one landscape A4 page at the default row height
 CHART_SIZE = {"width": 1040, "height": 640}
+# one dash style per rate of a chart, fastest rate first (the chip keeps its colour)
+DASHES = ["solid", "dash", "round_dot", "long_dash", "dash_dot", "long_dash_dot", "square_dot",
+          "long_dash_dot_dot"]
+Y_HEADROOM = 2.0  # the y axis ends this factor above the highest roof or point drawn
 
 RIDGE = dict(COLUMNS)["ridge"](NS(peak_used=Ref("peak"), hbm_bandwidth=Ref("bandwidth")))
 ROOF_Y = roof(Ref("x"), Ref("peak"), Ref("bandwidth"))
-ICI = ici_bandwidth(Ref("link_bandwidth"), Ref("links_per_chip"))
 # a point on a log axis: #N/A (left out of the chart) where there is nothing to plot
 POINT_X = where(Ref("intensity") > 0, Ref("intensity"), na())
 POINT_Y = where(fand(Ref("flops") > 0, Ref("intensity") > 0), achieved_flops(Ref("flops"), Ref("t_lower")), na())
@@ -61,21 +67,28 @@ def _value(expr, env):
     return None if not np.isfinite(v) else float(v)
 
 
+def _nice_above(v: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k at or above ``v`` (a round axis end)."""
+    e = 10 ** math.floor(math.log10(v))
+    return next(m * e for m in (1, 2, 5, 10) if m * e >= v * (1 - 1e-12))
+
+
 def write(book, ws, data, layout):
     charts = _charts(data)
     xs = [r.by_chip[c].values.get("intensity") for r in data.rows for c in r.by_chip]
     xs = [float(x) for x in xs if x is not None and np.isfinite(x) and x > 0]
     xmin = 10 ** math.floor(math.log10(min(xs + [1.0]) / 2))
     xmax = 10 ** math.ceil(math.log10(max(xs + [1e4]) * 2))
-    book.text(ws, 0, 0, "Roofline per chip and dtype: the roof (live from Hardware) and each op at its achieved "
-                        "FLOP/s = flops / t_lower (live from ByChip, or Ops in a one-chip book). Chart data below the charts.", "bold")
+    source = "ByChip" if "ByChip" in layout.sheets else "Ops"
+    book.text(ws, 0, 0, "Roofline per chip and dtype: the roofs (live from Hardware) and each op at its achieved "
+                        f"FLOP/s = flops / t_lower (live from {source}). Chart data below the charts.", "bold")
     r = 1 + CHART_ROWS * len(charts) + 1  # data starts after the charts' pages
     ws.set_h_pagebreaks([1 + CHART_ROWS * k for k in range(1, len(charts) + 1)])
     # roofs: one row per (chip, dtype) shown: x at xmin, ridge, xmax; y = roof(x)
     roofs = {}
     book.text(ws, r, 0, "roof data (x: arithmetic intensity [FLOP/B], y: attainable FLOP/s)", "bold")
     r += 1
-    head = ["chip", "dtype", "roof", "peak [FLOP/s]", "bandwidth [B/s]", "x min", "x ridge", "x max",
+    head = ["chip", "ops' dtype", "roof", "peak [FLOP/s]", "bandwidth [B/s]", "x min", "x ridge", "x max",
             "y min", "y ridge", "y max"]
     for c, h in enumerate(head):
         book.text(ws, r, c, h, "head")
@@ -90,23 +103,14 @@ def write(book, ws, data, layout):
             if hw.name in row.by_chip and row.op.dtype == dtype:
                 rf = precision.roof(hw, row.op)
                 rates.setdefault(rf.label, rf.name)
-        kinds = [("HBM", "hbm_bandwidth")]
-        if env.get("link_bandwidth") and env.get("links_per_chip"):
-            kinds.append(("interconnect", None))
-        for (unit, peak_key), (label, bw_key) in itertools.product(
-                sorted(rates.items(), key=lambda kv: -env[kv[1]]), kinds):
+        for unit, peak_key in sorted(rates.items(), key=lambda kv: -env[kv[1]]):
             book.text(ws, r, 0, hw.name)
             book.text(ws, r, 1, dtype)
-            book.text(ws, r, 2, f"{label}, {unit}")
+            book.text(ws, r, 2, f"HBM, {unit}")
             peak = env[peak_key]
             book.ref(ws, r, 3, layout.hw_cell(peak_key, hw.name), peak, "rate")
-            if bw_key:
-                bw = env[bw_key]
-                book.ref(ws, r, 4, layout.hw_cell(bw_key, hw.name), bw, "rate")
-            else:
-                bw = _value(ICI, env)
-                cells = {k: layout.hw_cell(k, hw.name) for k in ("link_bandwidth", "links_per_chip")}
-                book.formula(ws, r, 4, ICI, cells.__getitem__, bw, "rate")
+            bw = env["hbm_bandwidth"]
+            book.ref(ws, r, 4, layout.hw_cell("hbm_bandwidth", hw.name), bw, "rate")
             cell = {"peak": xl_rowcol_to_cell(r, 3), "bandwidth": xl_rowcol_to_cell(r, 4)}
             book.number(ws, r, 5, xmin, "rate")
             ridge = _value(RIDGE, {"peak": peak, "bandwidth": bw})
@@ -116,7 +120,7 @@ def write(book, ws, data, layout):
                 cells = {**cell, "x": xl_rowcol_to_cell(r, 5 + k)}
                 book.formula(ws, r, 8 + k, ROOF_Y, cells.__getitem__,
                              _value(ROOF_Y, {"x": x, "peak": peak, "bandwidth": bw}), "rate")
-            roofs.setdefault((hw.name, dtype), []).append((label, unit, r))
+            roofs.setdefault((hw.name, dtype), []).append((unit, peak, r))
             r += 1
     # points: per chip, dtype and workload a contiguous block of ByChip rows
     r += 1
@@ -128,6 +132,7 @@ def write(book, ws, data, layout):
     opname = 3
     blocks = {}
     ys = []
+    chart_ys: dict = {}  # (chip, dtype, workload) -> the achieved FLOP/s its points plot
     keys = ("intensity", "flops", "t_lower")
     for hw, dtype, wls in charts:
         # each point's formula over its op's cells: rendered once per chip, filled per row
@@ -152,21 +157,24 @@ def write(book, ws, data, layout):
                 book.write_formula(ws, r, 5, ty.format_map(fill), float(y) if np.isfinite(y) else "#N/A", "rate")
                 if np.isfinite(y):
                     ys.append(float(y))
+                    chart_ys.setdefault((hw.name, dtype, wl), []).append(float(y))
                 r += 1
             blocks[(hw.name, dtype, wl)] = (first, r - 1)
     bws = [hw_env(h)["hbm_bandwidth"] for h in data.hardware]
-    peaks = [v for h in data.hardware for v in h.peak_flops.values()]
     ymin = 10 ** math.floor(math.log10(min(ys + [xmin * min(bws)])))
-    ymax = 10 ** math.ceil(math.log10(max(peaks + ys + [1.0]) * 1.5))
     for k, (hw, dtype, wls) in enumerate(charts):
         chart = book.wb.add_chart({"type": "scatter", "subtype": "straight"})
         color = chip_color(hw.name)
-        for label, unit, rr in roofs[(hw.name, dtype)]:
+        drawn = roofs[(hw.name, dtype)]
+        # the y axis ends a little above the highest roof or point this chart draws
+        top = max([peak for _, peak, _ in drawn]
+                  + [y for wl in wls for y in chart_ys.get((hw.name, dtype, wl), [])] + [ymin * 10])
+        ymax = _nice_above(top * Y_HEADROOM)
+        for j, (unit, _, rr) in enumerate(drawn):
             chart.add_series({
-                "name": f"{hw.name} {dtype} roof ({label}, {unit})",
+                "name": f"{hw.name} HBM roof, {unit}",
                 "categories": [NAME, rr, 5, rr, 7], "values": [NAME, rr, 8, rr, 10],
-                "line": {"color": color, "width": 2.25 if label == "HBM" else 1.25,
-                         "dash_type": "solid" if label == "HBM" else "dash"},
+                "line": {"color": color, "width": 2.0, "dash_type": DASHES[j % len(DASHES)]},
                 "marker": {"type": "none"}})
         for wl in wls:
             first, last = blocks[(hw.name, dtype, wl)]
@@ -180,7 +188,7 @@ def write(book, ws, data, layout):
                            "fill": {"color": color} if filled else {"none": True}}})
         same = [c for c in charts if c[:2] == (hw, dtype)]
         part = f" ({[c[2] for c in same].index(wls) + 1} of {len(same)})" if len(same) > 1 else ""
-        chart.set_title({"name": f"{hw.name} roofline, {dtype}{part}", "name_font": {"size": 12}})
+        chart.set_title({"name": f"{hw.name} roofline: {dtype} ops{part}", "name_font": {"size": 12}})
         chart.set_x_axis({"name": "arithmetic intensity [FLOP/byte]", "log_base": 10, "min": xmin, "max": xmax,
                           "major_gridlines": {"visible": True}, "num_format": "0.E+0", "crossing": xmin})
         chart.set_y_axis({"name": "attainable FLOP/s", "log_base": 10, "min": ymin, "max": ymax,
