@@ -401,11 +401,13 @@ def _py_div(a, b):
 def _py_pow(a, b):
     try:
         r = a ** b
-    except ZeroDivisionError:  # 0 ** negative
-        return math.inf
-    except OverflowError:
-        return math.inf
-    return math.nan if isinstance(r, complex) else float(r)
+        if not isinstance(r, complex):
+            return float(r)
+    except (ZeroDivisionError, OverflowError):
+        pass
+    # the cases Python refuses or makes complex: numpy's answer (signed infinities, NaN)
+    with np.errstate(all="ignore"):
+        return float(np.power(np.float64(a), np.float64(b)))
 
 
 def _py_max(*xs):
@@ -430,7 +432,10 @@ def _py_min(*xs):
 
 def _py_round(f):
     def r(x):
-        return float(f(x)) if math.isfinite(x) else x
+        if not math.isfinite(x):
+            return x
+        v = float(f(x))
+        return math.copysign(v, x) if v == 0.0 else v  # ceil(-0.5) is -0.0, as numpy has it
     return r
 
 
@@ -502,7 +507,8 @@ def _py_const(v) -> str:
 
 _NP_ENV = {"_np_cell": lambda v: v if isinstance(v, (np.ndarray, list, tuple, str))
            else np.float64(v),
-           "_np_pow": np.power, "_np_eq": _equal, "_np_not": np.logical_not,
+           "_np_pow": np.power, "_np_div": np.divide, "_np_eq": _equal,
+           "_np_not": np.logical_not,
            "_errstate": np.errstate, "_nan": math.nan, "_inf": math.inf,
            **{f"_np_{fn}": impl for fn, (impl, _) in _FUNCS.items()}}
 
@@ -542,8 +548,8 @@ class _Emitter:
                 return f"_np_not(_np_eq({a}, {b}))" if self.arrays else f"(not _py_eq({a}, {b}))"
             if e.op == "^":
                 return f"_np_pow({a}, {b})" if self.arrays else f"_py_pow({a}, {b})"
-            if e.op == "/" and not self.arrays:
-                return f"_py_div({a}, {b})"
+            if e.op == "/":  # Python floats (constants, an empty SUMIFS) must not raise
+                return f"_np_div({a}, {b})" if self.arrays else f"_py_div({a}, {b})"
             return f"({a} {e.op} {b})"
         if isinstance(e, Call):
             if e.fn == "sumif" and any(self._const_range(r) for r in e.args[1::2]):
@@ -629,7 +635,8 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     it). ``outputs``: (key, variable) pairs of the returned dict.
     Numbers come out as numpy's float64 arithmetic gives them (the numeric path's answers):
     with ``arrays`` the code calls numpy as ``evaluate`` does (inputs may be arrays), else
-    plain-float helpers with numpy's answers.
+    plain-float helpers with numpy's answers. Range sums add their rows in order, where numpy
+    sums eight or more pairwise: those agree to rounding, not to the bit.
     """
     local: dict[str, str] = {}
     reads: dict[str, str] = {}
@@ -649,7 +656,9 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
                     {k: v for k, v in consts.items() if isinstance(v, tuple)})
     for i, ((var, _), e) in enumerate(zip(steps, trees)):
         code = emit(e)
-        local[var] = f"_v{i}"  # a variable assigned again is a new one: earlier reads keep theirs
+        if var in local or var in reads:  # assigned again (or over an input): earlier reads
+            emit.temps.clear()  # keep theirs, and a shared subtree reading it is computed afresh
+        local[var] = f"_v{i}"
         emit.lines.append(f"{local[var]} = {code}")
     read = "_np_cell(_in[{!r}])" if arrays else "float(_in[{!r}])" if floats else "_in[{!r}]"
     body = [f"{v} = {read.format(n)}" for n, v in reads.items()] + emit.lines

@@ -93,3 +93,46 @@ def test_flops_ledger_from_the_rows_equals_the_expanded_count(mode):
     got = results.to_json(hw, wl)["total"]["flops_ledger"]
     assert got == summary.model_flops(hw, wl.ops[0])  # the expansion path
     assert got > 0
+
+
+def test_review_edge_cases_match_evaluate():
+    # found in review: signed infinities and NaN from ^, the sign of a zero from ceil/floor,
+    # a shared subtree read after its variable is assigned again, x/0 on plain floats in the
+    # numpy rendering
+    from perfmodel.formula import BinOp, Const, floor
+
+    x, y = Ref("x"), Ref("y")
+    cases = [(x ** y, {"x": -10.0, "y": 401.0}), (x ** y, {"x": -10.0, "y": 400.5}),
+             (x ** y, {"x": -0.0, "y": -1.0}), (1 / ceil(x), {"x": -0.5}),
+             (1 / floor(x), {"x": -0.0})]
+    for e, env in cases:
+        with np.errstate(all="ignore"):
+            want = evaluate_expr(e, env)
+        for kw in ({"floats": True}, {"arrays": True}):
+            got = compile_py([("o", e)], {}, [("o", "o")], **kw)(env)["o"]
+            assert _same(got, want) and math.copysign(1, got) == math.copysign(1, want), (e, kw)
+    node = x * 2.0  # one node object in two steps, x assigned in between: z = (1 + 1) * 2
+    steps = [("y", node), ("x", x + 1.0), ("z", node)]
+    for kw in ({"floats": True}, {"arrays": True}):
+        assert compile_py(steps, {}, [("z", "z")], **kw)({"x": 1.0})["z"] == 4.0
+    zero = compile_py([("o", BinOp("/", Const(0.0), Const(0.0)))], {}, [("o", "o")],
+                      arrays=True)({})["o"]
+    assert math.isnan(zero)
+
+
+def test_batched_step_counts_the_collectives_time():
+    # the batched step (plan, sweeps) and to_json agree on t_comm too: a 2 x 8 H100 FSDP step
+    from perfmodel import results
+    from perfmodel.model.batched import Structure
+    from perfmodel.specs import Workload
+
+    from .models import LLAMA2_7B
+
+    hw = catalog.load_hardware("h100")
+    wl = Workload.model_validate({"name": "w", "slice": "2x8", "mesh": {"data": 2, "fsdp": 8},
+                                  "ops": [{**LLAMA2_7B, "mode": "train", "batch": 32, "seq": 512,
+                                           "parallelism": {"data": ["data"],
+                                                           "fsdp": ["fsdp"]}}]})
+    want = results.to_json(hw, wl)["total"]["t_comm"]
+    got = Structure(hw, wl).evaluate(np.array([32]), 1, 1)["t_comm"][0]
+    assert want > 0 and got == pytest.approx(want, rel=1e-12)

@@ -27,7 +27,7 @@ from .summary import basis_of, derive_step, matmul_peak, step_inputs
 from .transformer import array_plan, expand_op, first_row, group_of, make_plan, row_inputs
 
 # the row columns the step figures need (and, on a calibrated chip, t_calibrated)
-STEP_COLUMNS = ("t_lower", "t_upper", "t_calibrated", "bound", "flops")
+STEP_COLUMNS = ("t_lower", "t_upper", "t_calibrated", "bound", "flops", "t_comm")
 
 
 class Structure:
@@ -235,8 +235,9 @@ def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None 
     for m in group:
         sl = slice(a, a + m.n)
         a += m.n
-        res = {k: full(step[k])[sl] for k in ("t_lower", "t_upper", "t_step", "tokens_per_s",
-                                              "mfu", "hfu", "memory_bytes_per_chip")}
+        res = {k: full(step[k])[sl] for k in ("t_lower", "t_upper", "t_step", "t_comm",
+                                              "tokens_per_s", "mfu", "hfu",
+                                              "memory_bytes_per_chip")}
         if calibrated:
             res["t_calibrated"] = full(step["t_calibrated"])[sl]
         res["fits_memory"] = np.broadcast_to(np.asarray(step["fits_memory"], dtype=bool), (n,))[sl]

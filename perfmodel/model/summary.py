@@ -354,7 +354,7 @@ def model_flops(hw: Hardware, spec, evaluated: tuple | None = None) -> float:
         total = 0.0
         for r in rows:
             if roles.get(r["name"]) in MODEL_ROLES and r["kind"] != "collective":
-                total += float(r["flops"])
+                total += math.nan if r["flops"] is None else r["flops"]  # None: not finite
         return total
     items = expand_op(spec, single)
     total = 0.0
