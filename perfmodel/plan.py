@@ -38,6 +38,7 @@ import pandas as pd
 
 from .formula import Ref, evaluate
 from .units import fmt_si
+from .model import hf_config
 from .model.transformer import make_plan
 from .specs import SpecError, TransformerOp, Workload, load_model, read_yaml
 from .topology import GPU_TOPOLOGIES, TORUS_DIMS, format_shape, parse_shape, physical_axes
@@ -109,6 +110,7 @@ def load_request(workload: str, *, mode=None, batches=None, max_ttft=None, max_t
     data, node = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a workload mapping with name and ops")
+    data = hf_config.resolve_workload(data, path)  # config: PATH fills the architecture
     ops = data.get("ops")
     if not isinstance(ops, list) or len(ops) != 1 or not isinstance(ops[0], dict) \
             or ops[0].get("kind") != "transformer":
@@ -116,6 +118,7 @@ def load_request(workload: str, *, mode=None, batches=None, max_ttft=None, max_t
                         f"transformer (a whole model); this one has "
                         f"{len(ops) if isinstance(ops, list) else 'no'} op(s)")
     op = dict(ops[0])
+    op.pop("config", None)  # its fields are filled in: --explain's YAML stands alone
     mode = mode or op.get("mode")
     if mode is None:
         raise SpecError(f"{path}: ops[0].mode is not stated: state mode (train, prefill or "

@@ -430,3 +430,18 @@ def test_layouts_that_do_not_divide_the_model_are_refused_by_make_plan(tmp_path)
     lines = plan.single_strategy_lines(res)
     assert any(s.startswith("tensor 4") and "kv_heads 3 and the tensor size 4" in s
                for s in lines), lines
+
+
+def test_plan_reads_a_workloads_hugging_face_config():
+    # qwen2-7b-train-fsdp takes its architecture from config: hf/qwen2-7b.json (28 layers,
+    # d_model 3584); plan fills it as every other command does, and --explain's YAML stands
+    # alone (the filled fields, no config: path relative to the built-in workload)
+    args = ["plan", "-w", "qwen2-7b-train-fsdp", "-H", "tpu-v5p", "--chips", "8", "--batch", "8"]
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["feasible"] > 0
+    r = CliRunner().invoke(main, [*args, "--explain", "1"])
+    assert r.exit_code == 0, r.output
+    text = r.output.split("\nwhy:")[0]
+    op = yaml.safe_load(text)["ops"][0]
+    assert "config" not in op and op["layers"] == 28 and op["d_model"] == 3584
