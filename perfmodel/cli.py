@@ -229,7 +229,7 @@ def report(output_dir, hardware, workload, measure_collectives, detail):
         click.echo(f"\nDOES NOT FIT in HBM ({len(big)}):")
         for w, c, t in big:
             click.echo(f"  {w} on {c}: {fmt_bytes(t['memory_bytes_per_chip'])} per chip, "
-                       f"HBM {fmt_bytes(t['hbm_capacity'])}")
+                       f"HBM {fmt_capacity(t['hbm_capacity'])}")
     if skipped:
         click.echo(f"\nskipped ({len(skipped)}):")
         for msg in skipped:
@@ -244,6 +244,12 @@ def fmt_bytes(v):
     from .units import fmt_si
 
     return fmt_si(v, "B")
+
+
+def fmt_capacity(v):
+    from .units import fmt_capacity as fmt
+
+    return fmt(v)
 
 
 def _compare_new_chips(hws, wls, out, detail) -> list:
@@ -296,7 +302,7 @@ def hardware(ctx):
     """List built-in chips, or `hardware show NAME` for one spec with its sources."""
     if ctx.invoked_subcommand is None:
         from . import api
-        from .units import fmt_si
+        from .units import fmt_capacity, fmt_si
 
         for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
@@ -304,7 +310,7 @@ def hardware(ctx):
             ic = hw.interconnect
             dom = (f"; {ic.topology} domain {ic.domain_size}"
                    if ic.domain_size and ic.topology in ("switched", "full_mesh") else "")
-            click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_si(hw.hbm_capacity, 'B')} at "
+            click.echo(f"{hw.name:10s} {hw.kind}  HBM {fmt_capacity(hw.hbm_capacity)} at "
                        f"{fmt_si(hw.hbm_bandwidth, 'B/s')}, on-chip {fmt_si(hw.onchip_memory, 'B')}; "
                        f"matrix {peaks}" + (f"; vector {vec}" if vec else "") + dom)
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .formula import Ref, evaluate
-from .units import fmt_si
+from .units import fmt_capacity, fmt_si
 from .model import hf_config
 from .model.transformer import make_plan
 from .specs import SpecError, TransformerOp, Workload, load_model, read_yaml
@@ -626,7 +626,7 @@ def _why_none(req: Request, hw, sub: pd.DataFrame) -> str:
     fit = sub[sub["fits_memory"]]
     if not len(fit):
         why.append(f"memory: the smallest need is {_fmt_b(mem)} per chip > {_fmt_b(limit)} "
-                   f"({req.hbm_fraction:g} x {_fmt_b(hw.hbm_capacity)} HBM)")
+                   f"({req.hbm_fraction:g} x {fmt_capacity(hw.hbm_capacity)} HBM)")
     else:
         for flag, lim in (("max_ttft", req.max_ttft), ("max_tpot", req.max_tpot)):
             if lim is not None:

@@ -166,3 +166,12 @@ def fmt_exact(x: float, unit: str) -> str:
         if parse(s, kind, bare_ok=True) == x:
             return s
     return f"{x!r} {unit}"
+
+
+def fmt_capacity(x: float) -> str:
+    """A memory size as it is sold and as it compares with byte counts: '80 GiB = 85.9 GB' when
+    a whole number of GiB (or MiB), else '96 GB'."""
+    for p in ("Gi", "Mi"):
+        if x >= _BINARY[p] and x % _BINARY[p] == 0:
+            return f"{x / _BINARY[p]:g} {p}B = {fmt_si(x, 'B')}"
+    return fmt_si(x, "B")

@@ -75,3 +75,16 @@ def test_errors_say_what_is_valid(value, kind, match):
 ])
 def test_fmt_si(x, unit, text):
     assert fmt_si(x, unit) == text
+
+
+def test_capacities_read_as_sold_and_as_compared():
+    from perfmodel.units import fmt_capacity, fmt_exact
+
+    # 80 GiB = 80 x 2^30 = 85,899,345,920 B; a decimal 96 GB stays decimal
+    assert fmt_capacity(80 * 2**30) == "80 GiB = 85.9 GB"
+    assert fmt_capacity(96e9) == "96 GB"
+    # fmt_exact reads back to the same float (hardware show's promise)
+    from perfmodel.units import parse
+    for x, unit, kind in ((197e12, "FLOP/s", "flop_rate"), (8.1e11, "B/s", "bandwidth"),
+                          (1e-6, "s", "time"), (16 * 2**30, "B", "bytes"), (2.5e-7, "s", "time")):
+        assert parse(fmt_exact(x, unit), kind, bare_ok=True) == x

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..roofline import speedup
-from ..units import fmt_si
+from ..units import fmt_capacity, fmt_si
 
 COLUMNS = [  # (field, header, unit or None for a plain number, percent?)
     ("flops", "FLOPs", "", False),
@@ -79,7 +79,7 @@ def step_block(total: dict) -> str:
     parts = ", ".join(f"{k} {fmt_si(v, 'B')}" for k, v in t["memory_parts"].items() if v)
     verdict = "fits" if t["fits_memory"] else "DOES NOT FIT"
     lines.append(f"  memory per chip {fmt_si(t['memory_bytes_per_chip'], 'B')} of "
-                 f"{fmt_si(t['hbm_capacity'], 'B')} HBM: {verdict} ({parts})")
+                 f"{fmt_capacity(t['hbm_capacity'])} HBM: {verdict} ({parts})")
     lines.append("  bound: " + ", ".join(f"{g} {b}" for g, b in t["bounds"].items()))
     if "pipeline_bubble" in t:
         lines.append(f"  pipeline bubble {pct(t['pipeline_bubble'])} of the step")

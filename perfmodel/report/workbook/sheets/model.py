@@ -13,6 +13,7 @@ from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell
 
 from ....formula import Ref
 from ....model import summary as S
+from ....units import fmt_capacity
 from ..book import FORMATS
 
 NAME = "Model"
@@ -216,7 +217,7 @@ def _block(book, ws, data, layout, wl, x, r: int, breaks: list, first: bool) -> 
                           "fill": {"color": colors[j % len(colors)]}})
     cap = hw.hbm_capacity
     tot = float(sum(parts.values()))
-    chart.set_title({"name": f"{spec.name}: memory per chip [B] (HBM {cap / 1e9:.0f} GB)", "name_font": {"size": 11}})
+    chart.set_title({"name": f"{spec.name}: memory per chip [B] (HBM {fmt_capacity(cap)})", "name_font": {"size": 11}})
     chart.set_y_axis({"num_format": "##0.0E+0", "min": 0, "max": max(cap, tot) * 1.05})
     chart.set_size({"width": 420, "height": 300})
     ws.insert_chart(s0, 4, chart)
