@@ -28,43 +28,15 @@ def functions():
     import jax
     import jax.numpy as jnp
 
-    from perfmodel.calibrate import validate as V
+    sys.path.insert(0, str(REPO))  # the programs tests/test_analyze.py checks
+    from tests.jax_programs import attention, mlp, scanned_layers, train_step_program
 
     f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
-
-    def mlp(x, w_up, w_down):
-        with jax.named_scope("mlp/up"):
-            h = x @ w_up
-        with jax.named_scope("mlp/act"):
-            h = jax.nn.gelu(h)
-        with jax.named_scope("mlp/down"):
-            return h @ w_down
-
-    def attention(q, k, v):
-        with jax.named_scope("attn"):
-            return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-
-    def stack(x, ws):
-        def body(h, w):
-            with jax.named_scope("layer"):
-                return jnp.tanh(h @ w), None
-        return jax.lax.scan(body, x, ws)[0]
-
-    def train(name):
-        d = V.Dims.of(V.config(name).op())
-        params = jax.eval_shape(lambda: V.init_params(d))
-        opt = jax.eval_shape(lambda: V.adam_init(params))
-        tok = jax.ShapeDtypeStruct((d.B, d.T), jnp.int32)
-
-        def train_step(p, o, a, b):
-            return V.train_step(d, p, o, a, b)
-        return train_step, (params, opt, tok, tok)
-
     yield "mlp 512x1024x2048", mlp, (f32(512, 1024), f32(1024, 2048), f32(2048, 1024))
     yield "dot_product_attention B2 S512 H8 D64", attention, (f32(2, 512, 8, 64),) * 3
-    yield "scan of 8 layers 256x512", stack, (f32(256, 512), f32(8, 512, 512))
+    yield "scan of 8 layers 256x512", scanned_layers, (f32(256, 512), f32(8, 512, 512))
     for name in ("tiny-train", "small-train"):
-        fn, args = train(name)
+        fn, args, _ = train_step_program(name)
         yield f"train step ({name})", fn, args
 
 

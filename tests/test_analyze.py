@@ -27,6 +27,7 @@ from perfmodel.analysis import TOLERANCE  # noqa: E402
 from perfmodel.cli import main  # noqa: E402
 
 from . import lo  # noqa: E402
+from .jax_programs import attention, mlp, scanned_layers, train_step_program  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 CALIBRATED = DATA / "cpu-local-quick.yaml"  # perfmodel bench --quick; perfmodel calibrate
@@ -56,38 +57,8 @@ def agrees(a, fn, *args) -> str:
 
 # ---- programs -----------------------------------------------------------------------------
 
-def mlp(x, w_up, w_down):
-    with jax.named_scope("mlp/up"):
-        h = x @ w_up
-    with jax.named_scope("mlp/act"):
-        h = jax.nn.gelu(h)
-    with jax.named_scope("mlp/down"):
-        return h @ w_down
-
-
 MLP_ARGS = (sds(256, 512), sds(512, 1024), sds(1024, 512))
-
-
-def attention(q, k, v):
-    with jax.named_scope("attn"):
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-
-
 ATTN_ARGS = (sds(2, 128, 4, 32),) * 3
-
-
-def train_step_program():
-    from perfmodel.calibrate import validate as V
-
-    d = V.Dims.of(V.config("tiny-train").op())
-    params = jax.eval_shape(lambda: V.init_params(d))
-    opt = jax.eval_shape(lambda: V.adam_init(params))
-    tok = sds(d.B, d.T, dtype=jnp.int32)
-
-    def train_step(p, o, a, b):
-        return V.train_step(d, p, o, a, b)
-
-    return train_step, (params, opt, tok, tok), d
 
 
 # ---- the acceptance programs --------------------------------------------------------------
@@ -309,17 +280,11 @@ def test_custom_call_is_an_unpriced_row_or_the_annotated_op():
 
 
 def test_repeated_scopes_get_suffixes_and_loops_repeat():
-    def f(x, ws):
-        def body(h, w):
-            with jax.named_scope("layer"):
-                return jnp.tanh(h @ w), None
-        return jax.lax.scan(body, x, ws)[0]
-
-    a = perfmodel.analyze(f, sds(8, 16), sds(4, 16, 16), hardware="h100")
+    a = perfmodel.analyze(scanned_layers, sds(8, 16), sds(4, 16, 16), hardware="h100")
     mm = a.rows[a.rows["kind"] == "matmul"].iloc[0]
     assert mm["repeat"] == 4 and mm["flops"] == 4 * 2 * 8 * 16 * 16
     # XLA's cost analysis counts the loop body once: the difference is named
-    assert agrees(a, f, sds(8, 16), sds(4, 16, 16)) == "loop-trip-count"
+    assert agrees(a, scanned_layers, sds(8, 16), sds(4, 16, 16)) == "loop-trip-count"
 
 
 def test_integer_ops_are_priced_as_fp32():
