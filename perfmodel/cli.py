@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .units import fmt_capacity, fmt_exact, fmt_si  # light: math and re
+
 EXIT_BAD_INPUT = 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report them
 
@@ -228,7 +230,7 @@ def report(output_dir, hardware, workload, measure_collectives, detail):
     if big:
         click.echo(f"\nDOES NOT FIT in HBM ({len(big)}):")
         for w, c, t in big:
-            click.echo(f"  {w} on {c}: {fmt_bytes(t['memory_bytes_per_chip'])} per chip, "
+            click.echo(f"  {w} on {c}: {fmt_si(t['memory_bytes_per_chip'], 'B')} per chip, "
                        f"HBM {fmt_capacity(t['hbm_capacity'])}")
     if skipped:
         click.echo(f"\nskipped ({len(skipped)}):")
@@ -240,16 +242,7 @@ def report(output_dir, hardware, workload, measure_collectives, detail):
                + f"{len(pngs)} x {out}/roofline-CHIP.png, {wrote[-1]}")
 
 
-def fmt_bytes(v):
-    from .units import fmt_si
 
-    return fmt_si(v, "B")
-
-
-def fmt_capacity(v):
-    from .units import fmt_capacity as fmt
-
-    return fmt(v)
 
 
 def _compare_new_chips(hws, wls, out, detail) -> list:
@@ -302,7 +295,6 @@ def hardware(ctx):
     """List built-in chips, or `hardware show NAME` for one spec with its sources."""
     if ctx.invoked_subcommand is None:
         from . import api
-        from .units import fmt_capacity, fmt_si
 
         for hw in api.all_hardware():
             peaks = ", ".join(f"{d} {fmt_si(v, 'FLOP/s')}" for d, v in hw.peak_flops.items())
@@ -342,7 +334,6 @@ def _with_units(obj, key: str | None = None):
     """A spec dump with its quantities written as '197 TFLOP/s', '16 GiB', '1 us'."""
     import re
 
-    from .units import fmt_exact
 
     if isinstance(obj, dict):
         return {k: _with_units(v, k) for k, v in obj.items()}

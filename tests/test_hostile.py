@@ -624,7 +624,9 @@ VALUES = st.one_of(
                      "99999999x99999999", "tpu-v4", "h.yaml", "a\x00b", "1e3", "nan", "\u202e", "a\nb",
                      "", "naive", "flash", "fused", "all_reduce", "train", "decode", "64 MiB"]),
     st.text(max_size=8))
-ARG_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=6)  # argv cannot hold NUL
+# argv cannot hold NUL, nor a lone surrogate (no program can be passed one)
+ARG_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+                   max_size=6)
 TREES = st.recursive(VALUES, lambda kids: st.one_of(
     st.lists(kids, min_size=1, max_size=3),
     st.dictionaries(st.text(max_size=6), kids, min_size=1, max_size=3)),
