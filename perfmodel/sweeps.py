@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from .engine import op_columns
+from .formula import NS
 from .limits import (CSV_CHUNK_ROWS, EXCEL_ROWS, MAX_BATCHED_CONFIGS, MAX_GRID_POINTS,
                      MAX_MODEL_CONFIGS, MAX_ROWS, MAX_VARY_VALUES)
+from .roofline import COLUMNS
 from .specs import SpecError, Workload
 
 OUT_COLUMNS = ["flops", "hbm_bytes", "intensity", "t_compute", "t_memory", "t_lower", "t_upper",
@@ -328,7 +330,7 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
                            **{c: t[c] for c in TOTAL_EXTRAS if c in t}})
     df = pd.DataFrame(rows)
     tot = pd.DataFrame(totals)
-    tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+    tot["intensity"] = _intensity(tot)
     extra = [c for c in TOTAL_EXTRAS if c in tot.columns]
     df.attrs["totals"] = tot[names + ["hardware"] + OUT_COLUMNS + extra]
     return df
@@ -338,6 +340,14 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
 # arrays after one expansion (model/batched.py)
 BATCHED_FIELDS = ("batch", "grad_accum", "microbatches")
 BOUNDS = ("compute", "memory", "comm")  # roofline's bound labels
+
+
+_INTENSITY = dict(COLUMNS)["intensity"]
+
+
+def _intensity(columns):
+    """roofline.COLUMNS' intensity of a total's summed flops and hbm_bytes."""
+    return _INTENSITY(NS(flops=columns["flops"], hbm_bytes=columns["hbm_bytes"]))
 TOTAL_EXTRAS = ("tokens_per_s", "mfu", "memory_bytes_per_chip", "fits_memory", "usd_per_step",
                 "usd_per_mtok", "flop_per_usd")
 
@@ -408,7 +418,7 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
                 tot[c] = res.get(c, block[f].reshape(k, n).sum(axis=0))
         tot["bound"] = res["bounds"]
         tot.update({c: res[c] for c in TOTAL_EXTRAS if c in res})
-        tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+        tot["intensity"] = _intensity(tot)
         totals.append({c: tot[c] for c in [*flat, "hardware", *OUT_COLUMNS, *TOTAL_EXTRAS]
                        if c in tot})
     block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
@@ -505,7 +515,7 @@ def sweep_totals_chunked(workload: Workload, hardware: list, vary: list, *, chun
                 for c in acc:
                     acc[c] += vals[c]
             out = {**part, "hardware": np.full(m, hw.name, dtype=object), **acc}
-            out["intensity"] = acc["flops"] / acc["hbm_bytes"]
+            out["intensity"] = _intensity(acc)
             frames.append(pd.DataFrame(out))
     return pd.concat(frames, ignore_index=True)
 
@@ -540,7 +550,7 @@ def sweep_totals(df: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in df.columns if c not in OUT_COLUMNS and c != "op"]
     g = df.groupby(keys, sort=False, dropna=False)
     tot = g[["flops", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper"]].sum()
-    tot["intensity"] = tot["flops"] / tot["hbm_bytes"]
+    tot["intensity"] = _intensity(tot)
     share = df.groupby(keys + ["bound"], sort=False, dropna=False)["t_lower"].sum().reset_index()
     top = share.loc[share.groupby(keys, sort=False, dropna=False)["t_lower"].idxmax()]
     tot = tot.reset_index().merge(top[keys + ["bound"]], on=keys, how="left")
