@@ -23,6 +23,8 @@ from .model import expand_workload
 from .ops import REGISTRY, OpContext
 from .roofline import COLUMNS, derive
 from .specs import DTYPE_BYTES, PEAK_KEYS, Hardware, Workload, bare_type
+from .trace import active as tracing
+from .trace import run
 
 TOTAL_FIELDS = ["flops", "flops_exec", "hbm_bytes", "t_compute", "t_memory", "t_lower", "t_upper",
                 "t_calibrated"]
@@ -133,7 +135,7 @@ def op_columns(op, hw: Hardware, wl: Workload | None = None, *, symbolic: bool =
     if not symbolic and cal is None:  # the formulas compiled once per structure
         arrays = any(isinstance(v, np.ndarray) for v in values.values())
         f, cost_keys, roof_keys = _compiled(op, hw, values, arrays=arrays, columns=columns)
-        out = f(values)
+        out = run(f, values)
         return (values, {k: out[k] for k in cost_keys if k in out},
                 {k: out[k] for k in roof_keys if k in out})
     return _interpreted_columns(op, hw, wl, values, cal, symbolic)
@@ -287,13 +289,13 @@ def _evaluate_rows(hw: Hardware, wl: Workload) -> list[dict]:
         groups.setdefault(_structure(op, values), []).append((i, op, values))
     rows: list = [None] * len(wl.ops)
     for key, members in groups.items():
-        if len(members) < BATCH_MIN:  # one by one, through the compiled formulas
+        if len(members) < BATCH_MIN or tracing():  # one by one, through the compiled formulas
             f = _compiled(members[0][1], hw, members[0][2], key)[0]
             runs = _runs(hw, members[0][1])
             for i, op, values in members:
                 rows[i] = _row(op, hw, wl, None, None, ctx=ctx, runs=runs,
                                columns={k: None if v.__class__ is float and v - v != 0.0 else v
-                                        for k, v in f(values).items()})  # non-finite: None
+                                        for k, v in run(f, values).items()})  # non-finite: None
             continue
         stacked = {k: np.array([v[k] for _, _, v in members], dtype=float) for k in members[0][2]}
         _, cost, roof = op_columns(members[0][1], hw, wl, inputs=stacked)
@@ -391,6 +393,6 @@ def price_columns(price_per_hour, total: dict) -> dict:
     usd = price_per_hour / 3600.0 * chips * t
     out = {"usd_per_step": usd, "flop_per_usd": total["flops"] * chips / usd}
     tokens = total.get("tokens_per_step")
-    if tokens is not None and np.all(tokens):
+    if tokens is not None and (np.all(tokens) if isinstance(tokens, np.ndarray) else tokens != 0):
         out["usd_per_mtok"] = usd / total["tokens_per_step"] * 1e6
     return out

@@ -157,8 +157,8 @@ def json_value(v):
         return bool(v)
     if isinstance(v, (str, np.str_)):
         return str(v)
-    if v is None:
-        return None
+    if v is None or getattr(v, "traced", False):  # a traced number (perfmodel.trace) stays
+        return v  # traced: its recording applies this rule to the number it computes
     v = float(v)
     return v if math.isfinite(v) else None
 
@@ -489,7 +489,9 @@ _PY_ENV = {"_py_div": _py_div, "_py_pow": _py_pow, "_py_max": _py_max, "_py_min"
            "_py_sqrt": _py_sqrt, "_py_and": lambda *a: all(a), "_py_na": lambda: math.nan,
            "_py_blank": _py_blank, "_py_rsum": lambda x: float(sum(float(v) for v in x)),
            "_py_rmax": _py_rmax, "_py_sumif": _py_sumif, "_py_lookup": _py_lookup,
-           "_py_eq": _py_eq, "_inf": math.inf, "_nan": math.nan}
+           "_py_eq": _py_eq, "_inf": math.inf, "_nan": math.nan,
+           "_py_fin": lambda v: v if v - v == 0.0 else None,  # JSON: not finite -> null
+           "_py_int": lambda v: round(v) if v - v == 0.0 else None}
 
 
 def _py_const(v) -> str:
@@ -624,7 +626,8 @@ def _needed(steps: list, outputs: list[str]) -> list:
 
 
 def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
-               outputs: list[tuple[str, str]], *, floats: bool = False, arrays: bool = False
+               outputs: list[tuple[str, str]], *, floats: bool = False, arrays: bool = False,
+               returns: Callable[[Callable[[str], str]], str] | None = None
                ) -> Callable[[Mapping], dict]:
     """One Python function ``f(inputs) -> {key: value}`` computing ``steps`` in order.
 
@@ -637,6 +640,9 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     with ``arrays`` the code calls numpy as ``evaluate`` does (inputs may be arrays), else
     plain-float helpers with numpy's answers. Range sums add their rows in order, where numpy
     sums eight or more pairwise: those agree to rounding, not to the bit.
+    ``returns``: instead of the dict, the function returns this Python expression (given how
+    to name an output variable; the JSON helpers _py_fin and _py_int are in scope). The
+    function keeps its program as ``f.source`` = (steps, consts, outputs), for perfmodel.trace.
     """
     local: dict[str, str] = {}
     reads: dict[str, str] = {}
@@ -663,12 +669,18 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     read = "_np_cell(_in[{!r}])" if arrays else "float(_in[{!r}])" if floats else "_in[{!r}]"
     body = [f"{v} = {read.format(n)}" for n, v in reads.items()] + emit.lines
     out = ", ".join(f"{k!r}: {local[v]}" for k, v in outputs)
+    if returns is not None:
+        out = returns(local.__getitem__)
+    else:
+        out = "{" + out + "}"
     if arrays:  # x/0 and the like give inf or nan, as in evaluate
         src = ("def _compiled(_in):\n    with _errstate(all='ignore'):\n"
-               + "".join(f"        {x}\n" for x in body) + f"        return {{{out}}}\n")
+               + "".join(f"        {x}\n" for x in body) + f"        return {out}\n")
     else:
         src = "def _compiled(_in):\n" + "".join(f"    {x}\n" for x in body) \
-            + f"    return {{{out}}}\n"
+            + f"    return {out}\n"
     ns = dict(_NP_ENV if arrays else _PY_ENV)
     exec(compile(src, "<perfmodel.formula.compile_py>", "exec"), ns)  # noqa: S102 - our own text
-    return ns["_compiled"]
+    f = ns["_compiled"]
+    f.source = (steps, dict(consts), list(outputs))
+    return f

@@ -1,19 +1,43 @@
 """A workload's result as one JSON object: the engine's rows, their totals, a transformer's
 step summary and the price figures. Above the model layer, because the step summary is the
-model's (perfmodel.model.summary) and the engine's rows are its input."""
+model's (perfmodel.model.summary) and the engine's rows are its input.
+
+A transformer workload's JSON is also compiled per structure (perfmodel.trace): the second
+time one structure (chip, mesh, strategies, dtypes, every field but the numbers) is asked for,
+the computation is recorded once more over traced numbers and compiled into one function of
+those numbers, checked against the answer just computed; later configurations of that
+structure are that function's call when its guards hold (``TRACE_STATS`` counts).
+"""
 
 from __future__ import annotations
 
-from .engine import SCHEMA_VERSION, evaluate_rows, price_columns, totals
-from .model import expand_workload
+import functools
+import math
+import typing
+
+from . import trace
+from .engine import SCHEMA_VERSION, _per_chip, evaluate_rows, price_columns, totals
+from .formula import compile_py
+from .model import expand_workload, expansion
 from .model.summary import step_summary
-from .specs import Hardware, Workload
+from .specs import Hardware, TransformerOp, Workload, bare_type
+
+MAX_VARIANTS = 8  # recordings per structure (each a different set of guard outcomes)
+TRACE_STATS = {"compiled": 0, "recorded": 0, "refused": 0}
 
 
 def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     """The rows and their ``total``. For a transformer workload the total is the step's
     (perfmodel.model.summary): t_lower overlaps each layer's communication with its compute,
     and it adds MFU, tokens/s, memory per chip and the inference latencies."""
+    if rows is None and hw.calibration is None:
+        src = _source(wl)
+        if src is not None:
+            return _compiled_json(hw, wl, src)
+    return _to_json(hw, wl, rows)
+
+
+def _to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     wl = expand_workload(wl)
     rows = rows if rows is not None else evaluate_rows(hw, wl)
     total = totals(rows)
@@ -23,3 +47,145 @@ def to_json(hw: Hardware, wl: Workload, rows: list[dict] | None = None) -> dict:
     total.update(price_columns(hw.price_per_hour, total))
     return {"schema_version": SCHEMA_VERSION, "hardware": hw.name, "workload": wl.name, "ops": rows,
             "total": total}
+
+
+# ---- compiled per structure ---------------------------------------------------------------
+
+def _source(wl: Workload) -> Workload | None:
+    """The workload as written when it is one transformer op (what is compiled), else None."""
+    x = expansion(wl)
+    src = x.source if x is not None else wl
+    if len(src.ops) != 1 or not isinstance(src.ops[0], TransformerOp):
+        return None
+    return src
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(numeric fields, the rest) of a spec class: the numbers are traced, the rest (and which
+    numbers are unset) make the structure."""
+    numeric = tuple(f for f, info in cls.model_fields.items()
+                    if bare_type(info.annotation)[0] in (int, float))
+    return numeric, tuple(f for f in cls.model_fields if f not in numeric)
+
+
+def _frozen(v):
+    if isinstance(v, dict):
+        return tuple((k, _frozen(x)) for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    return v
+
+
+class _Structure:
+    """The compiled variants of one structure on one chip."""
+
+    def __init__(self):
+        self.seen = 0
+        self.variants: list[typing.Callable] = []
+        self.refused: str | None = None  # why it could not be recorded (never tried again)
+
+
+def _compiled_json(hw: Hardware, wl: Workload, src: Workload) -> dict:
+    spec = src.ops[0]
+    numeric, rest = _fields(type(spec))
+    values = {f: getattr(spec, f) for f in numeric}
+    key = (_frozen({k: v for k, v in src.__dict__.items() if k != "ops"}),
+           type(spec), _frozen([getattr(spec, f) for f in rest]),
+           tuple(f for f, v in values.items() if v is None))
+    st = _per_chip(hw, ("to_json", key), _Structure)
+    cells = {f"in:{f}": v for f, v in values.items() if v is not None}
+    for f in st.variants:
+        out = f(cells)
+        if out is not None:
+            TRACE_STATS["compiled"] += 1
+            return out
+    result = _to_json(hw, wl)
+    st.seen += 1
+    if st.seen >= 2 and st.refused is None and len(st.variants) < MAX_VARIANTS:
+        _record(hw, src, cells, result, st)
+    return result
+
+
+def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structure) -> None:
+    """Record ``to_json`` of ``src`` over traced numbers and add the compiled function to the
+    structure's variants if it gives ``result`` back at these numbers."""
+    spec = src.ops[0]
+    inputs = trace.traced_inputs(cells)
+    traced = src.model_copy(update={"ops": [spec.model_copy(
+        update={k.removeprefix("in:"): v for k, v in inputs.items()})]})
+    try:
+        with trace.tracing() as t:
+            template = _to_json(hw, traced)
+        f = _compile(t, template, result)
+        if not _same(f(cells), result):
+            raise trace.TraceLeak("the compiled function disagrees with the evaluation")
+    except Exception as e:  # noqa: BLE001 - a recording that fails leaves the ordinary path
+        st.refused = f"{type(e).__name__}: {e}"
+        TRACE_STATS["refused"] += 1
+        return
+    st.variants.append(f)
+    TRACE_STATS["recorded"] += 1
+
+
+_HOLE = "\x00"  # never in a repr: marks where an output's variable goes
+
+
+def _compile(t: trace.Trace, template, real) -> typing.Callable:
+    """One function of the input numbers: None when a guard fails, else the JSON ``real``
+    has at the recorded numbers, recomputed (``template``: the recording's result, traced
+    numbers where ``real`` has numbers)."""
+    steps = list(t.steps)
+    outs: list[str] = []
+
+    def src(tv, rv) -> str:
+        if type(tv) is trace.Traced:
+            if isinstance(rv, (dict, list, tuple)):
+                raise trace.TraceLeak("a traced number where the result has a container")
+            var = f"out:{len(outs)}"
+            steps.append((var, tv.expr))
+            outs.append(var)
+            wrap = ("_py_int({})" if isinstance(rv, int) and not isinstance(rv, bool)
+                    else "{}" if isinstance(rv, (bool, str)) else "_py_fin({})")
+            return wrap.format(f"{_HOLE}{len(outs) - 1}{_HOLE}")
+        if isinstance(tv, dict):
+            if not isinstance(rv, dict) or list(tv) != list(rv):
+                raise trace.TraceLeak("the recording's keys differ from the result's")
+            return "{" + ", ".join(f"{k!r}: {src(v, rv[k])}" for k, v in tv.items()) + "}"
+        if isinstance(tv, (list, tuple)):
+            if type(rv) is not type(tv) or len(rv) != len(tv):
+                raise trace.TraceLeak("the recording's lists differ from the result's")
+            body = ", ".join(src(v, r) for v, r in zip(tv, rv))
+            return f"[{body}]" if isinstance(tv, list) else f"({body}{',' if len(tv) == 1 else ''})"
+        if not _same(tv, rv) or (isinstance(tv, float) and not math.isfinite(tv)):
+            raise trace.TraceLeak(f"a constant {tv!r} where the result has {rv!r}")
+        return repr(tv)
+
+    body = src(template, real)
+    guards = []
+    for i, (e, outcome) in enumerate(t.guards):
+        steps.append((f"guard:{i}", e))
+        guards.append((f"guard:{i}", outcome))
+
+    def returns(name) -> str:
+        text = body.split(_HOLE)
+        for i in range(1, len(text), 2):
+            text[i] = name(outs[int(text[i])])
+        check = " and ".join(name(v) if ok else f"not {name(v)}" for v, ok in guards) or "True"
+        return f"(None if not ({check}) else {''.join(text)})"
+    return compile_py(steps, t.consts, [(v, v) for v in outs] + [(v, v) for v, _ in guards],
+                      floats=True, returns=returns)
+
+
+def _same(a, b) -> bool:
+    """Equal JSON values (numbers to 1e-12 relative: the compiled function computes in
+    float64 where the evaluation multiplies whole numbers exactly)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or a is None:
+        return type(a) is type(b) and a == b
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or type(a) is not type(b):
+        return False
+    return a == b or abs(a - b) <= 1e-12 * max(abs(a), abs(b))

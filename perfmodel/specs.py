@@ -26,6 +26,8 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from . import gcpause, limits, units
 from .errors import SpecError  # noqa: F401  (re-exported: callers import it from specs)
 from .topology import job_lengths, map_mesh, parse_shape
+from .trace import active as tracing
+from .trace import as_float, check_numbers
 
 # ---- scalar types -------------------------------------------------------------------------
 
@@ -439,8 +441,8 @@ class CollectiveOp(OpBase):
     @property
     def v_bytes(self) -> float:
         if self.bytes is not None:
-            return float(self.bytes)
-        return float(math.prod(self.shape)) * DTYPE_BYTES[self.dtype]
+            return as_float(self.bytes)
+        return as_float(math.prod(self.shape)) * DTYPE_BYTES[self.dtype]
 
 
 STRATEGIES = ("data", "fsdp", "tensor", "sequence", "expert", "pipeline")
@@ -590,6 +592,18 @@ OP_SPECS: dict[str, type[Spec]] = {
 
 Op = Annotated[Union[MatmulOp, ElementwiseOp, AttentionOp, CollectiveOp, TransformerOp],
                Field(discriminator="kind")]
+
+
+def op_spec(d: dict):
+    """An op spec from a dict (a transformer's expansion writes them), validated. While
+    perfmodel.trace records, built without validation from its traced numbers, which keep
+    what validation checks as guards (trace.check_numbers)."""
+    cls = OP_SPECS[d["kind"]]
+    if not tracing():
+        return cls.model_validate(d)
+    op = cls.model_construct(**d)
+    check_numbers(op)
+    return op
 
 
 class Workload(Spec):

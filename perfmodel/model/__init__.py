@@ -18,7 +18,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ..errors import SpecError
-from ..specs import CollectiveOp, TransformerOp, Workload, field_path
+from ..specs import CollectiveOp, TransformerOp, Workload, field_path, op_spec
+from ..trace import active as tracing
 from .transformer import Expansion, Plan, expand_op, group_of, make_plan
 
 __all__ = ["expand_workload", "expansion", "source_workload", "with_slice", "Expansion", "Plan"]
@@ -52,7 +53,8 @@ def expand_workload(wl: Workload) -> Workload:
     after = [op.model_dump() for op in wl.ops[i + 1:]]
     data = {**wl.model_dump(exclude={"ops"}), "ops": before + [d for d, _ in items] + after}
     try:
-        out = Workload.model_validate(data)
+        out = Workload.model_validate(data) if not tracing() else Workload.model_construct(
+            **{**data, "ops": [op_spec(d) for d in data["ops"]]})  # trace.py: guards instead
     except ValidationError as e:  # sizes each valid alone whose products are not (2**53)
         x = e.errors()[0]
         at = x["loc"][1] if len(x["loc"]) > 1 and isinstance(x["loc"][1], int) else None

@@ -44,7 +44,8 @@ from .. import precision
 from ..engine import hw_env, op_columns
 from ..formula import NS, Ref, compile_py, fmax, json_value, rsum, sumif, where
 from ..ops import REGISTRY
-from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
+from ..specs import Hardware, TransformerOp, Workload, op_spec
+from ..trace import as_float, run
 from . import expansion
 from .transformer import (Plan, expand_op, group_of, make_plan,
                           memory_parts, param_ledger, params_6pt, params_active,
@@ -139,7 +140,7 @@ def ledger(rows: list[dict], x) -> dict[str, list]:
 
 
 def _float(v) -> float:
-    return math.nan if v is None else float(v)
+    return math.nan if v is None else as_float(v)
 
 
 def _cell(v):
@@ -179,9 +180,9 @@ def derive_step(groups: list[str], ledger_env: dict, inputs: dict, mode: str, pp
                                 tuple(k for k in ledger_env if k not in rows), tuple(inputs),
                                 mode, pp, basis, calibrated, arrays)
         parts = list(inputs["memory_parts"].values())
-        v = f({**ledger_env, **{k: _cell(x) for k, x in inputs.items()},
+        v = run(f, {**ledger_env, **{k: _cell(x) for k, x in inputs.items()},
                "memory_parts": np.broadcast_arrays(*parts) if arrays
-               else [float(x) for x in parts]})
+               else [as_float(x) for x in parts]})
         return ({g: {c: v[k] for c, k in cols.items()} for g, cols in out["group"].items()},
                 {c: v[k] for c, k in out["step"].items()})
     env = NS({k: Ref(k) for k in {**ledger_env, **inputs}})  # every input a Ref
@@ -317,7 +318,7 @@ def palm_flops(spec, batch=None):
     attn = spec.layers * spec.heads * spec.head_dim * spec.seq
     per_token = 6 * p + 12 * attn if spec.mode == "train" else 2 * p + 4 * attn
     return (tokens * per_token).astype(float) if hasattr(tokens, "astype") \
-        else float(tokens * per_token)
+        else as_float(tokens * per_token)
 
 
 def bubble_fraction(stages, microbatches):
@@ -336,7 +337,7 @@ def pipeline_stretch(stages, microbatches):
 
 
 def _ops(items):
-    return [(OP_SPECS[d["kind"]].model_validate(d), role) for d, role in items]
+    return [(op_spec(d), role) for d, role in items]
 
 
 def model_flops(hw: Hardware, spec, evaluated: tuple | None = None) -> float:
@@ -360,7 +361,7 @@ def model_flops(hw: Hardware, spec, evaluated: tuple | None = None) -> float:
     total = 0.0
     for op, role in _ops([(d, r) for d, r in items
                           if r in MODEL_ROLES and d["kind"] != "collective"]):
-        total += float(op_columns(op, hw)[1]["flops"])
+        total += as_float(op_columns(op, hw)[1]["flops"])
     return total
 
 
@@ -390,7 +391,7 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh, layer_matmuls=None) -> 
             return None
         q = -(f1 - slope) / slope
         k = max(1, math.ceil(q))
-        near_tie = abs(q - round(q)) <= 1e-6 * max(1.0, abs(q))
+        near_tie = min(q - math.floor(q), math.ceil(q) - q) <= 1e-6 * max(1.0, abs(q))
         for _ in range(4 if near_tie else 0):  # settle a float tie at the boundary
             lo, hi = margin(max(k - 1, 1)), margin(k)
             if hi < 0:
@@ -408,8 +409,8 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh, layer_matmuls=None) -> 
         for op, role in _ops([(d, r) for d, r in items
                               if d["kind"] == "matmul" and d["name"].startswith("layer/")]):
             cost, roof = op_columns(op, hw)[1:]
-            flops += float(cost["flops"])
-            tm += float(roof["t_memory"])
+            flops += as_float(cost["flops"])
+            tm += as_float(roof["t_memory"])
         # the useful FLOPs (not padded to the matmul tile): the ridge-point batch, peak / HBM
         # bandwidth tokens per step (How to Scale Your Model, inference chapter: jax-ml.github.io/scaling-book/inference), not a tile-rounding artefact
         return flops / peak >= tm
@@ -436,7 +437,7 @@ def decode_matmul_margin(hw: Hardware, spec: TransformerOp, mesh, per_chip, laye
     every layer matmul has one row per such sequence (m); ``layer_matmuls`` are those ops of
     the spec's own expansion (expanded here when not given), evaluated with that m."""
     if layer_matmuls is None:
-        layer_matmuls = [OP_SPECS["matmul"].model_validate(d)
+        layer_matmuls = [op_spec(d)
                          for d, _ in expand_op(spec, make_plan(spec, mesh))
                          if d["kind"] == "matmul" and d["name"].startswith("layer/")]
     flops = t_mem = 0.0

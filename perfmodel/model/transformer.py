@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..specs import DTYPE_BYTES, SpecError, TransformerOp
+from ..trace import as_float, as_int
 
 # ---- modelling constants ------------------------------------------------------------------
 
@@ -138,41 +139,41 @@ def make_plan(op: TransformerOp, mesh: dict[str, int] | None) -> Plan:
             ("data", "fsdp", "tensor", "sequence", "expert", "pipeline")}
     tp, sp, ep, pp = size["tensor"], size["sequence"], size["expert"], size["pipeline"]
 
-    def need(ok: bool, msg: str):
+    def need(ok: bool, msg):  # msg: written only when needed (a traced number never is)
         if not ok:
-            raise SpecError(msg)
+            raise SpecError(msg())
 
     def where(strat):
         return f"{strat} size {size[strat]} (mesh axes {', '.join(par[strat])})"
 
     if tp > 1:
         for f in ("heads", "d_ff", "vocab"):
-            need(getattr(op, f) % tp == 0,
+            need(getattr(op, f) % tp == 0, lambda f=f:
                  f"{f} {getattr(op, f)} is not divisible by the {where('tensor')}: tensor "
                  f"parallelism splits {f} evenly; choose a tensor size that divides it")
         # wider than kv_heads: each KV head is replicated tp/kv_heads times (Megatron, vLLM)
-        need(op.kv_heads % tp == 0 or tp % op.kv_heads == 0,
+        need(op.kv_heads % tp == 0 or tp % op.kv_heads == 0, lambda:
              f"kv_heads {op.kv_heads} and the {where('tensor')} do not divide one another: "
              f"tensor parallelism splits the KV heads evenly, or replicates each one when it "
              f"is wider than kv_heads; choose a tensor size that divides kv_heads or a "
              f"multiple of it")
-    need(op.layers % pp == 0, f"layers {op.layers} is not divisible by the {where('pipeline')}"
+    need(op.layers % pp == 0, lambda: f"layers {op.layers} is not divisible by the {where('pipeline')}"
          if pp > 1 else "")
     if ep > 1:
-        need(op.experts % ep == 0, f"experts {op.experts} is not divisible by the "
+        need(op.experts % ep == 0, lambda: f"experts {op.experts} is not divisible by the "
                                    f"{where('expert')}")
     if sp > 1:
-        need(op.seq % sp == 0, f"seq {op.seq} is not divisible by the {where('sequence')}")
+        need(op.seq % sp == 0, lambda: f"seq {op.seq} is not divisible by the {where('sequence')}")
     shards = size["data"] * size["fsdp"] * ep
-    need(op.batch % shards == 0,
+    need(op.batch % shards == 0, lambda:
          f"batch {op.batch} is not divisible by data x fsdp x expert = {shards} (the strategies "
          f"that split the batch): use a batch that is a multiple of {shards}")
     b = op.batch // shards
     m = op.microbatches or (pp if pp > 1 else 1)
-    need(b % m == 0, f"{b} sequences per chip (batch {op.batch} / {shards}) do not split into "
+    need(b % m == 0, lambda: f"{b} sequences per chip (batch {op.batch} / {shards}) do not split into "
                      f"{m} microbatches: use a batch or microbatches so that they do")
     g = op.grad_accum
-    need(b % (m * g) == 0, f"{b} sequences per chip (batch {op.batch} / {shards}) do not split "
+    need(b % (m * g) == 0, lambda: f"{b} sequences per chip (batch {op.batch} / {shards}) do not split "
                            f"into grad_accum {g} x {m} microbatches: use a batch, grad_accum or "
                            f"microbatches so that they do")
     decode = op.mode == "decode"
@@ -209,7 +210,7 @@ def _max(a, b):
 
 
 def _float(x):
-    return x.astype(float) if isinstance(x, np.ndarray) else float(x)
+    return x.astype(float) if isinstance(x, np.ndarray) else as_float(x)
 
 
 # ---- parameters ---------------------------------------------------------------------------
@@ -306,14 +307,14 @@ def memory_parts(op: TransformerOp, plan: Plan) -> dict[str, float]:
     train = op.mode == "train"
     n = local_params(op, plan)
     # master parameters, plus the step's cast copy in dtype when they are wider
-    parts = {"params": float(n * pb + (n * e if casts_params(op) else 0)),
-             "grads": float(n * pb) if train else 0.0,  # gradients in the parameter dtype
-             "optimizer": float(n * ADAM_MOMENTS * ADAM_MOMENT_BYTES)
+    parts = {"params": as_float(n * pb + (n * e if casts_params(op) else 0)),
+             "grads": as_float(n * pb) if train else 0.0,  # gradients in the parameter dtype
+             "optimizer": as_float(n * ADAM_MOMENTS * ADAM_MOMENT_BYTES)
              if train and op.optimizer == "adam" else 0.0,
              "activations": _float(_activation_bytes(op, plan)),
              "kv_cache": 0.0}
     if train:  # accumulated over grad_accum steps, the gradients are summed in fp32
-        acc = float(n * max(pb, GRAD_ACCUM_BYTES))
+        acc = as_float(n * max(pb, GRAD_ACCUM_BYTES))
         g = plan.grad_accum
         parts["grads"] = np.where(g > 1, acc, parts["grads"]) if isinstance(g, np.ndarray) \
             else (acc if g > 1 else parts["grads"])
@@ -419,7 +420,7 @@ class _Ops:
         if not isinstance(repeat, np.ndarray):
             if repeat < 1:
                 return
-            repeat = int(repeat)
+            repeat = as_int(repeat)
         d = {"kind": kind, "name": name, "dtype": dtype or self.op.dtype, "repeat": repeat}
         if kind == "matmul":  # weights in their storage dtype, arithmetic in compute_dtype
             wd = weight_dtype(self.op)

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..specs import elem_bytes
+from ..trace import as_float
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,9 @@ def register(kind: str, inputs: Callable, info: Callable | None = None):
 
 
 def num(x):
-    """A field as float, or as a float array when a sweep passes an array of values."""
-    return np.asarray(x, dtype=float) if isinstance(x, np.ndarray) else float(x)
+    """A field as float, or as a float array when a sweep passes an array of values (traced
+    while perfmodel.trace records)."""
+    return np.asarray(x, dtype=float) if isinstance(x, np.ndarray) else as_float(x)
 
 
 def common_inputs(op) -> dict[str, float]:

@@ -64,7 +64,7 @@ import numpy as np
 from ..formula import Expr, Ref, fmax, where
 from ..specs import SpecError
 from ..topology import workload_group
-from . import common_inputs, register
+from . import common_inputs, num, register
 
 PASSES = {"all_reduce": 2}  # all_reduce = reduce_scatter + all_gather
 RING = ("all_gather", "reduce_scatter", "all_reduce")
@@ -96,7 +96,7 @@ def _step_hops(op, g) -> int:
 
 def _inputs(op, ctx):
     g = _group(op, ctx)
-    return {**common_inputs(op), "v_bytes": float(op.v_bytes), "n_devices": float(g.n_devices),
+    return {**common_inputs(op), "v_bytes": num(op.v_bytes), "n_devices": float(g.n_devices),
             "n_link": float(g.n_link), "n_scale_out": float(g.n_scale_out),
             "n_dcn": float(g.n_dcn), "ring_links": g.ring_links, "cut_frac": g.cut_frac,
             "cut_links": g.cut_links, "p2p_links": g.p2p_links,

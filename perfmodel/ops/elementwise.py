@@ -19,7 +19,7 @@ def _inputs(op, ctx):
     out = {}
     if op.out_dtype is not None and op.out_dtype != op.dtype:  # a cell only when it differs
         out["out_bytes"] = float(elem_bytes(op.out_dtype))
-    return {**common_inputs(op), **out, "elements": float(math.prod(op.shape)),
+    return {**common_inputs(op), **out, "elements": num(math.prod(op.shape)),
             "inputs": num(op.inputs), "outputs": num(op.outputs),
             "flops_per_element": num(op.flops_per_element),
             **({"bytes": num(op.bytes)} if op.bytes is not None else {})}

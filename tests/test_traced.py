@@ -1,0 +1,163 @@
+"""perfmodel.trace and results.to_json compiled per structure: the compiled JSON is the
+evaluated JSON, for every built-in transformer workload, at configurations other than the
+recorded one; a failed guard, an invalid configuration or a leaking recording falls back to
+the evaluation."""
+
+import math
+
+import pytest
+
+from perfmodel import catalog, engine, results, trace
+from perfmodel.model import source_workload
+from perfmodel.specs import SpecError, TransformerOp, Workload
+from perfmodel.trace import Traced, TraceLeak
+
+CHIPS = ("tpu-v5e", "tpu-v5p", "h100", "mi300x")
+
+
+def _transformers():
+    for name in catalog.builtin_names("workloads"):
+        src = source_workload(catalog.load_workload(name))
+        if len(src.ops) == 1 and isinstance(src.ops[0], TransformerOp):
+            yield name, src
+
+
+TRANSFORMERS = dict(_transformers())
+
+
+def _variant(src: Workload, **update) -> Workload:
+    spec = src.ops[0]
+    return Workload.model_validate({**src.model_dump(),
+                                    "ops": [{**spec.model_dump(), **update}]})
+
+
+def _structure(hw, src):
+    return [v[1] for k, v in engine._PER_CHIP.items()
+            if k[0] == id(hw) and k[1][0] == "to_json"]
+
+
+def test_there_are_transformer_workloads_to_check():
+    assert len(TRANSFORMERS) >= 8
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMERS))
+def test_compiled_json_is_the_evaluated_json_at_other_configurations(name):
+    src = TRANSFORMERS[name]
+    spec = src.ops[0]
+    checked = 0
+    for chip in CHIPS:
+        hw = catalog.load_hardware(chip)
+        try:
+            results._to_json(hw, src)
+        except SpecError:
+            continue  # a slice this chip is not sold in
+        engine._PER_CHIP.clear()
+        before = dict(results.TRACE_STATS)
+        results.to_json(hw, src)
+        results.to_json(hw, src)  # the second call records the structure
+        (st,) = _structure(hw, src)
+        assert st.refused is None, st.refused
+        assert results.TRACE_STATS["recorded"] == before["recorded"] + 1
+        # other numbers of the same structure (doubling keeps every divisibility)
+        for update in ({"batch": spec.batch * 2}, {"seq": spec.seq * 2},
+                       {"batch": spec.batch * 4, "layers": spec.layers * 2}):
+            wl = _variant(src, **update)
+            fast = results.to_json(hw, wl)
+            slow = results._to_json(hw, wl)
+            assert results._same(fast, slow), (chip, update)
+            checked += 1
+        # the variants were compiled calls, not evaluations
+        assert results.TRACE_STATS["compiled"] >= before["compiled"] + 3
+    assert checked
+
+
+def test_compiled_json_agrees_exactly_where_numbers_are_whole_below_2_53():
+    # Llama-2-7B-like decode on one h100: every count below 2**53, so the float64 recording
+    # and the integer evaluation agree to the bit (not just to 1e-12)
+    hw = catalog.load_hardware("h100")
+    op = {"name": "m", "kind": "transformer", "layers": 32, "d_model": 4096, "heads": 32,
+          "kv_heads": 32, "head_dim": 128, "d_ff": 11008, "vocab": 32000, "mlp": "gated",
+          "mode": "decode", "batch": 1, "seq": 640}
+
+    def wl(b):
+        return Workload.model_validate({"name": "w", "ops": [{**op, "batch": b}]})
+    results.to_json(hw, wl(1))
+    results.to_json(hw, wl(2))
+    n = results.TRACE_STATS["compiled"]
+    for b in (3, 16, 100, 4096):
+        assert results.to_json(hw, wl(b)) == results._to_json(hw, wl(b))
+    assert results.TRACE_STATS["compiled"] == n + 4
+
+
+def test_a_configuration_the_slow_path_refuses_is_refused_after_compiling():
+    hw = catalog.load_hardware("tpu-v5p")
+    src = TRANSFORMERS["llama2-7b-train-fsdp"]
+    results.to_json(hw, src)
+    results.to_json(hw, src)
+    # a batch the fsdp axis does not divide: the guard fails, the evaluation says why
+    bad = _variant(src, batch=src.ops[0].batch + 1)
+    with pytest.raises(SpecError, match="not divisible"):
+        results.to_json(hw, bad)
+    # kernels too large for float64 (2**53) are refused as the evaluation refuses them
+    huge = _variant(src, batch=2**30 * 8, seq=2**24)
+    with pytest.raises(SpecError, match="too large"):
+        results.to_json(hw, huge)
+
+
+def test_a_recording_that_leaks_a_number_is_refused_and_the_answer_still_evaluated(monkeypatch):
+    from perfmodel.model import summary
+
+    hw = catalog.load_hardware("h100")
+    src = TRANSFORMERS["llama2-7b-decode"]
+    engine._PER_CHIP.clear()
+    real = summary.params_6pt
+    monkeypatch.setattr(summary, "params_6pt", lambda spec: float(real(spec)))  # a leak
+    first = results.to_json(hw, src)
+    second = results.to_json(hw, src)
+    (st,) = _structure(hw, src)
+    assert st.refused is not None and "TraceLeak" in st.refused
+    assert not st.variants
+    assert results._same(first, second)
+    wl = _variant(src, batch=src.ops[0].batch * 2)
+    assert results._same(results.to_json(hw, wl), results._to_json(hw, wl))
+
+
+def test_a_traced_number_refuses_to_become_a_plain_one():
+    with trace.tracing():
+        x = trace.traced_inputs({"x": 3})["x"]
+        for leak in (float, int, math.trunc, round, hash, lambda v: f"{v}", lambda v: [0][v]):
+            with pytest.raises((TraceLeak, TypeError)):
+                leak(x)
+        import numpy as np
+        with pytest.raises(TraceLeak):
+            np.asarray(x, dtype=float)
+
+
+def test_traced_arithmetic_records_python_semantics_and_guards():
+    from perfmodel.formula import compile_py
+
+    with trace.tracing() as t:
+        v = trace.traced_inputs({"a": 7, "b": 2})
+        a, b = v["a"], v["b"]
+        exprs = {"fd": a // b, "mod": a % b, "div": a / b, "neg": -a, "abs": abs(b - a),
+                 "ceil": math.ceil(a / b), "floor": math.floor(a / b), "pow": a ** b,
+                 "mix": 3 * a - 1.5 / b + 2}
+        assert [exprs[k].value for k in ("fd", "mod", "ceil", "floor")] == [3, 1, 4, 3]
+        assert isinstance(exprs["fd"].value, int)
+        assert max(a, b) is a  # a decision: recorded as a guard
+        assert bool(b)
+    assert len(t.guards) == 2 and all(ok for _, ok in t.guards[1:])
+    f = compile_py(list((k, e.expr) for k, e in exprs.items()), {},
+                   [(k, k) for k in exprs], floats=True)
+    for x, y in ((7, 2), (9, 4), (100, 7), (5, 10)):
+        out = f({"a": x, "b": y})
+        want = {"fd": x // y, "mod": x % y, "div": x / y, "neg": -x, "abs": abs(y - x),
+                "ceil": math.ceil(x / y), "floor": math.floor(x / y), "pow": x ** y,
+                "mix": 3 * x - 1.5 / y + 2}
+        assert out == pytest.approx(want, rel=1e-15)
+
+
+def test_traced_value_class():
+    with trace.tracing():
+        x = trace.traced_inputs({"x": 2})["x"]
+        assert isinstance(x, Traced) and (x * 2).value == 4
