@@ -107,6 +107,14 @@ _NUM_OPS: dict[str, Callable] = {
 
 def _equal(a, b):
     """Excel's ``=``: text compares without regard to case."""
+    if isinstance(b, Labels) and not isinstance(a, Labels):
+        a, b = b, a
+    if isinstance(a, Labels):
+        if isinstance(b, str):
+            hit = [i for i, n in enumerate(a.names) if n.lower() == b.lower()]
+            return a.codes == hit[0] if hit else np.zeros(a.shape, dtype=bool)
+        a = np.asarray(a)
+        b = np.asarray(b) if isinstance(b, Labels) else b
     if isinstance(b, str) and isinstance(a, np.ndarray) and a.dtype.kind == "U":
         # a column of labels against one: exact matches first; only same-length others can
         # differ by case alone (lower-casing thousands of labels costs milliseconds)
@@ -205,9 +213,60 @@ def _reduce(f, args):
     return out
 
 
+class Labels:
+    """Text per configuration, as small-integer codes into a few names: what a ``where``
+    between labels ('compute' or 'memory') gives on arrays. Compared and chosen as integers;
+    text only when asked for (``np.asarray``, iteration, an element)."""
+
+    __slots__ = ("codes", "names")
+
+    def __init__(self, codes: np.ndarray, names: tuple):
+        self.codes, self.names = codes, names
+
+    @staticmethod
+    def of(x, names: tuple) -> "Labels | None":
+        """``x`` (text, or Labels) as codes into ``names``."""
+        if isinstance(x, str):
+            return np.int8(names.index(x))
+        return np.array([names.index(n) for n in x.names], dtype=np.int8)[x.codes]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(np.array(self.names, dtype=str)[self.codes], dtype=dtype)
+
+    ndim = property(lambda self: self.codes.ndim)
+    shape = property(lambda self: self.codes.shape)
+    size = property(lambda self: self.codes.size)
+
+    def __len__(self):
+        return len(self.codes)
+
+    def __getitem__(self, i):
+        c = self.codes[i]
+        return self.names[c] if np.ndim(c) == 0 else Labels(c, self.names)
+
+    def __iter__(self):
+        return (self.names[c] for c in self.codes.tolist())
+
+    def tolist(self) -> list:
+        return list(self)
+
+    def __eq__(self, other):
+        return _equal(self, other)
+
+    def __ne__(self, other):
+        return np.logical_not(_equal(self, other))
+
+    __hash__ = None
+
+
 def _where(c, x, y):
     if np.ndim(c) == 0:  # one condition: the chosen branch as it is (text or number)
         return x if c else y
+    if isinstance(x, (str, Labels)) and isinstance(y, (str, Labels)):  # labels: as codes
+        names = tuple(dict.fromkeys([*(x.names if isinstance(x, Labels) else (x,)),
+                                     *(y.names if isinstance(y, Labels) else (y,))]))
+        return Labels(np.where(c, Labels.of(x, names), Labels.of(y, names)).astype(np.int8),
+                      names)
     try:
         out = np.where(c, x, y)
     except TypeError:  # text in one branch, numbers in the other

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .engine import op_columns
-from .formula import NS
+from .formula import NS, Labels
 from .limits import (CSV_CHUNK_ROWS, EXCEL_ROWS, MAX_BATCHED_CONFIGS, MAX_GRID_POINTS,
                      MAX_MODEL_CONFIGS, MAX_ROWS, MAX_VARY_VALUES)
 from .roofline import COLUMNS
@@ -445,6 +445,8 @@ def _bound_codes(label):
     as codes into BOUNDS."""
     if np.ndim(label) == 0:
         return BOUNDS.index(str(label))
+    if isinstance(label, Labels):
+        return np.array([BOUNDS.index(x) for x in label.names], dtype=np.int8)[label.codes]
     label = np.asarray(label)
     return np.where(label == "compute", BOUNDS.index("compute"),
                     np.where(label == "memory", BOUNDS.index("memory"), BOUNDS.index("comm")))

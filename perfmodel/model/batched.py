@@ -21,6 +21,7 @@ import numpy as np
 
 from ..calibrated import matmul_group
 from ..engine import op_columns, price_columns
+from ..formula import Labels
 from ..ops import REGISTRY, OpContext
 from ..specs import OP_SPECS, Hardware, TransformerOp, Workload
 from .summary import basis_of, derive_step, matmul_peak, step_inputs
@@ -223,9 +224,12 @@ def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None 
     per_group, step = derive_step(groups, led, inputs, spec.mode,
                                   max(m.plan.pp for m in group), basis, calibrated, arrays=True)
     seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
+    bit = {"comm": 1, "compute": 2, "memory": 4}
     for g in per_group.values():
-        b = np.broadcast_to(np.asarray(g["bound"]), (n,))
-        seen |= np.where(b == "comm", 1, np.where(b == "compute", 2, 4))
+        b = g["bound"]
+        seen |= (np.array([bit[x] for x in b.names])[b.codes] if isinstance(b, Labels)
+                 else bit[b] if isinstance(b, str) else
+                 np.vectorize(bit.__getitem__, otypes=[np.int64])(np.asarray(b)))
     bounds = _bound_names(seen)
     executed = sum(np.broadcast_to(f, (n,)) for f in led["row_flops"])
 
