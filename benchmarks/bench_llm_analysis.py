@@ -10,11 +10,15 @@ llm-analysis's efficiency knobs all set to 1.0 so both are pure rooflines) and p
   ``infer()``; perfmodel through its public API: ``Workload.model_validate`` + ``to_json`` of
   the prefill and of the decode workload (target <= 300 us for the pair), ``evaluate_rows``
   alone, and ``perfmodel.sweep`` over batch 1..4096 of the prefill and the decode workload (the
-  transformer expanded once and evaluated on arrays; target <= 3 us per configuration, >= 100x
+  transformer recorded once and evaluated on arrays; target <= 3 us per configuration, >= 100x
   llm-analysis), checked point by point against ``to_json``. perfmodel's caches are per
-  formula *structure* (an op's compiled formulas per kind, structural fields and chip; the
-  step's per ledger shape), so they are warm after the first call, as in any session that
-  evaluates more than one configuration; no result or validated op is cached by its numbers;
+  formula *structure*: an op's compiled formulas per kind, structural fields and chip; the
+  step's per ledger shape; and a transformer's whole ``to_json`` per structure (chip, mesh,
+  strategies, dtypes: every field but the numbers), recorded over traced numbers the second
+  time that structure is evaluated and compiled into one function of the numbers
+  (perfmodel/trace.py). So they are warm after the first calls, as in any session that
+  evaluates more than one configuration. Each timed call computes its result from its own
+  numbers (the batches alternate); no result or validated op is cached by its numbers;
 - the wall time of a ``perfmodel plan`` search of more than 100,000 configurations (target
   under 10 s);
 - how far the two tools agree on FLOPs (prefill, one decode step), memory (weights, KV cache)

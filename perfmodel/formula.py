@@ -740,6 +740,7 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
             + f"    return {out}\n"
     ns = dict(_NP_ENV if arrays else _PY_ENV)
     exec(compile(src, "<perfmodel.formula.compile_py>", "exec"), ns)  # noqa: S102 - our own text
+    ns["_compiled"].text = src  # the generated code, for reading and profiling
     f = ns["_compiled"]
     f.source = (steps, dict(consts), list(outputs))
     return f

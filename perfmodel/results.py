@@ -15,12 +15,14 @@ import functools
 import math
 import typing
 
+import numpy as np
+
 from . import trace
 from .engine import SCHEMA_VERSION, _per_chip, evaluate_rows, price_columns, totals
 from .formula import compile_py
 from .model import expand_workload, expansion
 from .model.summary import step_summary
-from .specs import Hardware, TransformerOp, Workload, bare_type
+from .specs import Hardware, SpecError, TransformerOp, Workload, bare_type
 
 MAX_VARIANTS = 8  # recordings per structure (each a different set of guard outcomes)
 TRACE_STATS = {"compiled": 0, "recorded": 0, "refused": 0}
@@ -78,25 +80,48 @@ def _frozen(v):
 
 
 class _Structure:
-    """The compiled variants of one structure on one chip."""
+    """The recorded variants of one structure on one chip."""
 
     def __init__(self):
         self.seen = 0
-        self.variants: list[typing.Callable] = []
+        self.variants: list[_Variant] = []
         self.refused: str | None = None  # why it could not be recorded (never tried again)
 
 
-def _compiled_json(hw: Hardware, wl: Workload, src: Workload) -> dict:
+class _Variant:
+    """One recording: its trace, the recorded result (traced numbers in it) and the result
+    evaluated at the recorded numbers; ``json`` is the compiled to_json (None when a guard
+    fails); ``arrays`` the compiled outputs on arrays of numbers (sweeps), per selection."""
+
+    def __init__(self, t: trace.Trace, template: dict, real: dict):
+        self.trace, self.template, self.real = t, template, real
+        self.json = _compile(t, template, real)
+        self._arrays: dict[tuple, typing.Callable] = {}
+
+    def arrays(self, row_columns: tuple, total_columns: tuple) -> typing.Callable:
+        key = (row_columns, total_columns)
+        if key not in self._arrays:
+            self._arrays[key] = _compile_arrays(self, row_columns, total_columns)
+        return self._arrays[key]
+
+
+def _structure_of(hw: Hardware, src: Workload) -> tuple[_Structure, dict]:
+    """The structure of ``src`` (one transformer op) on ``hw`` and its numbers, as the
+    compiled functions read them."""
     spec = src.ops[0]
     numeric, rest = _fields(type(spec))
     values = {f: getattr(spec, f) for f in numeric}
     key = (_frozen({k: v for k, v in src.__dict__.items() if k != "ops"}),
            type(spec), _frozen([getattr(spec, f) for f in rest]),
            tuple(f for f, v in values.items() if v is None))
-    st = _per_chip(hw, ("to_json", key), _Structure)
-    cells = {f"in:{f}": v for f, v in values.items() if v is not None}
-    for f in st.variants:
-        out = f(cells)
+    return (_per_chip(hw, ("to_json", key), _Structure),
+            {f"in:{f}": v for f, v in values.items() if v is not None})
+
+
+def _compiled_json(hw: Hardware, wl: Workload, src: Workload) -> dict:
+    st, cells = _structure_of(hw, src)
+    for v in st.variants:
+        out = v.json(cells)
         if out is not None:
             TRACE_STATS["compiled"] += 1
             return out
@@ -108,8 +133,8 @@ def _compiled_json(hw: Hardware, wl: Workload, src: Workload) -> dict:
 
 
 def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structure) -> None:
-    """Record ``to_json`` of ``src`` over traced numbers and add the compiled function to the
-    structure's variants if it gives ``result`` back at these numbers."""
+    """Record ``to_json`` of ``src`` over traced numbers and add it to the structure's
+    variants if its compiled function gives ``result`` back at these numbers."""
     spec = src.ops[0]
     inputs = trace.traced_inputs(cells)
     traced = src.model_copy(update={"ops": [spec.model_copy(
@@ -117,15 +142,47 @@ def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structu
     try:
         with trace.tracing() as t:
             template = _to_json(hw, traced)
-        f = _compile(t, template, result)
-        if not _same(f(cells), result):
+        v = _Variant(t, template, result)
+        if not _same(v.json(cells), result):
             raise trace.TraceLeak("the compiled function disagrees with the evaluation")
     except Exception as e:  # noqa: BLE001 - a recording that fails leaves the ordinary path
         st.refused = f"{type(e).__name__}: {e}"
         TRACE_STATS["refused"] += 1
         return
-    st.variants.append(f)
+    st.variants.append(v)
     TRACE_STATS["recorded"] += 1
+
+
+def sweep_arrays(hw: Hardware, rep: Workload, arrays: dict, row_columns: tuple,
+                 total_columns: tuple) -> dict | None:
+    """``to_json``'s figures for many configurations of one transformer structure at once:
+    ``rep`` is one configuration (validated), ``arrays`` numpy arrays of some of its op's
+    numeric fields (one entry per configuration). Returns {"ops": [(name, {column: array})],
+    "total": {column: array}, "bounds": {group: labels}} (the rows' ``row_columns``, the
+    total's ``total_columns``), or None when some configuration fails a guard of the
+    recording (the caller evaluates those the ordinary way)."""
+    src = _source(rep)
+    if src is None or hw.calibration is not None:
+        return None
+    st, cells = _structure_of(hw, src)
+    many = {**cells, **{f"in:{k}": v for k, v in arrays.items()}}
+    for v in st.variants:
+        out = v.arrays(row_columns, total_columns)(many)
+        if out is not None:
+            TRACE_STATS["compiled"] += 1
+            return out
+    if st.refused is not None or len(st.variants) >= MAX_VARIANTS or \
+            any(v.json(cells) is not None for v in st.variants):
+        return None  # no recording at ``rep`` would cover more than those that failed
+    try:
+        result = _to_json(hw, rep)
+    except SpecError:
+        return None  # the ordinary path says what is wrong
+    _record(hw, src, cells, result, st)
+    out = st.variants[-1].arrays(row_columns, total_columns)(many) if st.variants and \
+        st.variants[-1].real is result else None
+    TRACE_STATS["compiled"] += out is not None
+    return out
 
 
 _HOLE = "\x00"  # never in a repr: marks where an output's variable goes
@@ -175,6 +232,45 @@ def _compile(t: trace.Trace, template, real) -> typing.Callable:
         return f"(None if not ({check}) else {''.join(text)})"
     return compile_py(steps, t.consts, [(v, v) for v in outs] + [(v, v) for v, _ in guards],
                       floats=True, returns=returns)
+
+
+def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> typing.Callable:
+    """The recording's rows' and total's chosen columns and its group bounds, as numpy code
+    over arrays of numbers; None when a guard fails for any configuration."""
+    steps, outs = list(v.trace.steps), []
+
+    def take(x, key):
+        if type(x) is trace.Traced:
+            steps.append((key, x.expr))
+            outs.append(key)
+            return None
+        return x
+    ops = [(r["name"], {c: take(r.get(c), f"op:{i}:{c}") for c in row_columns})
+           for i, r in enumerate(v.template["ops"])]
+    total = {c: take(v.template["total"].get(c), f"total:{c}") for c in total_columns}
+    bounds = {g: take(b, f"bound:{g}")
+              for g, b in (v.template["total"].get("bounds") or {}).items()}
+    guards = []
+    for i, (e, ok) in enumerate(v.trace.guards):
+        steps.append((f"guard:{i}", e))
+        guards.append((f"guard:{i}", ok))
+    f = compile_py(steps, v.trace.consts, [(k, k) for k in outs + [g for g, _ in guards]],
+                   arrays=True)
+
+    def run(cells: dict):
+        out = f(cells)
+        for g, ok in guards:
+            x = out[g]
+            if bool(x) is not ok if np.ndim(x) == 0 else not np.all(x if ok else ~x):
+                return None
+
+        def get(key, const):
+            return out[key] if key in out else const
+        return {"ops": [(n, {c: get(f"op:{i}:{c}", x) for c, x in cols.items()})
+                        for i, (n, cols) in enumerate(ops)],
+                "total": {c: get(f"total:{c}", x) for c, x in total.items()},
+                "bounds": {g: get(f"bound:{g}", x) for g, x in bounds.items()}}
+    return run
 
 
 def _same(a, b) -> bool:

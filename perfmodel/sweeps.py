@@ -300,6 +300,9 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
 
     src = source_workload(workload)
     spec = expansion(workload).spec  # the varied fields were checked (sweep_rows)
+    df = _sweep_traced(src, spec, hardware, varies)
+    if df is not None:
+        return df
     if _batched(hardware, varies):
         return _sweep_batched(src, spec, hardware, varies)
     combos = list(itertools.product(*[v.values for v in varies]))
@@ -352,21 +355,10 @@ TOTAL_EXTRAS = ("tokens_per_s", "mfu", "memory_bytes_per_chip", "fits_memory", "
                 "usd_per_mtok", "flop_per_usd")
 
 
-def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame:
-    """A transformer sweep over batch, grad_accum and microbatches: one expansion per chip,
-    every configuration evaluated at once on arrays (the same figures as to_json of each)."""
-    from .model.batched import Structure
-    from .model.transformer import make_plan
-
-    names = [v.field for v in varies]
-    grids = np.meshgrid(*[v.array.astype(np.int64) for v in varies], indexing="ij")
-    flat = {f: g.ravel() for f, g in zip(names, grids)}
-    n = next(iter(flat.values())).size
-    batch = flat.get("batch", np.full(n, spec.batch))
-    accum = flat.get("grad_accum", np.full(n, spec.grad_accum))
-    plan = make_plan(spec, src.mesh)
-    micro = flat.get("microbatches", np.full(n, plan.microbatches))
-    for v in varies:  # each value valid for the op (the sharding is checked below)
+def _check_values(spec, varies: list) -> None:
+    """Each varied value valid for the op (its smallest and largest; sharding is checked by
+    the evaluation)."""
+    for v in varies:
         for x in (int(v.array.min()), int(v.array.max())):
             try:
                 type(spec).model_validate({**spec.model_dump(exclude_none=True), v.field: x})
@@ -375,6 +367,69 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
                 msg = errs[0]["msg"].removeprefix("Value error, ") if errs else str(e)
                 raise SpecError(f"--vary {v.field}: value {x!r} is invalid for op "
                                 f"{spec.name!r} ({msg})") from None
+
+
+def _grids(varies: list) -> dict:
+    """Every combination of the varied values, one flat int array per field."""
+    grids = np.meshgrid(*[v.array.astype(np.int64) for v in varies], indexing="ij")
+    return {v.field: g.ravel() for v, g in zip(varies, grids)}
+
+
+def _sweep_traced(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame | None:
+    """A transformer sweep over numeric fields through results.to_json compiled per structure
+    (perfmodel.trace): every configuration evaluated at once by the recording's formulas on
+    arrays, so the figures are to_json's. None when a configuration takes another branch
+    of the code than the recorded one (a guard fails): the caller evaluates the ordinary way."""
+    from .results import sweep_arrays
+
+    if not varies or not all(v.numeric for v in varies) or \
+            any(hw.calibration is not None for hw in hardware):
+        return None
+    _check_values(spec, varies)
+    flat = _grids(varies)
+    try:
+        rep = _validated(src, spec, {f: int(a[0]) for f, a in flat.items()})
+    except SpecError:
+        return None  # the ordinary path says what is wrong, and with which values
+    arrays = {f: a.astype(float) for f, a in flat.items()}
+    per_chip = []
+    for hw in hardware:
+        out = sweep_arrays(hw, rep, arrays, tuple(OUT_COLUMNS),
+                           tuple(c for c in OUT_COLUMNS + list(TOTAL_EXTRAS) if c != "bound"))
+        if out is None:
+            return None
+        tot = {c: v for c, v in out["total"].items() if v is not None}
+        tot["bound"] = _group_bounds(out["bounds"], next(iter(arrays.values())).size)
+        per_chip.append((out["ops"], tot))
+    return _frames(flat, hardware, per_chip)
+
+
+def _group_bounds(bounds: dict, n: int) -> np.ndarray:
+    """'comm/compute'-style labels of the groups' bounds per configuration (sorted, as
+    model.batched writes them)."""
+    from .model.batched import _bound_names
+
+    bit = {"comm": 1, "compute": 2, "memory": 4}
+    seen = np.zeros(n, dtype=np.int64)
+    for b in bounds.values():
+        seen |= (np.array([bit[x] for x in b.names])[b.codes] if isinstance(b, Labels)
+                 else bit[b])
+    return _bound_names(seen)
+
+
+def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame:
+    """A transformer sweep over batch, grad_accum and microbatches: one expansion per chip,
+    every configuration evaluated at once on arrays (the same figures as to_json of each)."""
+    from .model.batched import Structure
+    from .model.transformer import make_plan
+
+    flat = _grids(varies)
+    n = next(iter(flat.values())).size
+    batch = flat.get("batch", np.full(n, spec.batch))
+    accum = flat.get("grad_accum", np.full(n, spec.grad_accum))
+    plan = make_plan(spec, src.mesh)
+    micro = flat.get("microbatches", np.full(n, plan.microbatches))
+    _check_values(spec, varies)
     shards = plan.batch_shards
     bad = batch % (shards * micro * accum) != 0
     if bad.any():
@@ -390,13 +445,26 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
     if "pipeline" in spec.parallelism:
         upd["microbatches"] = int(micro[0])
     rep = _validated(src, spec, upd)
-    chips = [hw.name for hw in hardware]
-    floats = [c for c in OUT_COLUMNS if c != "bound"]
-    blocks, bounds, op_codes, hw_codes, op_names, totals = [], [], [], [], None, []
-    for hi, hw in enumerate(hardware):
+    per_chip = []
+    for hw in hardware:
         rows: list = []
         res = Structure(hw, rep).evaluate(batch, micro, accum, rows=rows,
                                           row_columns=tuple(OUT_COLUMNS))
+        tot = {c: res[c] for c in [*OUT_COLUMNS, *TOTAL_EXTRAS] if c in res and c != "bound"}
+        tot["bound"] = res["bounds"]
+        per_chip.append((rows, tot))
+    return _frames(flat, hardware, per_chip)
+
+
+def _frames(flat: dict, hardware: list, per_chip: list) -> pd.DataFrame:
+    """The sweep table of a transformer swept on arrays (one row per configuration, chip and
+    ledger op) with its totals in ``attrs["totals"]``; ``per_chip``: (rows, totals) per chip,
+    rows as (op name, {column: array}), totals {column: array} (the rows' sums where absent)."""
+    n = next(iter(flat.values())).size
+    chips = [hw.name for hw in hardware]
+    floats = [c for c in OUT_COLUMNS if c != "bound"]
+    blocks, bounds, op_codes, hw_codes, op_names, totals = [], [], [], [], None, []
+    for hi, (rows, res) in enumerate(per_chip):
         k = len(rows)
         op_names = [r[0] for r in rows]
         # one float block (column-major per row of ops), filled in place: the frame is built
@@ -410,34 +478,46 @@ def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.Data
             codes[sl] = _bound_codes(cols["bound"])
         blocks.append(block)
         bounds.append(codes)
-        op_codes.append(np.repeat(np.arange(k), n))
-        hw_codes.append(np.full(n * k, hi))
-        tot = {**flat, "hardware": _categorical(np.full(n, hi), chips)}
+        op_codes.append(np.repeat(np.arange(k, dtype=np.int16), n))
+        hw_codes.append(np.full(n * k, hi, dtype=np.int16))
+        tot = {**flat, "hardware": _categorical(np.full(n, hi, dtype=np.int16), chips)}
         for f, c in enumerate(floats):
             if c != "intensity":  # below, from the sums
-                tot[c] = res.get(c, block[f].reshape(k, n).sum(axis=0))
-        tot["bound"] = res["bounds"]
-        tot.update({c: res[c] for c in TOTAL_EXTRAS if c in res})
+                tot[c] = (np.broadcast_to(np.asarray(res[c], dtype=float), (n,)) if c in res
+                          else block[f].reshape(k, n).sum(axis=0))
+        tot["bound"] = res["bound"]
+        tot.update({c: np.broadcast_to(res[c], (n,)) for c in TOTAL_EXTRAS if c in res})
         tot["intensity"] = _intensity(tot)
         totals.append({c: tot[c] for c in [*flat, "hardware", *OUT_COLUMNS, *TOTAL_EXTRAS]
                        if c in tot})
     block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    df = pd.DataFrame(block.T, columns=floats, copy=False)
-    reps = k * len(hardware)
-    for i, (f, v) in enumerate(flat.items()):
-        df.insert(i, f, np.tile(v, reps))
-    df.insert(len(flat), "op", _categorical(np.concatenate(op_codes), op_names))
-    df.insert(len(flat) + 1, "hardware",
-              _categorical(np.concatenate(hw_codes), chips))
-    df["bound"] = _categorical(np.concatenate(bounds), BOUNDS)
-    df.attrs["totals"] = pd.DataFrame(_joined(totals))
+    cols = {}
+    reps = len(op_codes[0]) // n * len(hardware)
+    for f, v in flat.items():
+        cols[f] = np.tile(v, reps)
+    cols["op"] = _categorical(np.concatenate(op_codes), op_names)
+    cols["hardware"] = _categorical(np.concatenate(hw_codes), chips)
+    for f, c in enumerate(floats):
+        cols[c] = block[f]
+    cols["bound"] = _categorical(np.concatenate(bounds), BOUNDS)
+    df = pd.DataFrame(cols, copy=False)
+    df.attrs["totals"] = pd.DataFrame(_joined(totals), copy=False)
     return df
+
+
+_DTYPES: dict[tuple, pd.CategoricalDtype] = {}
 
 
 def _categorical(codes: np.ndarray, categories) -> pd.Categorical:
     """Codes built here index their categories by construction: not checked again (a check
-    of every code of a million-row sweep)."""
-    return pd.Categorical.from_codes(codes, categories, validate=False)
+    of every code of a million-row sweep); one dtype per list of categories."""
+    key = tuple(categories)
+    dtype = _DTYPES.get(key)
+    if dtype is None:
+        if len(_DTYPES) > 1024:
+            _DTYPES.clear()
+        dtype = _DTYPES[key] = pd.CategoricalDtype(list(key))
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
 def _bound_codes(label):
