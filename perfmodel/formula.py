@@ -265,8 +265,7 @@ def _where(c, x, y):
     if isinstance(x, (str, Labels)) and isinstance(y, (str, Labels)):  # labels: as codes
         names = tuple(dict.fromkeys([*(x.names if isinstance(x, Labels) else (x,)),
                                      *(y.names if isinstance(y, Labels) else (y,))]))
-        return Labels(np.where(c, Labels.of(x, names), Labels.of(y, names)).astype(np.int8),
-                      names)
+        return Labels(np.where(c, Labels.of(x, names), Labels.of(y, names)), names)
     try:
         out = np.where(c, x, y)
     except TypeError:  # text in one branch, numbers in the other
@@ -684,6 +683,28 @@ def _needed(steps: list, outputs: list[str]) -> list:
     return keep[::-1]
 
 
+def _folded(e, known: Mapping[str, object]):
+    """The value of ``e`` when everything it reads is a known constant (None otherwise), as
+    ``evaluate`` computes it."""
+    if isinstance(e, list) or not isinstance(e, (BinOp, Cmp, Call, Ref, Const)):
+        return None
+    if not refs(e) <= known.keys():
+        return None
+    v = evaluate(e, known)
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (str, np.str_)):
+        return str(v)
+    if isinstance(v, (float, int, np.floating, np.integer)):
+        return float(v)
+    return None
+
+
+def compile_needed(steps: list[tuple[str, object]], outputs: list[str]) -> list:
+    """The steps ``outputs`` depend on, in order (what compile_py keeps of ``steps``)."""
+    return _needed(steps, outputs)
+
+
 def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
                outputs: list[tuple[str, str]], *, floats: bool = False, arrays: bool = False,
                returns: Callable[[Callable[[str], str]], str] | None = None
@@ -719,12 +740,32 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     trees = [e if isinstance(e, list) else lift(e) for _, e in steps]
     emit = _Emitter(name, arrays, _shared_nodes(trees),
                     {k: v for k, v in consts.items() if isinstance(v, tuple)})
+    known: dict[str, object] = {k: v for k, v in consts.items() if not isinstance(v, tuple)}
     for i, ((var, _), e) in enumerate(zip(steps, trees)):
-        code = emit(e)
-        if var in local or var in reads:  # assigned again (or over an input): earlier reads
-            emit.temps.clear()  # keep theirs, and a shared subtree reading it is computed afresh
-        local[var] = f"_v{i}"
-        emit.lines.append(f"{local[var]} = {code}")
+        again = var in local or var in reads
+        if isinstance(e, Ref) and e.name in local:
+            code = None  # another name for a variable: none made
+            if e.name in known:
+                known[var] = known[e.name]
+            else:
+                known.pop(var, None)
+        else:
+            value = _folded(e, known)
+            if value is not None:  # every input a constant: computed here, once
+                code = _py_const(value)
+                known[var] = value
+            else:
+                code = emit(e)
+                known.pop(var, None)
+        if again:  # assigned again (or over an input): earlier reads keep theirs, and
+            emit.temps.clear()  # a shared subtree reading it is computed afresh
+        if code is None:
+            local[var] = local[e.name]
+        elif var in known:
+            local[var] = code
+        else:
+            local[var] = f"_v{i}"
+            emit.lines.append(f"{local[var]} = {code}")
     read = "_np_cell(_in[{!r}])" if arrays else "float(_in[{!r}])" if floats else "_in[{!r}]"
     body = [f"{v} = {read.format(n)}" for n, v in reads.items()] + emit.lines
     out = ", ".join(f"{k!r}: {local[v]}" for k, v in outputs)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import typing
 
 import numpy as np
 
 from . import trace
 from .engine import SCHEMA_VERSION, _per_chip, evaluate_rows, price_columns, totals
-from .formula import compile_py
+from .formula import compile_needed, compile_py, lift, refs, to_excel
 from .model import expand_workload, expansion
 from .model.summary import step_summary
 from .specs import Hardware, SpecError, TransformerOp, Workload, bare_type
@@ -63,15 +64,20 @@ def _source(wl: Workload) -> Workload | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _fields(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _fields(cls) -> tuple:
     """(numeric fields, the rest) of a spec class: the numbers are traced, the rest (and which
     numbers are unset) make the structure."""
     numeric = tuple(f for f, info in cls.model_fields.items()
                     if bare_type(info.annotation)[0] in (int, float))
-    return numeric, tuple(f for f in cls.model_fields if f not in numeric)
+    rest = tuple(f for f in cls.model_fields if f not in numeric)
+    return (numeric, rest, operator.attrgetter(*numeric), operator.attrgetter(*rest),
+            tuple(f"in:{f}" for f in numeric))
 
 
 def _frozen(v):
+    """``v`` hashable: dicts and lists as tuples (the rest of a spec is text, bools, None)."""
+    if v.__class__ in (str, bool, type(None)):
+        return v
     if isinstance(v, dict):
         return tuple((k, _frozen(x)) for k, x in v.items())
     if isinstance(v, (list, tuple)):
@@ -109,13 +115,12 @@ def _structure_of(hw: Hardware, src: Workload) -> tuple[_Structure, dict]:
     """The structure of ``src`` (one transformer op) on ``hw`` and its numbers, as the
     compiled functions read them."""
     spec = src.ops[0]
-    numeric, rest = _fields(type(spec))
-    values = {f: getattr(spec, f) for f in numeric}
-    key = (_frozen({k: v for k, v in src.__dict__.items() if k != "ops"}),
-           type(spec), _frozen([getattr(spec, f) for f in rest]),
-           tuple(f for f, v in values.items() if v is None))
+    numeric, rest, get_numeric, get_rest, names = _fields(type(spec))
+    values = get_numeric(spec)
+    key = (_frozen([v for k, v in src.__dict__.items() if k != "ops"]),
+           type(spec), _frozen(get_rest(spec)), tuple(v is None for v in values))
     return (_per_chip(hw, ("to_json", key), _Structure),
-            {f"in:{f}": v for f, v in values.items() if v is not None})
+            {k: v for k, v in zip(names, values) if v is not None})
 
 
 def _compiled_json(hw: Hardware, wl: Workload, src: Workload) -> dict:
@@ -202,8 +207,9 @@ def _compile(t: trace.Trace, template, real) -> typing.Callable:
             var = f"out:{len(outs)}"
             steps.append((var, tv.expr))
             outs.append(var)
-            wrap = ("_py_int({})" if isinstance(rv, int) and not isinstance(rv, bool)
-                    else "{}" if isinstance(rv, (bool, str)) else "_py_fin({})")
+            wrap = ("_py_int({0})" if isinstance(rv, int) and not isinstance(rv, bool)
+                    else "{0}" if isinstance(rv, (bool, str))
+                    else "({0} if {0} - {0} == 0.0 else None)")  # JSON: not finite -> null
             return wrap.format(f"{_HOLE}{len(outs) - 1}{_HOLE}")
         if isinstance(tv, dict):
             if not isinstance(rv, dict) or list(tv) != list(rv):
@@ -220,7 +226,7 @@ def _compile(t: trace.Trace, template, real) -> typing.Callable:
 
     body = src(template, real)
     guards = []
-    for i, (e, outcome) in enumerate(t.guards):
+    for i, (e, outcome) in enumerate(_unique(t.guards)):
         steps.append((f"guard:{i}", e))
         guards.append((f"guard:{i}", outcome))
 
@@ -236,7 +242,8 @@ def _compile(t: trace.Trace, template, real) -> typing.Callable:
 
 def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> typing.Callable:
     """The recording's rows' and total's chosen columns and its group bounds, as numpy code
-    over arrays of numbers; None when a guard fails for any configuration."""
+    over arrays of numbers (what does not depend on an array is computed once, in floats);
+    None when a guard fails for any configuration."""
     steps, outs = list(v.trace.steps), []
 
     def take(x, key):
@@ -251,14 +258,37 @@ def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> ty
     bounds = {g: take(b, f"bound:{g}")
               for g, b in (v.template["total"].get("bounds") or {}).items()}
     guards = []
-    for i, (e, ok) in enumerate(v.trace.guards):
+    for i, (e, ok) in enumerate(_unique(v.trace.guards)):
         steps.append((f"guard:{i}", e))
         guards.append((f"guard:{i}", ok))
-    f = compile_py(steps, v.trace.consts, [(k, k) for k in outs + [g for g, _ in guards]],
-                   arrays=True)
+    wanted = outs + [g for g, _ in guards]
+    functions: dict[frozenset, tuple] = {}
+
+    def compiled(arrays: frozenset) -> tuple:
+        """(float function, numpy function) for these array inputs: the steps that read no
+        array are computed once with floats."""
+        if arrays not in functions:
+            steps_ = compile_needed(steps, wanted)
+            dep, scalar, vector, need = set(arrays), [], [], set()
+            for var, e in steps_:
+                r = set().union(*map(refs, e)) if isinstance(e, list) else refs(lift(e))
+                if r & dep:
+                    vector.append((var, e))
+                    dep.add(var)
+                    need |= r
+                else:
+                    scalar.append((var, e))
+            first = [x for x, _ in scalar if x in need or x in wanted]
+            functions[arrays] = (
+                compile_py(scalar, v.trace.consts, [(x, x) for x in first], floats=True),
+                compile_py(vector, v.trace.consts, [(x, x) for x in wanted if x in dep],
+                           arrays=True))
+        return functions[arrays]
 
     def run(cells: dict):
-        out = f(cells)
+        once, many = compiled(frozenset(k for k, x in cells.items() if np.ndim(x)))
+        out = once(cells)
+        out.update(many({**cells, **out}))
         for g, ok in guards:
             x = out[g]
             if bool(x) is not ok if np.ndim(x) == 0 else not np.all(x if ok else ~x):
@@ -271,6 +301,14 @@ def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> ty
                 "total": {c: get(f"total:{c}", x) for c, x in total.items()},
                 "bounds": {g: get(f"bound:{g}", x) for g, x in bounds.items()}}
     return run
+
+
+def _unique(guards: list) -> list:
+    """The guards, each decision once (the same comparison is met in many places)."""
+    seen: dict[str, tuple] = {}
+    for e, ok in guards:
+        seen.setdefault(to_excel(e, str), (e, ok))
+    return list(seen.values())
 
 
 def _same(a, b) -> bool:

@@ -87,6 +87,9 @@ def parse_vary(arg: str) -> Vary:
         arr = np.asarray(vals, dtype=float)
         vals = arr.astype(np.int64).tolist() if np.all(arr == np.floor(arr)) else \
             [int(v) if v.is_integer() else v for v in arr.tolist()]
+        out = Vary(field, tuple(vals))
+        out.__dict__.update(array=arr, numeric=True)  # the cached properties, known here
+        return out
     else:
         import yaml
 

@@ -200,22 +200,24 @@ class Trace:
                 bound[k] = Ref(p + k)
             else:
                 bound[k] = _expr(v)
-        assigned: set[str] = set()
+        assigned: dict[str, str] = {}  # variable -> its current name in the recording
         memo: dict[int, object] = {}
 
         def ref(name):
             if name in assigned:
-                return Ref(p + name)
+                return Ref(assigned[name])
             if name in consts:
                 self.consts[p + name] = consts[name]
                 return Ref(p + name)
             return bound[name]
-        for var, e in steps:
-            if var not in assigned and (var in bound or var in consts):
-                memo.clear()  # later steps read this new binding, not the input it shadows
-            self.steps.append((p + var, _subst(e, ref, memo)))
-            assigned.add(var)
-        return {key: Traced(out[key], Ref(p + var)) for key, var in outputs}
+        for i, (var, e) in enumerate(steps):
+            if var in assigned or var in bound or var in consts:
+                memo.clear()  # later steps read this new binding, not the one it replaces
+            e = _subst(e, ref, memo)
+            # each assignment its own name: the recording assigns every name once
+            assigned[var] = p + var if var not in assigned else f"{p}{var}#{i}"
+            self.steps.append((assigned[var], e))
+        return {key: Traced(out[key], Ref(assigned[var])) for key, var in outputs}
 
 
 def _subst(e, ref: Callable, memo: dict):
