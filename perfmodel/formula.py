@@ -700,6 +700,53 @@ def _folded(e, known: Mapping[str, object]):
     return None
 
 
+def split_steps(steps: list[tuple[str, object]], arrays: set[str]) -> tuple[list, list]:
+    """(steps computed once, steps over arrays): a program whose inputs named ``arrays`` are
+    arrays, cut so that everything that reads no array (whole steps, and the array-free
+    subtrees of the others, each a new step ``hoist:N``) is computed once in floats; the
+    array steps read those by name."""
+    dep, once, many = set(arrays), [], []
+    memo: dict[int, tuple] = {}
+
+    def cut(e):
+        """(e with its array-free compound subtrees hoisted, whether it reads an array)."""
+        if isinstance(e, list):
+            parts = [cut(x) for x in e]
+            return [x for x, _ in parts], any(d for _, d in parts)
+        if isinstance(e, Ref):
+            return e, e.name in dep
+        if not isinstance(e, (BinOp, Cmp, Call)):
+            return e, False
+        hit = memo.get(id(e))
+        if hit is None:
+            kids = [cut(x) for x in ((e.a, e.b) if isinstance(e, (BinOp, Cmp)) else e.args)]
+            if not any(d for _, d in kids):
+                hit = (e, False)
+            else:
+                new = [x if d or not isinstance(x, (BinOp, Cmp, Call)) else _hoist(x)
+                       for x, d in kids]
+                hit = ((type(e)(e.op, *new) if isinstance(e, (BinOp, Cmp))
+                        else Call(e.fn, tuple(new))), True)
+            memo[id(e)] = hit
+        return hit
+
+    hoisted: dict[int, Ref] = {}
+
+    def _hoist(x):
+        if id(x) not in hoisted:  # a subtree shared by several array steps: hoisted once
+            hoisted[id(x)] = Ref(f"hoist:{len(hoisted)}")
+            once.append((hoisted[id(x)].name, x))
+        return hoisted[id(x)]
+    for var, e in steps:
+        new, d = cut(e)
+        if d:
+            many.append((var, new))
+            dep.add(var)
+        else:
+            once.append((var, e))
+    return once, many
+
+
 def compile_needed(steps: list[tuple[str, object]], outputs: list[str]) -> list:
     """The steps ``outputs`` depend on, in order (what compile_py keeps of ``steps``)."""
     return _needed(steps, outputs)

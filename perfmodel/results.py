@@ -20,7 +20,7 @@ import numpy as np
 
 from . import trace
 from .engine import SCHEMA_VERSION, _per_chip, evaluate_rows, price_columns, totals
-from .formula import compile_needed, compile_py, lift, refs, to_excel
+from .formula import compile_needed, compile_py, refs, split_steps, to_excel
 from .model import expand_workload, expansion
 from .model.summary import step_summary
 from .specs import Hardware, SpecError, TransformerOp, Workload, bare_type
@@ -268,20 +268,14 @@ def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> ty
         """(float function, numpy function) for these array inputs: the steps that read no
         array are computed once with floats."""
         if arrays not in functions:
-            steps_ = compile_needed(steps, wanted)
-            dep, scalar, vector, need = set(arrays), [], [], set()
-            for var, e in steps_:
-                r = set().union(*map(refs, e)) if isinstance(e, list) else refs(lift(e))
-                if r & dep:
-                    vector.append((var, e))
-                    dep.add(var)
-                    need |= r
-                else:
-                    scalar.append((var, e))
-            first = [x for x, _ in scalar if x in need or x in wanted]
+            scalar, vector = split_steps(compile_needed(steps, wanted), set(arrays))
+            need = set(wanted).union(*(set().union(*map(refs, e)) if isinstance(e, list)
+                                       else refs(e) for _, e in vector))
+            many = {x for x, _ in vector}
             functions[arrays] = (
-                compile_py(scalar, v.trace.consts, [(x, x) for x in first], floats=True),
-                compile_py(vector, v.trace.consts, [(x, x) for x in wanted if x in dep],
+                compile_py(scalar, v.trace.consts, [(x, x) for x, _ in scalar if x in need],
+                           floats=True),
+                compile_py(vector, v.trace.consts, [(x, x) for x in wanted if x in many],
                            arrays=True))
         return functions[arrays]
 

@@ -472,7 +472,7 @@ def _frames(flat: dict, hardware: list, per_chip: list) -> pd.DataFrame:
         op_names = [r[0] for r in rows]
         # one float block (column-major per row of ops), filled in place: the frame is built
         # on it without a copy
-        block = np.empty((len(floats), k * n))
+        block = _block(len(floats), k * n)
         codes = np.empty(k * n, dtype=np.int8)
         for j, (_, cols) in enumerate(rows):
             sl = slice(j * n, (j + 1) * n)
@@ -508,6 +508,18 @@ def _frames(flat: dict, hardware: list, per_chip: list) -> pd.DataFrame:
     return df
 
 
+def _block(rows: int, cols: int) -> np.ndarray:
+    """An empty float block for a sweep table's columns. One of at least 1 MiB is allocated
+    as at least 4 MiB: numpy asks Linux for huge pages for an allocation that large
+    (numpy/_core/src/multiarray/alloc.c, indicate_hugepages), so filling it costs a few page
+    faults instead of one per 4 KiB (about a third of a 4,096-batch transformer sweep's time
+    on the benchmark's machine, docs/measurements.md)."""
+    n = rows * cols
+    size = max(n, HUGE // 8 + 512) if n * 8 >= 1 << 20 else n  # + 512: page alignment slack
+    return np.empty(size)[:n].reshape(rows, cols)
+
+
+HUGE = 1 << 22  # numpy's huge-page threshold, bytes
 _DTYPES: dict[tuple, pd.CategoricalDtype] = {}
 
 
