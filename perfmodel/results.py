@@ -11,6 +11,7 @@ structure are that function's call when its guards hold (``TRACE_STATS`` counts)
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import operator
@@ -26,6 +27,8 @@ from .model.summary import step_summary
 from .specs import Hardware, SpecError, TransformerOp, Workload, bare_type
 
 MAX_VARIANTS = 8  # recordings per structure (each a different set of guard outcomes)
+MAX_RECORDED = 256  # recordings kept in all (each about half a megabyte)
+_RECORDED: collections.deque = collections.deque()
 TRACE_STATS = {"compiled": 0, "recorded": 0, "refused": 0}
 
 
@@ -156,6 +159,11 @@ def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structu
         return
     st.variants.append(v)
     TRACE_STATS["recorded"] += 1
+    _RECORDED.append(st)
+    if len(_RECORDED) > MAX_RECORDED:  # the oldest recording forgotten: memory stays bounded
+        old = _RECORDED.popleft()
+        old.variants.clear()
+        old.seen = 0
 
 
 def sweep_arrays(hw: Hardware, rep: Workload, arrays: dict, row_columns: tuple,

@@ -27,13 +27,18 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import threading
 from typing import Callable
 
 from .formula import BinOp, Call, Cmp, Const, Criterion, Ref, _bin, ceil, eq, floor, fmax, lift, ne
 
 from .limits import MAX_COUNT
 
-_ACTIVE: "Trace | None" = None
+class _State(threading.local):
+    active: "Trace | None" = None  # the recording under way in this thread
+
+
+_STATE = _State()
 
 
 class TraceLeak(Exception):
@@ -41,7 +46,7 @@ class TraceLeak(Exception):
 
 
 def active() -> bool:
-    return _ACTIVE is not None
+    return _STATE.active is not None
 
 
 def _leak(what: str):
@@ -51,9 +56,10 @@ def _leak(what: str):
 
 
 def _guard(expr, outcome):
-    if _ACTIVE is None:
+    t = _STATE.active
+    if t is None:
         raise TraceLeak("a traced value compared outside its trace")
-    _ACTIVE.guards.append((expr, bool(outcome)))
+    t.guards.append((expr, bool(outcome)))
     return outcome
 
 
@@ -169,9 +175,10 @@ def as_int(x):
 def run(f: Callable, inputs: dict) -> dict:
     """``f(inputs)`` for a function ``formula.compile_py`` made; while tracing, its steps are
     recorded over the traced inputs and its outputs come back traced."""
-    if _ACTIVE is None:
+    t = _STATE.active
+    if t is None:
         return f(inputs)
-    return _ACTIVE.call(f, inputs)
+    return t.call(f, inputs)
 
 
 class Trace:
@@ -241,14 +248,13 @@ def _subst(e, ref: Callable, memo: dict):
 @contextlib.contextmanager
 def tracing():
     """Record a trace (one at a time; the ordinary path runs outside it)."""
-    global _ACTIVE
-    if _ACTIVE is not None:
+    if _STATE.active is not None:
         raise TraceLeak("a trace inside a trace")
-    _ACTIVE = t = Trace()
+    _STATE.active = t = Trace()
     try:
         yield t
     finally:
-        _ACTIVE = None
+        _STATE.active = None
 
 
 def traced_inputs(names_values: dict) -> dict:

@@ -221,3 +221,29 @@ def _fits(chip, src):
         return True
     except SpecError:
         return False
+
+
+def test_recordings_are_bounded(monkeypatch):
+    # the oldest recording is forgotten beyond MAX_RECORDED: its structure evaluates again
+    monkeypatch.setattr(results, "MAX_RECORDED", 1)
+    results._RECORDED.clear()
+    engine._PER_CHIP.clear()
+    hw = catalog.load_hardware("h100")
+    a, b = TRANSFORMERS["llama2-7b-decode"], TRANSFORMERS["gemma-7b-decode"]
+    for src in (a, a, b, b):
+        results.to_json(hw, src)
+    sa, sb = (results._structure_of(hw, s)[0] for s in (a, b))
+    assert not sa.variants and len(sb.variants) == 1
+    assert results._same(results.to_json(hw, a), results._to_json(hw, a))
+
+
+def test_a_recording_in_one_thread_leaves_other_threads_alone():
+    import threading
+
+    seen = []
+    with trace.tracing():
+        t = threading.Thread(target=lambda: seen.append(trace.active()))
+        t.start()
+        t.join()
+        assert trace.active()
+    assert seen == [False]
