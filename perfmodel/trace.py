@@ -30,7 +30,7 @@ import operator
 import threading
 from typing import Callable
 
-from .formula import BinOp, Call, Cmp, Const, Criterion, Ref, _bin, ceil, eq, floor, fmax, lift, ne
+from .formula import BinOp, Call, Cmp, Const, Criterion, Ref, _bin, ceil, eq, floor, fmax, fmin, lift, ne
 
 from .limits import MAX_COUNT
 
@@ -170,6 +170,21 @@ def as_int(x):
             raise TraceLeak(f"int() of the traced non-integer {x.value!r}")
         return x
     return int(x)
+
+
+def minimum(a, b):
+    """min(a, b); of traced values a formula (MIN), not a decision: no guard, so the recording
+    holds whichever is smaller."""
+    if type(a) is Traced or type(b) is Traced:
+        return Traced(min(_val(a), _val(b)), fmin(_expr(a), _expr(b)))
+    return min(a, b)
+
+
+def maximum(a, b):
+    """max(a, b); of traced values a formula (MAX), not a decision (see minimum)."""
+    if type(a) is Traced or type(b) is Traced:
+        return Traced(max(_val(a), _val(b)), fmax(_expr(a), _expr(b)))
+    return max(a, b)
 
 
 def run(f: Callable, inputs: dict) -> dict:

@@ -45,7 +45,7 @@ from ..engine import hw_env, op_columns
 from ..formula import NS, Ref, compile_py, fmax, json_value, rsum, sumif, where
 from ..ops import REGISTRY
 from ..specs import Hardware, TransformerOp, Workload, op_spec
-from ..trace import as_float, run
+from ..trace import as_float, maximum, run
 from . import expansion
 from .transformer import (Plan, expand_op, group_of, make_plan,
                           memory_parts, param_ledger, params_6pt, params_active,
@@ -390,8 +390,9 @@ def decode_compute_bound_batch(hw: Hardware, spec, mesh, layer_matmuls=None) -> 
         if slope <= 0:
             return None
         q = -(f1 - slope) / slope
-        k = max(1, math.ceil(q))
-        near_tie = min(q - math.floor(q), math.ceil(q) - q) <= 1e-6 * max(1.0, abs(q))
+        k = maximum(1, math.ceil(q))
+        # q's distance to the nearest whole number (at a tie 0.5 whichever is nearest)
+        near_tie = abs(q - math.floor(q + 0.5)) <= 1e-6 * maximum(1.0, abs(q))
         for _ in range(4 if near_tie else 0):  # settle a float tie at the boundary
             lo, hi = margin(max(k - 1, 1)), margin(k)
             if hi < 0:

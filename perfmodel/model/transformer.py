@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..specs import DTYPE_BYTES, SpecError, TransformerOp
-from ..trace import as_float, as_int
+from ..trace import as_float, as_int, maximum, minimum
 
 # ---- modelling constants ------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ def make_plan(op: TransformerOp, mesh: dict[str, int] | None) -> Plan:
                 chips=math.prod(mesh.values()) if mesh else 1, microbatches=m, batch=b,
                 micro_batch=b // (m * g), q_seq=q_seq, kv_seq=kv_seq,
                 tokens=(b // (m * g)) * q_seq, grad_accum=g,
-                layers=op.layers // pp, heads=op.heads // tp, kv_heads=max(1, op.kv_heads // tp),
+                layers=op.layers // pp, heads=op.heads // tp, kv_heads=maximum(1, op.kv_heads // tp),
                 d_ff=op.d_ff // tp, vocab=op.vocab // tp,
                 experts=(op.experts // ep) if op.experts else 0)
 
@@ -202,11 +202,13 @@ def _ceil(x):
 
 
 def _min(a, b):
-    return np.minimum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else min(a, b)
+    return np.minimum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) \
+        else minimum(a, b)
 
 
 def _max(a, b):
-    return np.maximum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else max(a, b)
+    return np.maximum(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) \
+        else maximum(a, b)
 
 
 def _float(x):
