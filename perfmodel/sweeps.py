@@ -297,7 +297,6 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
     configuration is expanded again (its op shapes and collectives change with the fields), so
     this path loops over configurations (about a millisecond each) instead of vectorising the
     op formulas. Totals (``sweep_totals``) are the step totals of results.to_json."""
-    from .engine import evaluate_rows
     from .results import to_json
     from .model import expand_workload, expansion, source_workload
 
@@ -327,10 +326,10 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
             raise SpecError(f"--vary {', '.join(f'{k}={v}' for k, v in upd.items())}: invalid "
                             f"transformer: {msg[2].strip() if len(msg) > 2 else msg[0]}") from None
         for hw in hardware:
-            rr = evaluate_rows(hw, wl)
-            for r in rr:
+            j = to_json(hw, wl)  # compiled per structure when its recording covers wl
+            for r in j["ops"]:
                 rows.append({**upd, "op": r["name"], "hardware": hw.name, **{c: r.get(c) for c in OUT_COLUMNS}})
-            t = to_json(hw, wl, rr)["total"]
+            t = j["total"]
             totals.append({**upd, "hardware": hw.name, **{c: t.get(c) for c in OUT_COLUMNS if c != "bound"},
                            "bound": "/".join(sorted(set((t.get("bounds") or {}).values()))) or None,
                            **{c: t[c] for c in TOTAL_EXTRAS if c in t}})
