@@ -149,6 +149,9 @@ def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structu
         update={k.removeprefix("in:"): v for k, v in inputs.items()})]})
     try:
         with trace.tracing() as t:
+            # the op's own validation as guards: sweep_arrays' configurations are validated
+            # no other way (a combination such as seq > sliding_window, top_k > experts)
+            trace.check_numbers(traced.ops[0])
             template = _to_json(hw, traced)
         v = _Variant(t, template, result)
         if not _same(v.json(cells), result):

@@ -361,7 +361,7 @@ def _check_values(spec, varies: list) -> None:
     """Each varied value valid for the op (its smallest and largest; sharding is checked by
     the evaluation)."""
     for v in varies:
-        for x in (int(v.array.min()), int(v.array.max())):
+        for x in (min(v.values), max(v.values)):
             try:
                 type(spec).model_validate({**spec.model_dump(exclude_none=True), v.field: x})
             except Exception as e:  # pydantic ValidationError
@@ -372,8 +372,10 @@ def _check_values(spec, varies: list) -> None:
 
 
 def _grids(varies: list) -> dict:
-    """Every combination of the varied values, one flat int array per field."""
-    grids = np.meshgrid(*[v.array.astype(np.int64) for v in varies], indexing="ij")
+    """Every combination of the varied values, one flat array per field (int64 where every
+    value is whole, as a count's are; float otherwise, as capacity_factor's)."""
+    grids = np.meshgrid(*[v.array.astype(np.int64) if np.all(v.array == np.floor(v.array))
+                          else v.array for v in varies], indexing="ij")
     return {v.field: g.ravel() for v, g in zip(varies, grids)}
 
 
@@ -390,7 +392,7 @@ def _sweep_traced(src: Workload, spec, hardware: list, varies: list) -> pd.DataF
     _check_values(spec, varies)
     flat = _grids(varies)
     try:
-        rep = _validated(src, spec, {f: int(a[0]) for f, a in flat.items()})
+        rep = _validated(src, spec, {f: a[0].item() for f, a in flat.items()})
     except SpecError:
         return None  # the ordinary path says what is wrong, and with which values
     arrays = {f: a.astype(float) for f, a in flat.items()}

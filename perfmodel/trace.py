@@ -92,6 +92,16 @@ def _compare(py: Callable, record: Callable):
     return f
 
 
+def _whole(py: Callable) -> Callable:
+    """``py`` (// or %) of whole numbers only: recorded as floor(a / b), which is Python's
+    answer for ints below 2**53 but not for floats (1 // 0.1 is 9.0; floor(1 / 0.1) is 10)."""
+    def f(a, b):
+        if not (isinstance(a, int) and isinstance(b, int)):
+            raise TraceLeak(f"{py.__name__} of the non-integers {a!r}, {b!r}")
+        return py(a, b)
+    return f
+
+
 def _floordiv(a, b):
     return floor(_bin("/", a, b))
 
@@ -114,8 +124,8 @@ class Traced:
     __sub__, __rsub__ = _arith("-", operator.sub, lambda a, b: _bin("-", a, b))
     __mul__, __rmul__ = _arith("*", operator.mul, lambda a, b: _bin("*", a, b))
     __truediv__, __rtruediv__ = _arith("/", operator.truediv, lambda a, b: _bin("/", a, b))
-    __floordiv__, __rfloordiv__ = _arith("//", operator.floordiv, _floordiv)
-    __mod__, __rmod__ = _arith("%", operator.mod, _mod)
+    __floordiv__, __rfloordiv__ = _arith("//", _whole(operator.floordiv), _floordiv)
+    __mod__, __rmod__ = _arith("%", _whole(operator.mod), _mod)
     __pow__, __rpow__ = _arith("^", operator.pow, lambda a, b: _bin("^", a, b))
 
     __lt__ = _compare(operator.lt, lambda a, b: Cmp("<", a, b))
@@ -151,6 +161,7 @@ class Traced:
     __round__ = _leak("round()")
     __trunc__ = _leak("trunc()")
     __format__ = _leak("formatting")
+    __str__ = _leak("str()")  # repr() stays: it names the value in messages
     __array__ = _leak("numpy conversion")
 
     def __repr__(self):
@@ -233,9 +244,9 @@ class Trace:
                 return Ref(p + name)
             return bound[name]
         for i, (var, e) in enumerate(steps):
+            e = _subst(e, ref, memo)  # reads the bindings before this step (as compile_py)
             if var in assigned or var in bound or var in consts:
                 memo.clear()  # later steps read this new binding, not the one it replaces
-            e = _subst(e, ref, memo)
             # each assignment its own name: the recording assigns every name once
             assigned[var] = p + var if var not in assigned else f"{p}{var}#{i}"
             self.steps.append((assigned[var], e))

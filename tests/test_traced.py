@@ -254,3 +254,50 @@ def test_a_recording_in_one_thread_leaves_other_threads_alone():
         t.join()
         assert trace.active()
     assert seen == [False]
+
+
+def test_traced_sweep_keeps_a_float_field_fractional():
+    # capacity_factor is a float: 1.25 must not be priced as 1 (the loop is the reference)
+    from perfmodel import sweeps
+    from perfmodel.sweeps import parse_varies
+
+    src = TRANSFORMERS["mixtral-8x7b-train"]
+    hw = catalog.load_hardware("tpu-v5p")
+    varies = parse_varies(["capacity_factor=1.0,1.25,1.5"])
+    traced = sweeps._sweep_traced(src, src.ops[0], [hw], varies)
+    assert traced is not None
+    tot = traced.attrs["totals"]
+    assert list(tot["capacity_factor"]) == [1.0, 1.25, 1.5]
+    for cf, t in zip(tot["capacity_factor"], tot["t_lower"]):
+        want = results._to_json(hw, _variant(src, capacity_factor=cf))["total"]["t_lower"]
+        assert t == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("base,vary", [
+    ({"sliding_window": 16384}, ["seq=1024,8192", "sliding_window=4096,16384"]),  # 8192 > 4096
+    ({}, ["top_k=1,8", "experts=4,8"]),  # top_k 8 > experts 4
+])
+def test_traced_sweep_refuses_a_combination_the_op_validation_refuses(base, vary):
+    # each value is valid alone (with the op's other fields); one combination is not: the
+    # traced sweep must not price it (None: the loop then says what is wrong)
+    from perfmodel import sweeps
+    from perfmodel.sweeps import parse_varies
+
+    src = _variant(TRANSFORMERS["mixtral-8x7b-train"], **base)
+    engine._PER_CHIP.clear()
+    hw = catalog.load_hardware("tpu-v5p")
+    assert sweeps._sweep_traced(src, src.ops[0], [hw], parse_varies(vary)) is None
+
+
+def test_a_reassigned_variable_is_read_after_its_step_as_compile_py_reads_it():
+    # x = a; x = (x + 1) * 2; y = (x + 1) * 3 with the node (x + 1) shared by both steps:
+    # compile_py's y reads the new x (a=5: x=12, y=39; a=7: x=16, y=51), so must the recording
+    from perfmodel.formula import BinOp, Const, Ref, compile_py
+
+    n = BinOp("+", Ref("x"), Const(1.0))
+    steps = [("x", Ref("a")), ("x", BinOp("*", n, Const(2.0))), ("y", BinOp("*", n, Const(3.0)))]
+    f = compile_py(steps, {}, [("y", "y")], floats=True)
+    with trace.tracing() as t:
+        out = trace.run(f, trace.traced_inputs({"a": 5.0}))
+    g = compile_py(t.steps + [("Y", out["y"].expr)], t.consts, [("Y", "Y")], floats=True)
+    assert g({"a": 7.0})["Y"] == f({"a": 7.0})["y"] == 51.0
