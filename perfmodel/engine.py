@@ -43,27 +43,27 @@ REPEATED_COLUMNS = ("flops", "flops_exec", "flops_vector", "flops_transcendental
 SCHEMA_VERSION = 2
 
 
-_PER_CHIP: dict[tuple, tuple] = {}
+PER_CHIP: dict[tuple, tuple] = {}
 
 
-def _per_chip(hw: Hardware, key: tuple, build: typing.Callable):
+def per_chip(hw: Hardware, key: tuple, build: typing.Callable):
     """``build()`` once per chip spec object and ``key`` (specs are frozen, and every op of
     every configuration asks): the spec is kept beside its value, so a reused id() never
     returns another chip's."""
     k = (id(hw), key)
-    hit = _PER_CHIP.get(k)
+    hit = PER_CHIP.get(k)
     if hit is not None and hit[0] is hw:
         return hit[1]
-    if len(_PER_CHIP) > 8192:
-        _PER_CHIP.clear()
+    if len(PER_CHIP) > 8192:
+        PER_CHIP.clear()
     value = build()
-    _PER_CHIP[k] = (hw, value)
+    PER_CHIP[k] = (hw, value)
     return value
 
 
 def hw_env(hw: Hardware) -> dict[str, float]:
     """The hardware's numeric parameters under the names formulas use."""
-    return _per_chip(hw, ("env",), lambda: _hw_env(hw))
+    return per_chip(hw, ("env",), lambda: _hw_env(hw))
 
 
 def _hw_env(hw: Hardware) -> dict[str, float]:
@@ -109,7 +109,7 @@ def rate_env(op, h: NS) -> dict:
 
 def _hw_ns(hw: Hardware) -> NS:
     """hw_env as numpy scalars (what the interpreted formulas read)."""
-    return _per_chip(hw, ("ns",), lambda: NS({k: np.float64(v) for k, v in hw_env(hw).items()}))
+    return per_chip(hw, ("ns",), lambda: NS({k: np.float64(v) for k, v in hw_env(hw).items()}))
 
 
 def op_cost(op, hw: Hardware, wl: Workload | None = None, *, inputs: dict | None = None):
@@ -168,7 +168,7 @@ def _compiled(op, hw: Hardware, values: dict, key: tuple | None = None,
     ops of this formula structure on this chip: the symbolic formulas compiled to Python once
     (formula.compile_py), so one op costs a function call (``arrays``: numpy code, for input
     cells that are arrays). Numbers as the interpreted path's."""
-    return _per_chip(hw, ("op", arrays, columns, key or _structure(op, values)),
+    return per_chip(hw, ("op", arrays, columns, key or _structure(op, values)),
                      lambda: _compile_op(op, hw, values, arrays, columns))
 
 

@@ -112,7 +112,7 @@ def _equal(a, b):
     if isinstance(a, Labels):
         if isinstance(b, str):
             hit = [i for i, n in enumerate(a.names) if n.lower() == b.lower()]
-            return a.codes == hit[0] if hit else np.zeros(a.shape, dtype=bool)
+            return a.codes == hit[0] if len(hit) == 1 else np.isin(a.codes, hit)
         a = np.asarray(a)
         b = np.asarray(b) if isinstance(b, Labels) else b
     if isinstance(b, str) and isinstance(a, np.ndarray) and a.dtype.kind == "U":
@@ -224,8 +224,8 @@ class Labels:
         self.codes, self.names = codes, names
 
     @staticmethod
-    def of(x, names: tuple) -> "Labels | None":
-        """``x`` (text, or Labels) as codes into ``names``."""
+    def of(x, names: tuple):
+        """``x`` (text, or Labels) as codes into ``names`` (an int8, or an array of them)."""
         if isinstance(x, str):
             return np.int8(names.index(x))
         return np.array([names.index(n) for n in x.names], dtype=np.int8)[x.codes]
@@ -548,8 +548,7 @@ _PY_ENV = {"_py_div": _py_div, "_py_pow": _py_pow, "_py_max": _py_max, "_py_min"
            "_py_blank": _py_blank, "_py_rsum": lambda x: float(sum(float(v) for v in x)),
            "_py_rmax": _py_rmax, "_py_sumif": _py_sumif, "_py_lookup": _py_lookup,
            "_py_eq": _py_eq, "_inf": math.inf, "_nan": math.nan,
-           "_py_fin": lambda v: v if v - v == 0.0 else None,  # JSON: not finite -> null
-           "_py_int": lambda v: round(v) if v - v == 0.0 else None}
+           "_py_int": lambda v: round(v) if v - v == 0.0 else None}  # JSON: a whole number
 
 
 def _py_const(v) -> str:
@@ -768,7 +767,7 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     plain-float helpers with numpy's answers. Range sums add their rows in order, where numpy
     sums eight or more pairwise: those agree to rounding, not to the bit.
     ``returns``: instead of the dict, the function returns this Python expression (given how
-    to name an output variable; the JSON helpers _py_fin and _py_int are in scope). The
+    to name an output variable; the JSON helper _py_int is in scope). The
     function keeps its program as ``f.source`` = (steps, consts, outputs), for perfmodel.trace.
     """
     local: dict[str, str] = {}

@@ -20,14 +20,14 @@ import typing
 import numpy as np
 
 from . import trace
-from .engine import SCHEMA_VERSION, _per_chip, evaluate_rows, price_columns, totals
+from .engine import SCHEMA_VERSION, per_chip, evaluate_rows, price_columns, totals
 from .formula import compile_needed, compile_py, refs, split_steps, to_excel
 from .model import expand_workload, expansion
 from .model.summary import step_summary
 from .specs import Hardware, SpecError, TransformerOp, Workload, bare_type
 
 MAX_VARIANTS = 8  # recordings per structure (each a different set of guard outcomes)
-MAX_RECORDED = 256  # recordings kept in all (each about half a megabyte)
+MAX_RECORDED = 256  # structures whose recordings are kept (each about half a megabyte)
 _RECORDED: collections.deque = collections.deque()
 TRACE_STATS = {"compiled": 0, "recorded": 0, "refused": 0}
 
@@ -122,7 +122,7 @@ def _structure_of(hw: Hardware, src: Workload) -> tuple[_Structure, dict]:
     values = get_numeric(spec)
     key = (_frozen([v for k, v in src.__dict__.items() if k != "ops"]),
            type(spec), _frozen(get_rest(spec)), tuple(v is None for v in values))
-    return (_per_chip(hw, ("to_json", key), _Structure),
+    return (per_chip(hw, ("to_json", key), _Structure),
             {k: v for k, v in zip(names, values) if v is not None})
 
 
@@ -140,9 +140,11 @@ def _compiled_json(hw: Hardware, wl: Workload, src: Workload) -> dict:
     return result
 
 
-def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structure) -> None:
+def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structure
+            ) -> "_Variant | None":
     """Record ``to_json`` of ``src`` over traced numbers and add it to the structure's
-    variants if its compiled function gives ``result`` back at these numbers."""
+    variants if its compiled function gives ``result`` back at these numbers (returned; None
+    if the recording was refused)."""
     spec = src.ops[0]
     inputs = trace.traced_inputs(cells)
     traced = src.model_copy(update={"ops": [spec.model_copy(
@@ -159,14 +161,16 @@ def _record(hw: Hardware, src: Workload, cells: dict, result: dict, st: _Structu
     except Exception as e:  # noqa: BLE001 - a recording that fails leaves the ordinary path
         st.refused = f"{type(e).__name__}: {e}"
         TRACE_STATS["refused"] += 1
-        return
+        return None
     st.variants.append(v)
     TRACE_STATS["recorded"] += 1
-    _RECORDED.append(st)
-    if len(_RECORDED) > MAX_RECORDED:  # the oldest recording forgotten: memory stays bounded
-        old = _RECORDED.popleft()
-        old.variants.clear()
-        old.seen = 0
+    if len(st.variants) == 1:
+        _RECORDED.append(st)
+        if len(_RECORDED) > MAX_RECORDED:  # the oldest structure forgotten: memory bounded
+            old = _RECORDED.popleft()
+            old.variants = []
+            old.seen = 0
+    return v
 
 
 def sweep_arrays(hw: Hardware, rep: Workload, arrays: dict, row_columns: tuple,
@@ -194,9 +198,8 @@ def sweep_arrays(hw: Hardware, rep: Workload, arrays: dict, row_columns: tuple,
         result = _to_json(hw, rep)
     except SpecError:
         return None  # the ordinary path says what is wrong
-    _record(hw, src, cells, result, st)
-    out = st.variants[-1].arrays(row_columns, total_columns)(many) if st.variants and \
-        st.variants[-1].real is result else None
+    v = _record(hw, src, cells, result, st)
+    out = v.arrays(row_columns, total_columns)(many) if v is not None else None
     TRACE_STATS["compiled"] += out is not None
     return out
 

@@ -384,6 +384,7 @@ def _sweep_traced(src: Workload, spec, hardware: list, varies: list) -> pd.DataF
     (perfmodel.trace): every configuration evaluated at once by the recording's formulas on
     arrays, so the figures are to_json's. None when a configuration takes another branch
     of the code than the recorded one (a guard fails): the caller evaluates the ordinary way."""
+    from .model.batched import bound_labels
     from .results import sweep_arrays
 
     if not varies or not all(v.numeric for v in varies) or \
@@ -403,22 +404,9 @@ def _sweep_traced(src: Workload, spec, hardware: list, varies: list) -> pd.DataF
         if out is None:
             return None
         tot = {c: v for c, v in out["total"].items() if v is not None}
-        tot["bound"] = _group_bounds(out["bounds"], next(iter(arrays.values())).size)
+        tot["bound"] = bound_labels(list(out["bounds"].values()), next(iter(arrays.values())).size)
         per_chip.append((out["ops"], tot))
     return _frames(flat, hardware, per_chip)
-
-
-def _group_bounds(bounds: dict, n: int) -> np.ndarray:
-    """'comm/compute'-style labels of the groups' bounds per configuration (sorted, as
-    model.batched writes them)."""
-    from .model.batched import _bound_names
-
-    bit = {"comm": 1, "compute": 2, "memory": 4}
-    seen = np.zeros(n, dtype=np.int64)
-    for b in bounds.values():
-        seen |= (np.array([bit[x] for x in b.names])[b.codes] if isinstance(b, Labels)
-                 else bit[b])
-    return _bound_names(seen)
 
 
 def _sweep_batched(src: Workload, spec, hardware: list, varies: list) -> pd.DataFrame:
@@ -473,7 +461,8 @@ def _frames(flat: dict, hardware: list, per_chip: list) -> pd.DataFrame:
         op_names = [r[0] for r in rows]
         # one float block (column-major per row of ops), filled in place: the frame is built
         # on it without a copy
-        block = _block(len(floats), k * n)
+        # one chip: the frame is built on this block (several are joined into a new one)
+        block = _block(len(floats), k * n) if len(per_chip) == 1 else np.empty((len(floats), k * n))
         codes = np.empty(k * n, dtype=np.int8)
         for j, (_, cols) in enumerate(rows):
             sl = slice(j * n, (j + 1) * n)

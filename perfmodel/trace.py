@@ -184,16 +184,19 @@ def as_int(x):
 
 
 def minimum(a, b):
-    """min(a, b); of traced values a formula (MIN), not a decision: no guard, so the recording
-    holds whichever is smaller."""
-    if type(a) is Traced or type(b) is Traced:
+    """min(a, b); of traced values of one type a formula (MIN), not a decision: no guard, so
+    the recording holds whichever is smaller. An int against a float stays a decision (Python
+    gives the winner's type)."""
+    if (type(a) is Traced or type(b) is Traced) and \
+            isinstance(_val(a), float) == isinstance(_val(b), float):
         return Traced(min(_val(a), _val(b)), fmin(_expr(a), _expr(b)))
     return min(a, b)
 
 
 def maximum(a, b):
-    """max(a, b); of traced values a formula (MAX), not a decision (see minimum)."""
-    if type(a) is Traced or type(b) is Traced:
+    """max(a, b); of traced values of one type a formula (MAX), not a decision (see minimum)."""
+    if (type(a) is Traced or type(b) is Traced) and \
+            isinstance(_val(a), float) == isinstance(_val(b), float):
         return Traced(max(_val(a), _val(b)), fmax(_expr(a), _expr(b)))
     return max(a, b)
 

@@ -32,7 +32,7 @@ def _variant(src: Workload, **update) -> Workload:
 
 
 def _structure(hw, src):
-    return [v[1] for k, v in engine._PER_CHIP.items()
+    return [v[1] for k, v in engine.PER_CHIP.items()
             if k[0] == id(hw) and k[1][0] == "to_json"]
 
 
@@ -51,7 +51,7 @@ def test_compiled_json_is_the_evaluated_json_at_other_configurations(name):
             results._to_json(hw, src)
         except SpecError:
             continue  # a slice this chip is not sold in
-        engine._PER_CHIP.clear()
+        engine.PER_CHIP.clear()
         before = dict(results.TRACE_STATS)
         results.to_json(hw, src)
         results.to_json(hw, src)  # the second call records the structure
@@ -109,7 +109,7 @@ def test_a_recording_that_leaks_a_number_is_refused_and_the_answer_still_evaluat
 
     hw = catalog.load_hardware("h100")
     src = TRANSFORMERS["llama2-7b-decode"]
-    engine._PER_CHIP.clear()
+    engine.PER_CHIP.clear()
     real = summary.params_6pt
     monkeypatch.setattr(summary, "params_6pt", lambda spec: float(real(spec)))  # a leak
     first = results.to_json(hw, src)
@@ -120,7 +120,7 @@ def test_a_recording_that_leaks_a_number_is_refused_and_the_answer_still_evaluat
     assert results._same(first, second)
     wl = _variant(src, batch=src.ops[0].batch * 2)
     assert results._same(results.to_json(hw, wl), results._to_json(hw, wl))
-    engine._PER_CHIP.clear()  # the refusal is remembered: not for the tests that follow
+    engine.PER_CHIP.clear()  # the refusal is remembered: not for the tests that follow
 
 
 def test_a_traced_number_refuses_to_become_a_plain_one():
@@ -198,7 +198,7 @@ def test_traced_sweep_is_the_batched_sweep_and_the_loop(name, monkeypatch):
     chips = [c for c in ("tpu-v5p", "h100") if _fits(c, src)]
     hws = [catalog.load_hardware(c) for c in chips]
     b = spec.batch
-    engine._PER_CHIP.clear()
+    engine.PER_CHIP.clear()
     varies = parse_varies([f"batch={b},{2 * b},{4 * b}"])
     traced = sweeps._sweep_traced(src, spec, hws, varies)
     assert traced is not None
@@ -234,7 +234,7 @@ def test_recordings_are_bounded(monkeypatch):
     # the oldest recording is forgotten beyond MAX_RECORDED: its structure evaluates again
     monkeypatch.setattr(results, "MAX_RECORDED", 1)
     results._RECORDED.clear()
-    engine._PER_CHIP.clear()
+    engine.PER_CHIP.clear()
     hw = catalog.load_hardware("h100")
     a, b = TRANSFORMERS["llama2-7b-decode"], TRANSFORMERS["gemma-7b-decode"]
     for src in (a, a, b, b):
@@ -284,7 +284,7 @@ def test_traced_sweep_refuses_a_combination_the_op_validation_refuses(base, vary
     from perfmodel.sweeps import parse_varies
 
     src = _variant(TRANSFORMERS["mixtral-8x7b-train"], **base)
-    engine._PER_CHIP.clear()
+    engine.PER_CHIP.clear()
     hw = catalog.load_hardware("tpu-v5p")
     assert sweeps._sweep_traced(src, src.ops[0], [hw], parse_varies(vary)) is None
 

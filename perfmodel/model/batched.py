@@ -224,13 +224,7 @@ def _evaluate_stacked(group: list, rows: list | None, row_columns: tuple | None 
     per_group, step = derive_step(groups, led, inputs, spec.mode,
                                   max(m.plan.pp for m in group), basis, calibrated, arrays=True)
     seen = np.zeros(n, dtype=np.int64)  # bit 1 comm, 2 compute, 4 memory: groups' bounds
-    bit = {"comm": 1, "compute": 2, "memory": 4}
-    for g in per_group.values():
-        b = g["bound"]
-        seen |= (np.array([bit[x] for x in b.names])[b.codes] if isinstance(b, Labels)
-                 else bit[b] if isinstance(b, str) else
-                 np.vectorize(bit.__getitem__, otypes=[np.int64])(np.asarray(b)))
-    bounds = _bound_names(seen)
+    bounds = bound_labels([g["bound"] for g in per_group.values()], n)
     executed = sum(np.broadcast_to(f, (n,)) for f in led["row_flops"])
 
     def full(x):
@@ -265,9 +259,23 @@ def _stack(values: list, sizes: list):
     return out
 
 
+BOUND_BITS = {"comm": 1, "compute": 2, "memory": 4}
+
+
+def bound_labels(bounds: list, n: int) -> np.ndarray:
+    """Per configuration, the sorted set of the groups' bounds ('comm/compute'); each group's
+    bound is a label, Labels or a text array (one per configuration)."""
+    seen = np.zeros(n, dtype=np.int64)  # a bit per bound met
+    for b in bounds:
+        seen |= (np.array([BOUND_BITS[x] for x in b.names])[b.codes] if isinstance(b, Labels)
+                 else BOUND_BITS[b] if isinstance(b, str) else
+                 np.vectorize(BOUND_BITS.__getitem__, otypes=[np.int64])(np.asarray(b)))
+    return _bound_names(seen)
+
+
 def _bound_names(bits: np.ndarray) -> np.ndarray:
     """'comm/compute/memory'-style labels (sorted, as the sweep's totals write them)."""
-    names = {b: "/".join(sorted(k for k, bit in (("comm", 1), ("compute", 2), ("memory", 4))
-                                if b & bit)) for b in range(1, 8)}
+    names = {b: "/".join(sorted(k for k, bit in BOUND_BITS.items() if b & bit))
+             for b in range(1, 8)}
     return np.array([names[b] for b in range(8) if b] , dtype=object)[bits - 1] if bits.size \
         else np.array([], dtype=object)

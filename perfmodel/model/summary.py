@@ -147,6 +147,9 @@ def _cell(v):
     """A number as a float64 cell holds it (int products would be exact, the sheet's are not)."""
     if isinstance(v, np.ndarray):
         return v.astype(float) if v.dtype.kind in "iub" else v
+    if getattr(v, "traced", False):  # a traced number (perfmodel.trace): a float, still traced
+        return as_float(v) if isinstance(v.value, (int, float)) and not isinstance(v.value, bool) \
+            else v
     return float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
 
 
