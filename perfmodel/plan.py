@@ -626,7 +626,7 @@ def _why_none(req: Request, hw, sub: pd.DataFrame) -> str:
     fit = sub[sub["fits_memory"]]
     if not len(fit):
         why.append(f"memory: the smallest need is {_fmt_b(mem)} per chip > {_fmt_b(limit)} "
-                   f"({req.hbm_fraction:g} x {fmt_capacity(hw.hbm_capacity)} HBM)")
+                   f"({req.hbm_fraction:g} of {fmt_capacity(hw.hbm_capacity)} HBM)")
     else:
         for flag, lim in (("max_ttft", req.max_ttft), ("max_tpot", req.max_tpot)):
             if lim is not None:
