@@ -600,7 +600,16 @@ def op_spec(d: dict):
     what validation checks as guards (trace.check_numbers)."""
     cls = OP_SPECS[d["kind"]]
     if not tracing():
-        return cls.model_validate(d)
+        try:
+            return cls.model_validate(d)
+        except ValidationError as e:  # sizes each valid alone whose products are not (2**53)
+            x = e.errors()[0]
+            raise SpecError(f"a transformer expands to kernel {d.get('name')!r}, which is "
+                            f"invalid: {field_path(x['loc'])}: "
+                            f"{x['msg'].removeprefix('Value error, ')}; the model's sizes "
+                            f"(batch, seq, d_model, d_ff, heads, head_dim, vocab) are too large "
+                            f"together (the whole model unsharded counts, for its FLOPs): use "
+                            f"realistic values.") from None
     op = cls.model_construct(**d)
     check_numbers(op)
     return op

@@ -542,8 +542,9 @@ def _joined(parts: list[dict]) -> dict:
     if len(parts) == 1:
         return parts[0]
     out = {}
-    for c in parts[0]:
-        vals = [p[c] for p in parts]
+    # every chip's columns; one a chip lacks (a price, on a chip without one) is NaN there
+    for c in dict.fromkeys(c for p in parts for c in p):
+        vals = [p[c] if c in p else np.full(len(p["hardware"]), np.nan) for p in parts]
         if isinstance(vals[0], pd.Categorical):
             out[c] = pd.Categorical.from_codes(np.concatenate([v.codes for v in vals]),
                                                vals[0].categories)

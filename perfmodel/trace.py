@@ -294,16 +294,19 @@ def traced_inputs(names_values: dict) -> dict:
 def check_numbers(model) -> None:
     """While tracing, a pydantic model built without validation (``model_construct``) from
     traced numbers: its after-validators run on them (their comparisons become guards), and
-    each traced number keeps its validity class (positive or zero, within 2**53; the only
+    each traced number keeps its validity class (positive or zero, below 2**53; the only
     constraints op fields carry), so a configuration that passes the guards would pass
-    validation."""
+    validation. Below 2**53 strictly, and a shape's product too: the guards compute in
+    float64, where a count of 2**53 + 1 rounds to 2**53."""
     for name in type(model).model_fields:
         v = getattr(model, name)
         for x in (v if isinstance(v, list) else (v,)):
             if type(x) is Traced:
                 if not x > 0:
                     _ = x == 0
-                _ = x <= MAX_COUNT
+                _ = x < MAX_COUNT
+        if isinstance(v, list) and any(type(x) is Traced for x in v):
+            _ = math.prod(v) < MAX_COUNT
     for dec in type(model).__pydantic_decorators__.model_validators.values():
         if dec.info.mode == "after":
             dec.func(model)
