@@ -5,7 +5,9 @@ JSON, or the same SpecError where B is invalid; sweeps through the recording mus
 per-configuration loop's tables. Every recording of an ordinary configuration must succeed
 (a refusal is a place where the trace machinery leaks a number).
 
-The default run is short; ``PERFMODEL_FUZZ_EXAMPLES=2000`` hunts for longer."""
+The default run is short (and the same each time); ``PERFMODEL_FUZZ_EXAMPLES=2000`` hunts
+for longer with fresh random examples, ``PERFMODEL_FUZZ_CONFIGS=30`` tries more configurations
+per recorded structure (past results.MAX_VARIANTS recordings)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from hypothesis import strategies as st
 
 from perfmodel import catalog, results, sweeps
 from perfmodel.model import expand_workload
-from perfmodel.specs import SpecError, TransformerOp, Workload
+from perfmodel.specs import SpecError, Workload
 from perfmodel.sweeps import parse_varies
 
 from .test_traced import _frames_equal
 
 EXAMPLES = int(os.environ.get("PERFMODEL_FUZZ_EXAMPLES", "50"))
+# other configurations per recorded one (more than results.MAX_VARIANTS fill a structure)
+CONFIGS = int(os.environ.get("PERFMODEL_FUZZ_CONFIGS", "6"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="PERFMODEL_FUZZ_EXAMPLES"
                 not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
@@ -296,7 +300,7 @@ def test_compiled_json_is_the_evaluated_json(data):
     SEEN["examples"] += 1
     # the recorded configuration itself, then others: each B may record another variant
     _check(hw, a)
-    for _ in range(data.draw(st.integers(1, 6))):
+    for _ in range(data.draw(st.integers(1, CONFIGS))):
         n = _numbers(layout, _other(data.draw, u))
         if data.draw(st.integers(0, 5)) == 0:
             n = _broken(layout, n, data.draw(st.sampled_from(BREAKS))) or n
