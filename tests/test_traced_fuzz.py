@@ -313,9 +313,9 @@ def test_compiled_json_is_the_evaluated_json(data):
 
 
 # fields a sweep of a transformer varies: numbers, each with values that keep the structure's
-# divisibility (multiples of the recorded value). capacity_factor, and pairs whose validity
-# depends on both fields at once (top_k with experts, kv_heads with heads, seq with
-# sliding_window), are left to the regression tests below (bugs found by this fuzzing)
+# divisibility (multiples of the recorded value), pairs whose validity depends on both fields
+# at once among them (top_k with experts, kv_heads with heads, seq with sliding_window);
+# capacity_factor, the one float, has its own regression test below
 SWEEPABLE = ("batch", "seq", "layers", "d_model", "heads", "kv_heads", "d_ff", "vocab",
              "head_dim", "grad_accum", "microbatches", "experts", "top_k")
 
@@ -324,25 +324,19 @@ SWEEPABLE = ("batch", "seq", "layers", "d_model", "heads", "kv_heads", "d_ff", "
 @given(st.data())
 def test_traced_sweep_is_the_loop(data):
     layout, s, extra = data.draw(structures())
-    extra["window"] = False  # see SWEEPABLE
     hw = HW[layout[0]]
     u = _units(data.draw, extra)
     n = _numbers(layout, u)
     wl = workload(layout, s, n, _fresh_name())
     assume(_valid(hw, wl))
     hws = [hw]
-    # one chip: now and then two kinds, both priced or both not (a priced chip beside an
-    # unpriced one is a bug of the array paths: the regression test below)
-    others = [c for c in ("h100", "tpu-v5e", "mi300x") if c != layout[0]
-              and (HW[c].price_per_hour is None) == (hw.price_per_hour is None)]
+    # one chip: now and then two kinds (a priced chip beside an unpriced one too)
+    others = [c for c in ("h100", "tpu-v5e", "mi300x") if c != layout[0]]
     if layout[1] is None and others and data.draw(st.booleans()):
         hws.append(HW[data.draw(st.sampled_from(others))])
     note(f"op: {wl.ops[0].model_dump(exclude_defaults=True)}")
     fields = [f for f in SWEEPABLE if f in n]
     chosen = data.draw(st.lists(st.sampled_from(fields), min_size=1, max_size=2, unique=True))
-    for pair in (("experts", "top_k"), ("heads", "kv_heads")):
-        if set(pair) <= set(chosen):
-            chosen.remove(pair[1])  # valid only together: see SWEEPABLE
     varies = []
     for f in chosen:
         mult = data.draw(st.lists(st.sampled_from([1, 2, 3, 4, 8]), min_size=1, max_size=3,
@@ -381,7 +375,7 @@ def test_zz_fuzz_statistics():
     print(f"\ntraced fuzz: {SEEN}, TRACE_STATS {results.TRACE_STATS}")
 
 
-# ---- bugs this fuzzing found (regression tests; xfail until perfmodel is fixed) ------------
+# ---- bugs this fuzzing found, fixed (regression tests) ------------------------------------
 
 def _loop_sweep(wl, hws, vary):
     """sweeps.sweep by the per-configuration loop (no recording, no batched arrays)."""
@@ -398,9 +392,6 @@ def _small(**fields) -> Workload:
     return expand_workload(Workload.model_validate({"name": _fresh_name(), "ops": [op]}))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sweeps._grids casts every varied field to int64, "
-                   "so a traced sweep of the float field capacity_factor prices 1.5 as 1 (and "
-                   "writes 1 in the table)")
 def test_traced_sweep_of_capacity_factor_keeps_fractions():
     hw = HW["h100"]
     wl = _small(experts=8, top_k=2, capacity_factor=1.0)
@@ -411,10 +402,6 @@ def test_traced_sweep_of_capacity_factor_keeps_fractions():
     _frames_equal(traced.attrs["totals"], loop.attrs["totals"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a traced sweep checks each varied field alone "
-                   "(sweeps._check_values, min and max) and the recording never runs "
-                   "TransformerOp._consistent, so a combination invalid only together "
-                   "(seq > sliding_window, top_k > experts) is priced instead of refused")
 @pytest.mark.parametrize("fields,vary", [
     ({"sliding_window": 4096}, ["seq=1024,4096", "sliding_window=1024,4096"]),
     ({"experts": 8, "top_k": 2}, ["experts=2,8", "top_k=1,4"]),
@@ -428,9 +415,6 @@ def test_traced_sweep_refuses_combinations_invalid_together(fields, vary):
         sweeps.sweep(wl, [hw], vary)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the recording's guards (kernel counts <= 2**53) "
-                   "are checked in float64, where batch x seq = 2**53 + 1 rounds to 2**53, so "
-                   "the compiled to_json accepts a kernel the evaluation refuses as too large")
 def test_compiled_json_refuses_counts_just_above_2_53():
     hw = HW["h100"]
     op = {"name": "m", "kind": "transformer", "layers": 1, "d_model": 1, "heads": 1,
@@ -448,10 +432,6 @@ def test_compiled_json_refuses_counts_just_above_2_53():
         results.to_json(hw, big)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: summary.model_flops expands "
-                   "the unsharded model, whose kernels can exceed 2**53 elements where the "
-                   "per-chip ones do not; op_spec's pydantic ValidationError escapes (a "
-                   "traceback from perfmodel roofline) instead of a SpecError")
 def test_unsharded_model_flops_too_large_is_a_spec_error():
     hw = HW["h100"]
     op = {"name": "m", "kind": "transformer", "layers": 1, "d_model": 1, "heads": 1,
@@ -464,12 +444,6 @@ def test_unsharded_model_flops_too_large_is_a_spec_error():
         results._to_json(hw, wl)
 
 
-@pytest.mark.xfail(strict=True, raises=(KeyError, AssertionError), reason="bug: sweeps._frames/_joined (the "
-                   "traced and batched array paths) take the totals' columns from the first "
-                   "chip: a chip with price_per_hour before one without raises KeyError "
-                   "'usd_per_step' (a traceback from perfmodel sweep -H h100,mi300x), the other "
-                   "order drops the price columns the per-configuration loop writes (NaN for "
-                   "the unpriced chip); the traced path takes every numeric field there")
 @pytest.mark.parametrize("chips", [("h100", "mi300x"), ("mi300x", "h100")])
 def test_traced_sweep_of_priced_and_unpriced_chips_is_the_loop(chips):
     hws = [HW[c] for c in chips]
@@ -481,10 +455,6 @@ def test_traced_sweep_of_priced_and_unpriced_chips_is_the_loop(chips):
     _frames_equal(traced.attrs["totals"], loop.attrs["totals"])
 
 
-@pytest.mark.xfail(strict=True, raises=SpecError, reason="bug: sweeps._check_values (called by "
-                   "the traced path for every numeric field) checks each varied field alone "
-                   "against the op's other values, so a combination valid together (heads 8 "
-                   "with kv_heads 8, where the op has heads 4) is refused; the loop prices it")
 def test_traced_sweep_accepts_combinations_valid_together():
     hw = HW["h100"]
     wl = _small(heads=4, kv_heads=4)
