@@ -703,7 +703,10 @@ def split_steps(steps: list[tuple[str, object]], arrays: set[str]) -> tuple[list
     """(steps computed once, steps over arrays): a program whose inputs named ``arrays`` are
     arrays, cut so that everything that reads no array (whole steps, and the array-free
     subtrees of the others, each a new step ``hoist:N``) is computed once in floats; the
-    array steps read those by name."""
+    array steps read those by name. Each name must be assigned once (a recording's are:
+    perfmodel.trace), so that a step moved to the first part reads what it read in place."""
+    if len({v for v, _ in steps}) != len(steps):
+        raise ValueError("split_steps needs each name assigned once")
     dep, once, many = set(arrays), [], []
     memo: dict[int, tuple] = {}
 

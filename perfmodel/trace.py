@@ -7,19 +7,21 @@ change. So the first time a structure is seen twice, the same code runs once mor
 spec's numbers replaced by ``Traced`` values: each carries its value and a formula ``Expr``
 recording how it was computed. Arithmetic on them records more formula; a compiled formula
 function (``formula.compile_py``) called through ``run`` adds its own steps to the recording.
-Every decision the code takes on a traced value (a comparison, ``if x:``, ``max``) is recorded
-as a *guard*: the formula and its outcome. The recording becomes one compiled function that
+Every decision the code takes on a traced value (a comparison, ``if x:``, the builtin ``max``)
+is recorded as a *guard*: the formula and its outcome (``minimum``/``maximum`` record MIN/MAX
+formulas instead, so the recording holds whichever wins). The recording becomes one compiled function that
 checks the guards and, when they all hold, computes the result for any numbers of that
 structure; when one fails the caller runs the code again (and may record another variant).
 
 Safety: a traced value refuses to become a plain number silently. ``float()``, ``int()``,
-numpy conversion, hashing and string formatting raise ``TraceLeak`` (the recording is then
-abandoned and the structure always takes the ordinary path), so a value can never be baked in
-as a constant. Code that converts numbers on purpose calls ``as_float``/``as_int``.
+``str()``, formatting, numpy conversion and ``//`` or ``%`` of non-integers raise
+``TraceLeak``, hashing a TypeError (either way the recording is abandoned and the structure
+always takes the ordinary path), so a value can never be baked in as a constant. Code that
+converts numbers on purpose calls ``as_float``/``as_int``.
 
 Semantics: values are computed as the ordinary code computes them (Python ints stay ints);
 the recorded formula computes in float64. They agree exactly for whole numbers below 2**53
-(``a // b`` is recorded as floor(a / b), exact there) and to rounding above.
+(``a // b`` of ints is recorded as floor(a / b), exact there) and to rounding above.
 """
 
 from __future__ import annotations
