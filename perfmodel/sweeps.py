@@ -333,6 +333,14 @@ def _sweep_model(workload: Workload, hardware: list, varies: list, progress: boo
             totals.append({**upd, "hardware": hw.name, **{c: t.get(c) for c in OUT_COLUMNS if c != "bound"},
                            "bound": "/".join(sorted(set((t.get("bounds") or {}).values()))) or None,
                            **{c: t[c] for c in TOTAL_EXTRAS if c in t}})
+    # chip, then op, then configuration: the order of the array paths (_frames), whichever
+    # path a sweep takes
+    chip = {hw.name: i for i, hw in enumerate(hardware)}
+    op_at: dict[tuple, int] = {}
+    rows = [r for _, r in sorted(enumerate(rows), key=lambda ir: (
+        chip[ir[1]["hardware"]], op_at.setdefault((ir[1]["hardware"], ir[1]["op"]), len(op_at)),
+        ir[0]))]
+    totals.sort(key=lambda t: chip[t["hardware"]])  # stable: configurations stay in order
     df = pd.DataFrame(rows)
     tot = pd.DataFrame(totals)
     tot["intensity"] = _intensity(tot)

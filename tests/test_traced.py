@@ -301,3 +301,27 @@ def test_a_reassigned_variable_is_read_after_its_step_as_compile_py_reads_it():
         out = trace.run(f, trace.traced_inputs({"a": 5.0}))
     g = compile_py(t.steps + [("Y", out["y"].expr)], t.consts, [("Y", "Y")], floats=True)
     assert g({"a": 7.0})["Y"] == f({"a": 7.0})["y"] == 51.0
+
+
+def test_every_sweep_path_lists_rows_in_one_order(monkeypatch):
+    # chip, then op, then configuration, whether the recording, the batched arrays or the
+    # per-configuration loop computed them (a CSV's order does not depend on a guard)
+    from perfmodel import sweeps
+    from perfmodel.sweeps import parse_varies
+
+    wl = catalog.load_workload("llama2-7b-decode")
+    src = source_workload(wl)
+    hws = [catalog.load_hardware(c) for c in ("h100", "tpu-v5e")]
+    varies = parse_varies(["seq=1024,2048,4096"])
+    traced = sweeps._sweep_traced(src, src.ops[0], hws, varies)
+    monkeypatch.setattr(sweeps, "_sweep_traced", lambda *a: None)
+    loop = sweeps._sweep_model(wl, hws, varies, progress=False)
+    assert traced is not None
+
+    def order(df, cols):
+        return [tuple(str(x) for x in r) for r in df[cols].itertuples(index=False)]
+    assert order(traced, ["hardware", "op", "seq"]) == order(loop, ["hardware", "op", "seq"])
+    assert order(traced.attrs["totals"], ["hardware", "seq"]) == \
+        order(loop.attrs["totals"], ["hardware", "seq"])
+    assert order(loop, ["hardware"])[0] == ("h100",) and order(loop, ["seq"])[:2] == \
+        [("1024",), ("2048",)]
