@@ -293,10 +293,12 @@ def _batched(hardware: list, varies: list) -> bool:
 
 
 def _sweep_model(workload: Workload, hardware: list, varies: list, progress: bool) -> pd.DataFrame:
-    """Sweep the fields of a transformer op (batch, seq, d_model, tp sizes...): each
-    configuration is expanded again (its op shapes and collectives change with the fields), so
-    this path loops over configurations (about a millisecond each) instead of vectorising the
-    op formulas. Totals (``sweep_totals``) are the step totals of results.to_json."""
+    """Sweep the fields of a transformer op (batch, seq, d_model, attention...). Numbers go
+    through to_json's recording on arrays (_sweep_traced); when a configuration leaves it (a
+    guard fails), batch, grad_accum and microbatches through the batched expansion
+    (_sweep_batched), anything else through a loop over configurations, each to_json's (the
+    compiled function where a recording covers it, else expanded again, about a millisecond).
+    Totals (``sweep_totals``) are the step totals of results.to_json."""
     from .results import to_json
     from .model import expand_workload, expansion, source_workload
 

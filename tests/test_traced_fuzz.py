@@ -284,14 +284,19 @@ def _first_difference(a, b, path="") -> str:
 
 # ---- the properties -----------------------------------------------------------------------
 
+def _drawn(data, name: str):
+    """(layout, slice, chip, units, numbers, workload) of a drawn structure and numbers."""
+    layout, s, extra = data.draw(structures())
+    u = _units(data.draw, extra)
+    n = _numbers(layout, u)
+    return layout, s, HW[layout[0]], u, n, workload(layout, s, n, name)
+
+
 @FUZZ
 @given(st.data())
 def test_compiled_json_is_the_evaluated_json(data):
-    layout, s, extra = data.draw(structures())
-    hw = HW[layout[0]]
-    u = _units(data.draw, extra)
     name = _fresh_name()
-    a = workload(layout, s, _numbers(layout, u), name)
+    layout, s, hw, u, _, a = _drawn(data, name)
     assume(_valid(hw, a))
     note(f"A: {a.ops[0].model_dump(exclude_defaults=True)}")
     st_ = _record(hw, a)
@@ -323,11 +328,7 @@ SWEEPABLE = ("batch", "seq", "layers", "d_model", "heads", "kv_heads", "d_ff", "
 @FUZZ
 @given(st.data())
 def test_traced_sweep_is_the_loop(data):
-    layout, s, extra = data.draw(structures())
-    hw = HW[layout[0]]
-    u = _units(data.draw, extra)
-    n = _numbers(layout, u)
-    wl = workload(layout, s, n, _fresh_name())
+    layout, s, hw, u, n, wl = _drawn(data, _fresh_name())
     assume(_valid(hw, wl))
     hws = [hw]
     # one chip: now and then two kinds (a priced chip beside an unpriced one too)
