@@ -669,7 +669,7 @@ def _shared_nodes(trees) -> set[int]:
     return shared
 
 
-def _needed(steps: list, outputs: list[str]) -> list:
+def compile_needed(steps: list, outputs: list[str]) -> list:
     """The steps the outputs depend on, in order (a variable assigned again depends on the
     binding before it)."""
     need, keep = set(outputs), []
@@ -749,11 +749,6 @@ def split_steps(steps: list[tuple[str, object]], arrays: set[str]) -> tuple[list
     return once, many
 
 
-def compile_needed(steps: list[tuple[str, object]], outputs: list[str]) -> list:
-    """The steps ``outputs`` depend on, in order (what compile_py keeps of ``steps``)."""
-    return _needed(steps, outputs)
-
-
 def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
                outputs: list[tuple[str, str]], *, floats: bool = False, arrays: bool = False,
                returns: Callable[[Callable[[str], str]], str] | None = None
@@ -785,7 +780,7 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
             reads[n] = f"_i{len(reads)}"
         return reads[n]
 
-    steps = _needed(steps, [v for _, v in outputs])
+    steps = compile_needed(steps, [v for _, v in outputs])
     trees = [e if isinstance(e, list) else lift(e) for _, e in steps]
     emit = _Emitter(name, arrays, _shared_nodes(trees),
                     {k: v for k, v in consts.items() if isinstance(v, tuple)})

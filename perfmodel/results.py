@@ -98,12 +98,13 @@ class _Structure:
 
 
 class _Variant:
-    """One recording: its trace, the recorded result (traced numbers in it) and the result
-    evaluated at the recorded numbers; ``json`` is the compiled to_json (None when a guard
+    """One recording: its trace and the recorded result (traced numbers in it; ``real``, the
+    result evaluated at the recorded numbers, gives each output its JSON type); ``json`` is the
+    compiled to_json (None when a guard
     fails); ``arrays`` the compiled outputs on arrays of numbers (sweeps), per selection."""
 
     def __init__(self, t: trace.Trace, template: dict, real: dict):
-        self.trace, self.template, self.real = t, template, real
+        self.trace, self.template = t, template
         self.json = _compile(t, template, real)
         self._arrays: dict[tuple, typing.Callable] = {}
 
@@ -239,10 +240,7 @@ def _compile(t: trace.Trace, template, real) -> typing.Callable:
         return repr(tv)
 
     body = src(template, real)
-    guards = []
-    for i, (e, outcome) in enumerate(_unique(t.guards)):
-        steps.append((f"guard:{i}", e))
-        guards.append((f"guard:{i}", outcome))
+    guards = _guard_steps(t, steps)
 
     def returns(name) -> str:
         text = body.split(_HOLE)
@@ -271,10 +269,7 @@ def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> ty
     total = {c: take(v.template["total"].get(c), f"total:{c}") for c in total_columns}
     bounds = {g: take(b, f"bound:{g}")
               for g, b in (v.template["total"].get("bounds") or {}).items()}
-    guards = []
-    for i, (e, ok) in enumerate(_unique(v.trace.guards)):
-        steps.append((f"guard:{i}", e))
-        guards.append((f"guard:{i}", ok))
+    guards = _guard_steps(v.trace, steps)
     wanted = outs + [g for g, _ in guards]
     functions: dict[frozenset, tuple] = {}
 
@@ -311,12 +306,17 @@ def _compile_arrays(v: _Variant, row_columns: tuple, total_columns: tuple) -> ty
     return run
 
 
-def _unique(guards: list) -> list:
-    """The guards, each decision once (the same comparison is met in many places)."""
+def _guard_steps(t: trace.Trace, steps: list) -> list[tuple[str, bool]]:
+    """The recording's guards appended to ``steps``, each decision once (the same comparison
+    is met in many places): [(step name, the outcome it must have)]."""
     seen: dict[str, tuple] = {}
-    for e, ok in guards:
+    for e, ok in t.guards:
         seen.setdefault(to_excel(e, str), (e, ok))
-    return list(seen.values())
+    out = []
+    for i, (e, ok) in enumerate(seen.values()):
+        steps.append((f"guard:{i}", e))
+        out.append((f"guard:{i}", ok))
+    return out
 
 
 def _same(a, b) -> bool:

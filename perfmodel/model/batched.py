@@ -264,12 +264,11 @@ BOUND_BITS = {"comm": 1, "compute": 2, "memory": 4}
 
 def bound_labels(bounds: list, n: int) -> np.ndarray:
     """Per configuration, the sorted set of the groups' bounds ('comm/compute'); each group's
-    bound is a label, Labels or a text array (one per configuration)."""
+    bound is one label or Labels (formula's where between labels on arrays)."""
     seen = np.zeros(n, dtype=np.int64)  # a bit per bound met
     for b in bounds:
         seen |= (np.array([BOUND_BITS[x] for x in b.names])[b.codes] if isinstance(b, Labels)
-                 else BOUND_BITS[b] if isinstance(b, str) else
-                 np.vectorize(BOUND_BITS.__getitem__, otypes=[np.int64])(np.asarray(b)))
+                 else BOUND_BITS[b])
     return _bound_names(seen)
 
 
