@@ -171,6 +171,17 @@ def json_value(v):
     return v if math.isfinite(v) else None
 
 
+def json_code(var: str, like) -> str:
+    """json_value's rule as Python source over the variable ``var`` (compiled code that writes
+    JSON, perfmodel.results): ``like`` is a value of the kind it holds (a whole number stays
+    one; text and bools as they are; a float None where not finite)."""
+    if isinstance(like, int) and not isinstance(like, bool):
+        return f"_py_int({var})"
+    if isinstance(like, (bool, str)):
+        return var
+    return f"({var} if {var} - {var} == 0.0 else None)"
+
+
 def _rows(x) -> np.ndarray:
     """A column of rows as one float array; rows given as a list may be numbers or arrays
     (one value per configuration), broadcast together."""
@@ -765,7 +776,7 @@ def compile_py(steps: list[tuple[str, object]], consts: Mapping[str, object],
     plain-float helpers with numpy's answers. Range sums add their rows in order, where numpy
     sums eight or more pairwise: those agree to rounding, not to the bit.
     ``returns``: instead of the dict, the function returns this Python expression (given how
-    to name an output variable; the JSON helper _py_int is in scope). The
+    to name an output variable; formula.json_code writes JSON values in it). The
     function keeps its program as ``f.source`` = (steps, consts, outputs), for perfmodel.trace.
     """
     local: dict[str, str] = {}

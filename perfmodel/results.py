@@ -21,7 +21,7 @@ import numpy as np
 
 from . import trace
 from .engine import SCHEMA_VERSION, per_chip, evaluate_rows, price_columns, totals
-from .formula import compile_needed, compile_py, refs, split_steps, to_excel
+from .formula import compile_needed, compile_py, json_code, refs, split_steps, to_excel
 from .model import expand_workload, expansion
 from .model.summary import step_summary
 from .specs import Hardware, SpecError, TransformerOp, Workload, bare_type
@@ -222,10 +222,7 @@ def _compile(t: trace.Trace, template, real) -> typing.Callable:
             var = f"out:{len(outs)}"
             steps.append((var, tv.expr))
             outs.append(var)
-            wrap = ("_py_int({0})" if isinstance(rv, int) and not isinstance(rv, bool)
-                    else "{0}" if isinstance(rv, (bool, str))
-                    else "({0} if {0} - {0} == 0.0 else None)")  # JSON: not finite -> null
-            return wrap.format(f"{_HOLE}{len(outs) - 1}{_HOLE}")
+            return json_code(f"{_HOLE}{len(outs) - 1}{_HOLE}", rv)
         if isinstance(tv, dict):
             if not isinstance(rv, dict) or list(tv) != list(rv):
                 raise trace.TraceLeak("the recording's keys differ from the result's")
